@@ -1,0 +1,27 @@
+//! Bakes the location of the venv's libtorch into the binaries (rpath), so
+//! `toe-pipe` and the test binaries run without `LD_LIBRARY_PATH`.
+use std::path::PathBuf;
+
+fn main() {
+    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
+    let link = manifest.join(".venv").join("libtorch");
+    println!("cargo:rerun-if-changed=.venv/libtorch");
+    // Resolve the symlink so the rpath stays valid if .venv/libtorch is re-pointed.
+    let lib = link.canonicalize().unwrap_or(link).join("lib");
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
+    // libtorch_cuda is only reached through static registration, so the
+    // linker's --as-needed would drop it and CUDA would look absent at run
+    // time. Keep it explicitly when the wheel has it (the PyPI wheel does).
+    if lib.join("libtorch_cuda.so").exists() {
+        println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
+        println!("cargo:rustc-link-arg=-L{}", lib.display());
+        println!("cargo:rustc-link-arg=-ltorch_cuda");
+        println!("cargo:rustc-link-arg=-Wl,--as-needed");
+    }
+    if !lib.exists() {
+        println!(
+            "cargo:warning=libtorch not found at {}; run scripts/setup.sh first",
+            lib.display()
+        );
+    }
+}

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# One idempotent set-up step for toe-pipe: a project-local venv holding
+# PyPI's torch==2.13.0 (which provides libtorch for the tch crate), then a
+# release build of toe-pipe whose rpath points into that venv.
+# Safe to run again: it only does what is missing or out of date.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+venv="$root/.venv"
+req="$root/scripts/requirements.txt"
+python="${PYTHON:-python3}"
+stamp="$venv/.toe-pipe-requirements"
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+if [ ! -x "$venv/bin/python" ]; then
+    command -v "$python" >/dev/null || { log "no $python on PATH; install Python 3.9+ (e.g. apt install python3 python3-venv)"; exit 1; }
+    log "creating $venv"
+    "$python" -m venv "$venv"
+fi
+
+if [ ! -f "$stamp" ] || ! cmp -s "$req" "$stamp"; then
+    log "installing Python packages (torch 2.13.0 is about 5 GB, once)"
+    "$venv/bin/pip" install --disable-pip-version-check -q -r "$req"
+    # OpenAI's CLIP reference code: --no-deps, its own deps would upgrade torch.
+    "$venv/bin/pip" install --disable-pip-version-check -q --no-deps clip-anytorch
+    cp "$req" "$stamp"
+fi
+
+# Check the pin held: a different torch breaks the tch build in obscure ways.
+version="$("$venv/bin/python" -c 'import torch; print(torch.__version__.split("+")[0])')"
+if [ "$version" != "2.13.0" ]; then
+    log "the venv has torch $version but tch 0.26 needs 2.13.0; fix with:"
+    log "  $venv/bin/pip install torch==2.13.0 && rm -f $stamp && scripts/setup.sh"
+    exit 1
+fi
+
+torch_dir="$("$venv/bin/python" -c 'import os, torch; print(os.path.dirname(torch.__file__))')"
+if [ "$(readlink "$venv/libtorch" 2>/dev/null)" != "$torch_dir" ]; then
+    ln -sfn "$torch_dir" "$venv/libtorch"
+fi
+
+if [ "${TOE_PIPE_SKIP_BUILD:-0}" != 1 ]; then
+    log "building toe-pipe (release; the first build of torch-sys takes a few minutes)"
+    cargo build --release --quiet --bin toe-pipe
+fi

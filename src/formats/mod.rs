@@ -1,0 +1,1 @@
+//! Readers and writers of the artifact formats (npy, pickle, torch .pt).

@@ -1,0 +1,1 @@
+//! Image datasets (ImageFolder) and CLIP preprocessing.

@@ -1,0 +1,1 @@
+//! OoD detection metrics: FPR at 95% TPR, AUROC, AUPR, accuracy.
