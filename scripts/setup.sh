@@ -28,19 +28,21 @@ if [ ! -f "$stamp" ] || ! cmp -s "$req" "$stamp"; then
 fi
 
 # Check the pin held: a different torch breaks the tch build in obscure ways.
-version="$("$venv/bin/python" -c 'import torch; print(torch.__version__.split("+")[0])')"
+# (read from the installed metadata: importing torch takes seconds)
+version="$(ls -d "$venv"/lib/python3*/site-packages/torch-*.dist-info 2>/dev/null | sed -n 's/.*torch-\([^/]*\)\.dist-info$/\1/p' | head -n 1)"
 if [ "$version" != "2.13.0" ]; then
-    log "the venv has torch $version but tch 0.26 needs 2.13.0; fix with:"
+    log "the venv has torch ${version:-(none)} but tch 0.26 needs 2.13.0; fix with:"
     log "  $venv/bin/pip install torch==2.13.0 && rm -f $stamp && scripts/setup.sh"
     exit 1
 fi
 
-torch_dir="$("$venv/bin/python" -c 'import os, torch; print(os.path.dirname(torch.__file__))')"
+torch_dir="$(ls -d "$venv"/lib/python3*/site-packages/torch | head -n 1)"
 if [ "$(readlink "$venv/libtorch" 2>/dev/null)" != "$torch_dir" ]; then
     ln -sfn "$torch_dir" "$venv/libtorch"
 fi
 
 if [ "${TOE_PIPE_SKIP_BUILD:-0}" != 1 ]; then
-    log "building toe-pipe (release; the first build of torch-sys takes a few minutes)"
+    command -v cargo >/dev/null || { log "no cargo on PATH; install Rust (https://rustup.rs)"; exit 1; }
+    [ -x "$root/target/release/toe-pipe" ] || log "building toe-pipe (release; the first build takes a few minutes)"
     cargo build --release --quiet --bin toe-pipe
 fi
