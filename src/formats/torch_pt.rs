@@ -371,9 +371,11 @@ pub fn save_state_dict_pt(path: &Path, entries: &[(String, Tensor)]) -> Result<(
     save_pt(path, &PtValue::state_dict(entries))
 }
 
-/// Writes nested state dicts, e.g. ZOC's `{'net': state_dict}`.
-pub fn save_nested_state_dicts_pt(path: &Path, groups: &[(String, Vec<(String, Tensor)>)]) -> Result<()> {
-    let value = PtValue::Dict(groups.iter().map(|(k, sd)| (k.clone(), PtValue::state_dict(sd))).collect());
+/// Writes a dict of state dicts, e.g. ZOC's `{'net': state_dict}`; for dicts
+/// that mix in other values (an epoch number) build a [`PtValue`] and use
+/// [`save_pt`].
+pub fn save_nested_state_dicts_pt(path: &Path, groups: &[(&str, &[(String, Tensor)])]) -> Result<()> {
+    let value = PtValue::Dict(groups.iter().map(|(k, sd)| (k.to_string(), PtValue::state_dict(sd))).collect());
     save_pt(path, &value)
 }
 
