@@ -702,12 +702,20 @@ impl<'a, 'p> Machine<'a, 'p> {
 }
 
 fn global(module: &str, name: &str) -> Result<Global> {
-    resolve_global(module, name).ok_or_else(|| {
-        anyhow!(
-            "pickle global `{module}.{name}` is not allowed: toe-pipe's safe unpickler only rebuilds \
-             numpy arrays and torch tensors and never runs code named by a file"
-        )
-    })
+    if let Some(g) = resolve_global(module, name) {
+        return Ok(g);
+    }
+    if (module == "torch._utils" && name.starts_with("_rebuild_")) || (module == "torch" && name.ends_with("Storage")) {
+        bail!(
+            "`{module}.{name}` is not supported: toe-pipe reads dense tensors of the classic dtypes \
+             (float16/32/64, bfloat16, int8-64, uint8, bool, complex), not sparse, quantized, \
+             uint16-64 or float8 ones"
+        );
+    }
+    bail!(
+        "pickle global `{module}.{name}` is not allowed: toe-pipe's safe unpickler only rebuilds \
+         numpy arrays and torch tensors and never runs code named by a file"
+    )
 }
 
 /// Two dict keys are the same for the simple key types pickles use.

@@ -86,6 +86,16 @@ pub enum TorchFileKind {
     LegacyTorchSave,
 }
 
+impl std::fmt::Display for TorchFileKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TorchFileKind::TorchSave => "torch.save archive",
+            TorchFileKind::TorchScript => "TorchScript archive",
+            TorchFileKind::LegacyTorchSave => "legacy (pre-1.6) torch.save file",
+        })
+    }
+}
+
 /// Tells a `torch.save` archive from a TorchScript archive or a legacy file.
 pub fn detect_kind(path: &Path) -> Result<TorchFileKind> {
     let mut f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;

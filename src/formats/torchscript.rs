@@ -34,7 +34,7 @@ impl ScriptModule {
         match detect_kind(path)? {
             TorchFileKind::TorchScript => {}
             kind => bail!(
-                "{}: a {kind:?} file, not a TorchScript archive; read it with formats::load_pt / load_state_dict",
+                "{}: a {kind}, not a TorchScript archive; read it with formats::load_pt / load_state_dict",
                 path.display()
             ),
         }
