@@ -395,7 +395,9 @@ pub fn save_nested_state_dicts_pt(path: &Path, groups: &[(&str, &[(String, Tenso
 pub fn save_pt(path: &Path, value: &PtValue) -> Result<()> {
     let shown = path.display();
     let mut pickler = Pickler::new();
-    let mut storages: Vec<Vec<u8>> = Vec::new();
+    // Tensors to write as storages, in key order; copied out one at a time
+    // so that saving a large model needs little memory beyond the model.
+    let mut storages: Vec<&Tensor> = Vec::new();
     pickler.buf.extend_from_slice(b"\x80\x02");
     pickler
         .value(value, &mut storages, 0)
@@ -419,8 +421,8 @@ pub fn save_pt(path: &Path, value: &PtValue) -> Result<()> {
     };
     record(&mut zip, "data.pkl", &pickler.buf)?;
     record(&mut zip, "byteorder", b"little")?;
-    for (i, s) in storages.iter().enumerate() {
-        record(&mut zip, &format!("data/{i}"), s)?;
+    for (i, t) in storages.iter().enumerate() {
+        record(&mut zip, &format!("data/{i}"), &tensor_bytes(t)?)?;
     }
     record(&mut zip, "version", b"3\n")?;
     let mut w = zip.finish().map_err(io)?;
@@ -472,7 +474,7 @@ impl Pickler {
         self.buf.extend_from_slice(b")R");
     }
 
-    fn value(&mut self, v: &PtValue, storages: &mut Vec<Vec<u8>>, depth: usize) -> Result<()> {
+    fn value<'t>(&mut self, v: &'t PtValue, storages: &mut Vec<&'t Tensor>, depth: usize) -> Result<()> {
         if depth > MAX_DEPTH {
             bail!("objects nested more than {MAX_DEPTH} deep");
         }
@@ -511,19 +513,14 @@ impl Pickler {
         Ok(())
     }
 
-    fn tensor(&mut self, t: &Tensor, storages: &mut Vec<Vec<u8>>) -> Result<()> {
+    fn tensor<'t>(&mut self, t: &'t Tensor, storages: &mut Vec<&'t Tensor>) -> Result<()> {
         let kind = t.f_kind()?;
         let storage_type = storage_name(kind)
             .ok_or_else(|| anyhow!("tensors of type {kind:?} cannot be saved in a .pt file"))?;
         let size = t.size();
         let numel: i64 = size.iter().product();
-        let mut bytes = vec![0u8; numel as usize * kind.elt_size_in_bytes()];
-        if numel > 0 {
-            // Copies to the CPU and to C order whatever the tensor's layout.
-            t.f_copy_data_u8(&mut bytes, numel as usize)?;
-        }
         let key = storages.len().to_string();
-        storages.push(bytes);
+        storages.push(t);
 
         self.global("torch._utils", "_rebuild_tensor_v2");
         self.buf.extend_from_slice(b"((");
@@ -541,6 +538,17 @@ impl Pickler {
         self.buf.extend_from_slice(b"tR");
         Ok(())
     }
+}
+
+/// A tensor's elements in C order on the CPU, as a storage record holds them.
+fn tensor_bytes(t: &Tensor) -> Result<Vec<u8>> {
+    let numel = t.numel();
+    let mut bytes = vec![0u8; numel * t.f_kind()?.elt_size_in_bytes()];
+    if numel > 0 {
+        // Copies to the CPU and to C order whatever the tensor's layout.
+        t.f_copy_data_u8(&mut bytes, numel)?;
+    }
+    Ok(bytes)
 }
 
 /// C-order strides as PyTorch computes them (a zero-length dimension counts as 1).
