@@ -8,13 +8,17 @@ use std::fmt;
 
 use serde::de::{Deserializer, MapAccess, Visitor};
 use tch::Kind;
-use toe_pipe::formats::{load_pt, load_state_dict, load_tensor_pt, read_strings, tensor_to_array, PtValue};
+use toe_pipe::formats::{
+    load_pt, load_state_dict, load_tensor_pt, read_strings, tensor_to_array, PtValue,
+};
 
 use formats_util::{reference_dir, run_python};
 
 #[test]
 fn class_names_unicode_array() {
-    let Some(dir) = reference_dir("class_names_unicode_array") else { return };
+    let Some(dir) = reference_dir("class_names_unicode_array") else {
+        return;
+    };
     let names = read_strings(&dir.join("imagenet_class_clean.npy")).unwrap();
     assert_eq!(names.len(), 1000);
     assert_eq!(&names[..3], ["tench", "goldfish", "great white shark"]);
@@ -45,7 +49,9 @@ impl<'de> serde::Deserialize<'de> for OrderedPhrases {
 
 #[test]
 fn outlier_descriptions_object_array() {
-    let Some(dir) = reference_dir("outlier_descriptions_object_array") else { return };
+    let Some(dir) = reference_dir("outlier_descriptions_object_array") else {
+        return;
+    };
     let sentences = read_strings(&dir.join("ImageNet_outlier_description.npy")).unwrap();
     assert_eq!(sentences.len(), 5800);
     assert_eq!(sentences[0], "This is a photo of a freshwater fish");
@@ -61,7 +67,9 @@ fn outlier_descriptions_object_array() {
 
 #[test]
 fn class_means_bare_tensor() {
-    let Some(dir) = reference_dir("class_means_bare_tensor") else { return };
+    let Some(dir) = reference_dir("class_means_bare_tensor") else {
+        return;
+    };
     let path = dir.join("ImageNet_classwise_mean_ImageNet_250_True.pt");
     let means = load_tensor_pt(&path).unwrap();
     assert_eq!(means.size(), [100, 512]);
@@ -76,24 +84,35 @@ fn class_means_bare_tensor() {
         &[&path],
     );
     let py: Vec<f64> = py.split_whitespace().map(|x| x.parse().unwrap()).collect();
-    let sum = means.to_kind(Kind::Double).sum(Kind::Double).double_value(&[]);
+    let sum = means
+        .to_kind(Kind::Double)
+        .sum(Kind::Double)
+        .double_value(&[]);
     let at = means.double_value(&[3, 7]);
     assert_eq!(py, [sum, at]);
 
     // A bare tensor is not a state dict.
     let e = load_state_dict(&path).unwrap_err().to_string();
-    assert!(e.contains("bare tensor") && e.contains("ImageNet_classwise_mean"), "{e}");
+    assert!(
+        e.contains("bare tensor") && e.contains("ImageNet_classwise_mean"),
+        "{e}"
+    );
     assert!(matches!(load_pt(&path).unwrap(), PtValue::Tensor(_)));
 }
 
 #[test]
 fn precision_matrix_bare_tensor() {
-    let Some(dir) = reference_dir("precision_matrix_bare_tensor") else { return };
+    let Some(dir) = reference_dir("precision_matrix_bare_tensor") else {
+        return;
+    };
     let p = load_tensor_pt(&dir.join("ImageNet_precision_ImageNet_250_True.pt")).unwrap();
     assert_eq!(p.size(), [512, 512]);
     let asym = (&p - p.tr()).abs().max().double_value(&[]);
     let scale = p.abs().max().double_value(&[]);
-    assert!(asym <= 1e-5 * scale, "max |P - P^T| = {asym} of max |P| = {scale}");
+    assert!(
+        asym <= 1e-5 * scale,
+        "max |P - P^T| = {asym} of max |P| = {scale}"
+    );
     let p00 = p.double_value(&[0, 0]);
     assert!((p00 - 7249.07).abs() < 0.01, "P[0,0] = {p00}");
 }

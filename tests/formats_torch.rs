@@ -9,8 +9,9 @@ use std::path::Path;
 
 use tch::{Device, Kind, Tensor};
 use toe_pipe::formats::{
-    detect_kind, is_torchscript, load_pt, load_state_dict, load_tensor_pt, save_nested_state_dicts_pt, save_pt,
-    save_state_dict_pt, save_tensor_pt, PtValue, ScriptModule, TorchFileKind,
+    detect_kind, is_torchscript, load_pt, load_state_dict, load_tensor_pt,
+    save_nested_state_dicts_pt, save_pt, save_state_dict_pt, save_tensor_pt, PtValue, ScriptModule,
+    TorchFileKind,
 };
 
 use formats_util::{run_python, scratch};
@@ -97,14 +98,26 @@ fn python_files_round_trip_through_rust() {
     let d = dir.path();
     run_python(TORCH_OBJECTS, &[d, Path::new("write")]);
     for name in [
-        "bare", "state_dict", "nested", "kinds", "layouts", "shared", "parameter", "legacy", "legacy_layouts",
+        "bare",
+        "state_dict",
+        "nested",
+        "kinds",
+        "layouts",
+        "shared",
+        "parameter",
+        "legacy",
+        "legacy_layouts",
         "protocol4",
     ] {
         let src = d.join(format!("{name}.pt"));
         let value = load_pt(&src).unwrap_or_else(|e| panic!("{name}: {e:#}"));
-        save_pt(&d.join(format!("{name}_back.pt")), &value).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        save_pt(&d.join(format!("{name}_back.pt")), &value)
+            .unwrap_or_else(|e| panic!("{name}: {e:#}"));
     }
-    assert_eq!(run_python(TORCH_OBJECTS, &[d, Path::new("check")]).trim(), "ok");
+    assert_eq!(
+        run_python(TORCH_OBJECTS, &[d, Path::new("check")]).trim(),
+        "ok"
+    );
 }
 
 #[test]
@@ -112,8 +125,14 @@ fn loaded_values_have_the_saved_structure() {
     let dir = scratch();
     let d = dir.path();
     run_python(TORCH_OBJECTS, &[d, Path::new("write")]);
-    assert_eq!(detect_kind(&d.join("bare.pt")).unwrap(), TorchFileKind::TorchSave);
-    assert_eq!(detect_kind(&d.join("legacy.pt")).unwrap(), TorchFileKind::LegacyTorchSave);
+    assert_eq!(
+        detect_kind(&d.join("bare.pt")).unwrap(),
+        TorchFileKind::TorchSave
+    );
+    assert_eq!(
+        detect_kind(&d.join("legacy.pt")).unwrap(),
+        TorchFileKind::LegacyTorchSave
+    );
     assert_eq!(load_tensor_pt(&d.join("bare.pt")).unwrap().size(), [5, 7]);
 
     // Nested checkpoint: keys flattened with dots, non-tensors skipped.
@@ -123,8 +142,15 @@ fn loaded_values_have_the_saved_structure() {
         assert_eq!(
             names,
             [
-                "net.0.weight", "net.0.bias", "net.1.weight", "net.1.bias", "net.1.running_mean", "net.1.running_var",
-                "net.1.num_batches_tracked", "net.3.weight", "net.3.bias"
+                "net.0.weight",
+                "net.0.bias",
+                "net.1.weight",
+                "net.1.bias",
+                "net.1.running_mean",
+                "net.1.running_var",
+                "net.1.num_batches_tracked",
+                "net.3.weight",
+                "net.3.bias"
             ],
             "{file}"
         );
@@ -134,10 +160,19 @@ fn loaded_values_have_the_saved_structure() {
         assert!(matches!(value.get("epoch"), Some(PtValue::Int(3))));
         assert!(matches!(value.get("lr"), Some(PtValue::Float(x)) if *x == 0.001));
         assert!(matches!(value.get("name"), Some(PtValue::Str(s)) if s == "zoc"));
-        assert!(matches!(value.get("opt").and_then(|o| o.get("0")).and_then(|o| o.get("step")), Some(PtValue::Int(5))));
+        assert!(matches!(
+            value
+                .get("opt")
+                .and_then(|o| o.get("0"))
+                .and_then(|o| o.get("step")),
+            Some(PtValue::Int(5))
+        ));
     }
 
-    let kinds: HashMap<String, Tensor> = load_state_dict(&d.join("kinds.pt")).unwrap().into_iter().collect();
+    let kinds: HashMap<String, Tensor> = load_state_dict(&d.join("kinds.pt"))
+        .unwrap()
+        .into_iter()
+        .collect();
     let expect = [
         ("f16", Kind::Half),
         ("bf16", Kind::BFloat16),
@@ -155,10 +190,17 @@ fn loaded_values_have_the_saved_structure() {
     }
     assert_eq!(kinds["i64"].int64_value(&[0]), -(1i64 << 62));
 
-    let layouts: HashMap<String, Tensor> = load_state_dict(&d.join("layouts.pt")).unwrap().into_iter().collect();
+    let layouts: HashMap<String, Tensor> = load_state_dict(&d.join("layouts.pt"))
+        .unwrap()
+        .into_iter()
+        .collect();
     let base = Tensor::arange(60, (Kind::Float, Device::Cpu)).reshape([6, 10]);
     assert!(layouts["transposed"].equal(&base.tr()));
-    assert_eq!(layouts["transposed"].stride(), [1, 10], "views keep PyTorch's strides");
+    assert_eq!(
+        layouts["transposed"].stride(),
+        [1, 10],
+        "views keep PyTorch's strides"
+    );
     assert!(layouts["slice"].equal(&base.narrow(0, 2, 3)));
     assert_eq!(layouts["slice"].storage_offset(), 20);
     assert!(layouts["strided"].equal(&base.slice(0, 1, 6, 2).slice(1, 0, 10, 3)));
@@ -166,7 +208,10 @@ fn loaded_values_have_the_saved_structure() {
     assert_eq!(layouts["empty"].size(), [0, 3]);
 
     // Tensors that shared a storage in Python share it again.
-    let shared: HashMap<String, Tensor> = load_state_dict(&d.join("shared.pt")).unwrap().into_iter().collect();
+    let shared: HashMap<String, Tensor> = load_state_dict(&d.join("shared.pt"))
+        .unwrap()
+        .into_iter()
+        .collect();
     let whole = &shared["whole"];
     let _ = shared["view"].shallow_clone().fill_(-1.0);
     assert_eq!(whole.double_value(&[1, 4]), -1.0);
@@ -187,8 +232,14 @@ fn rust_files_open_in_python() {
     save_tensor_pt(&d.join("scalar.pt"), &Tensor::from(2.5f64)).unwrap();
     save_tensor_pt(&d.join("empty.pt"), &Tensor::zeros([0, 3], cpu)).unwrap();
     let entries = vec![
-        ("weight".to_string(), base.narrow(1, 0, 4).to_kind(Kind::Half)),
-        ("bias".to_string(), Tensor::arange(6, cpu).to_kind(Kind::BFloat16)),
+        (
+            "weight".to_string(),
+            base.narrow(1, 0, 4).to_kind(Kind::Half),
+        ),
+        (
+            "bias".to_string(),
+            Tensor::arange(6, cpu).to_kind(Kind::BFloat16),
+        ),
         ("mask".to_string(), base.gt(30.0)),
         ("count".to_string(), Tensor::from(7i64)),
     ];
@@ -205,7 +256,10 @@ fn rust_files_open_in_python() {
         ("neg".into(), PtValue::Int(-70000)),
         ("lr".into(), PtValue::Float(1e-3)),
         ("name".into(), PtValue::Str("café".into())),
-        ("list".into(), PtValue::List(vec![PtValue::Bool(true), PtValue::None])),
+        (
+            "list".into(),
+            PtValue::List(vec![PtValue::Bool(true), PtValue::None]),
+        ),
     ]);
     save_pt(&d.join("mixed.pt"), &mixed).unwrap();
     let out = run_python(
@@ -283,37 +337,82 @@ fn torchscript_archives() {
     // Scripting needs the class source, so the script runs from a file.
     let script = d.join("make_scripted.py");
     std::fs::write(&script, SCRIPTED_MODULE).unwrap();
-    let out = std::process::Command::new(formats_util::python()).arg(&script).arg(d).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new(formats_util::python())
+        .arg(&script)
+        .arg(d)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     assert!(is_torchscript(&d.join("scripted.pt")).unwrap());
     assert!(is_torchscript(&d.join("traced.pt")).unwrap());
     assert!(!is_torchscript(&d.join("state_dict.pt")).unwrap());
-    let e = ScriptModule::load(&d.join("state_dict.pt"), Device::Cpu).err().unwrap().to_string();
-    assert!(e.contains("not a TorchScript archive") && e.contains("state_dict.pt"), "{e}");
+    let e = ScriptModule::load(&d.join("state_dict.pt"), Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("not a TorchScript archive") && e.contains("state_dict.pt"),
+        "{e}"
+    );
 
-    let expected: HashMap<String, Tensor> = load_state_dict(&d.join("expected.pt")).unwrap().into_iter().collect();
+    let expected: HashMap<String, Tensor> = load_state_dict(&d.join("expected.pt"))
+        .unwrap()
+        .into_iter()
+        .collect();
     for file in ["scripted.pt", "traced.pt"] {
         let m = ScriptModule::load(&d.join(file), Device::Cpu).unwrap();
-        let params: Vec<String> = m.named_parameters().unwrap().into_iter().map(|(n, _)| n).collect();
-        assert_eq!(params, ["proj.weight", "proj.bias", "norm.weight", "norm.bias"], "{file}");
+        let params: Vec<String> = m
+            .named_parameters()
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(
+            params,
+            ["proj.weight", "proj.bias", "norm.weight", "norm.bias"],
+            "{file}"
+        );
         let buffers: HashMap<String, Tensor> = m.named_buffers().unwrap().into_iter().collect();
-        for name in ["scale", "norm.running_mean", "norm.running_var", "norm.num_batches_tracked"] {
+        for name in [
+            "scale",
+            "norm.running_mean",
+            "norm.running_var",
+            "norm.num_batches_tracked",
+        ] {
             assert!(buffers[name].equal(&expected[name]), "{file}: {name}");
         }
         for (name, t) in m.named_parameters().unwrap() {
             assert!(t.equal(&expected[&name]), "{file}: {name}");
         }
-        let y = m.method("forward", &[expected["x"].shallow_clone()]).unwrap();
-        assert!(y.allclose(&expected["forward"], 1e-6, 1e-6, false), "{file}");
+        let y = m
+            .method("forward", &[expected["x"].shallow_clone()])
+            .unwrap();
+        assert!(
+            y.allclose(&expected["forward"], 1e-6, 1e-6, false),
+            "{file}"
+        );
         if file == "scripted.pt" {
-            let y = m.method("encode_text", &[expected["x"].shallow_clone()]).unwrap();
+            let y = m
+                .method("encode_text", &[expected["x"].shallow_clone()])
+                .unwrap();
             assert!(y.allclose(&expected["encode_text"], 1e-6, 1e-6, false));
-            let e = m.method("no_such_method", &[expected["x"].shallow_clone()]).unwrap_err().to_string();
+            let e = m
+                .method("no_such_method", &[expected["x"].shallow_clone()])
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("no_such_method"), "{e}");
         }
         // The archive's tensors also load as a flat state dict.
-        let flat: Vec<String> = load_state_dict(&d.join(file)).unwrap().into_iter().map(|(n, _)| n).collect();
+        let flat: Vec<String> = load_state_dict(&d.join(file))
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
         assert!(flat.contains(&"norm.running_var".to_string()), "{flat:?}");
     }
 }

@@ -38,10 +38,18 @@ impl ScriptModule {
                 path.display()
             ),
         }
-        let mut module = CModule::load_on_device(path, device)
-            .map_err(|e| anyhow!("{}: libtorch cannot load this TorchScript archive: {e}", path.display()))?;
+        let mut module = CModule::load_on_device(path, device).map_err(|e| {
+            anyhow!(
+                "{}: libtorch cannot load this TorchScript archive: {e}",
+                path.display()
+            )
+        })?;
         module.f_set_eval()?;
-        Ok(ScriptModule { path: path.to_path_buf(), device, module })
+        Ok(ScriptModule {
+            path: path.to_path_buf(),
+            device,
+            module,
+        })
     }
 
     /// The underlying `tch` module.
@@ -62,7 +70,11 @@ impl ScriptModule {
     /// plain tensor attributes (e.g. CLIP's `attn_mask`), which TorchScript
     /// stores alike. Read from the archive, so they are the saved values.
     pub fn named_buffers(&self) -> Result<Vec<(String, Tensor)>> {
-        let params: HashSet<String> = self.named_parameters()?.into_iter().map(|(n, _)| n).collect();
+        let params: HashSet<String> = self
+            .named_parameters()?
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
         let tensors = load_state_dict(&self.path)?;
         tensors
             .into_iter()
@@ -74,15 +86,21 @@ impl ScriptModule {
     /// Calls method `name` on tensors, expecting one tensor back
     /// (e.g. `encode_image`).
     pub fn method(&self, name: &str, inputs: &[Tensor]) -> Result<Tensor> {
-        self.module
-            .method_ts(name, inputs)
-            .map_err(|e| anyhow!("{}: calling method {name:?} failed: {e}", self.path.display()))
+        self.module.method_ts(name, inputs).map_err(|e| {
+            anyhow!(
+                "{}: calling method {name:?} failed: {e}",
+                self.path.display()
+            )
+        })
     }
 
     /// Calls method `name` with arbitrary TorchScript values.
     pub fn method_is(&self, name: &str, inputs: &[IValue]) -> Result<IValue> {
-        self.module
-            .method_is(name, inputs)
-            .map_err(|e| anyhow!("{}: calling method {name:?} failed: {e}", self.path.display()))
+        self.module.method_is(name, inputs).map_err(|e| {
+            anyhow!(
+                "{}: calling method {name:?} failed: {e}",
+                self.path.display()
+            )
+        })
     }
 }
