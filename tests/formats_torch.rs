@@ -416,3 +416,58 @@ fn torchscript_archives() {
         assert!(flat.contains(&"norm.running_var".to_string()), "{flat:?}");
     }
 }
+
+/// An archive shaped like OpenAI's released CLIP files: a tiny ResNet CLIP
+/// from the reference code (clip-anytorch), traced with `encode_image` and
+/// `encode_text`. Parameters plus buffers must cover the state dict
+/// `clip.load` rebuilds the model from, with the same values.
+#[test]
+fn traced_clip_archive_exposes_its_state_dict() {
+    let dir = scratch();
+    let d = dir.path();
+    run_python(
+        r#"
+import sys, warnings, torch
+warnings.filterwarnings("ignore")
+from clip.model import CLIP
+d = sys.argv[1]
+torch.manual_seed(0)
+m = CLIP(embed_dim=32, image_resolution=64, vision_layers=(1, 1, 1, 1), vision_width=16, vision_patch_size=None,
+         context_length=77, vocab_size=49408, transformer_width=32, transformer_heads=2, transformer_layers=1).eval()
+with torch.no_grad():
+    for mod in m.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.running_mean.uniform_()
+img = torch.randn(2, 3, 64, 64)
+txt = torch.randint(0, 49408, (2, 77))
+torch.jit.trace_module(m, {"encode_image": img, "encode_text": txt}).save(f"{d}/clip_rn.pt")
+torch.save(m.state_dict(), f"{d}/clip_state.pt")
+torch.save({"img": img, "txt": txt, "image_features": m.encode_image(img).detach(),
+            "text_features": m.encode_text(txt).detach()}, f"{d}/clip_io.pt")
+"#,
+        &[d],
+    );
+    let m = ScriptModule::load(&d.join("clip_rn.pt"), Device::Cpu).unwrap();
+    let mut held: HashMap<String, Tensor> = m.named_parameters().unwrap().into_iter().collect();
+    held.extend(m.named_buffers().unwrap());
+    let state = load_state_dict(&d.join("clip_state.pt")).unwrap();
+    assert!(state.iter().any(|(n, _)| n.ends_with("running_mean")));
+    for (name, t) in &state {
+        let got = held
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} missing from the archive"));
+        assert!(got.equal(t), "{name} differs");
+    }
+    let io: HashMap<String, Tensor> = load_state_dict(&d.join("clip_io.pt"))
+        .unwrap()
+        .into_iter()
+        .collect();
+    let f = m
+        .method("encode_image", &[io["img"].shallow_clone()])
+        .unwrap();
+    assert!(f.allclose(&io["image_features"], 1e-5, 1e-5, false));
+    let f = m
+        .method("encode_text", &[io["txt"].shallow_clone()])
+        .unwrap();
+    assert!(f.allclose(&io["text_features"], 1e-5, 1e-5, false));
+}
