@@ -7,3 +7,4 @@ pub mod metrics;
 pub mod ops;
 pub mod spec;
 pub mod world;
+pub mod toe;
