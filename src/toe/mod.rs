@@ -7,4 +7,5 @@ pub mod class_stats;
 pub mod energy;
 pub mod mahalanobis;
 pub mod outlier_text;
+pub mod report;
 pub mod train_head;
