@@ -6,3 +6,5 @@ pub mod images;
 pub mod metrics;
 pub mod ops;
 pub mod spec;
+pub mod world;
+pub mod toe;

@@ -1,0 +1,215 @@
+//! One picture of the world: its sampled attributes, its pixels and a
+//! caption that says (part of) what is in it.
+
+use std::f32::consts::PI;
+
+use super::render::{mix, Background, Canvas, BACKGROUNDS, COLOURS};
+use super::rng::Rng;
+use super::shapes::Shape;
+
+/// Object sizes as a fraction of the image side (radius).
+const SIZES: [(&str, f32); 3] = [("small", 0.2), ("medium", 0.28), ("large", 0.37)];
+
+/// The attributes of an object picture, kept for captions and tests.
+#[derive(Debug, Clone)]
+pub struct ObjectScene {
+    pub shape: Shape,
+    pub colour: usize,
+    pub size: usize,
+    pub background: Background,
+    pub background_colour: usize,
+    /// Horizontal and vertical position of the centre in [0, 1].
+    pub position: (f32, f32),
+    pub clutter: usize,
+}
+
+impl ObjectScene {
+    pub fn sample(shape: Shape, rng: &mut Rng) -> Self {
+        let colour = rng.below(COLOURS.len());
+        let mut background_colour = rng.below(COLOURS.len() - 1);
+        if background_colour >= colour {
+            background_colour += 1; // never the object's own colour
+        }
+        let size = rng.below(SIZES.len());
+        let margin = SIZES[size].1 + 0.02;
+        ObjectScene {
+            shape,
+            colour,
+            size,
+            background: *rng.pick(&BACKGROUNDS),
+            background_colour,
+            position: (rng.uniform(margin, 1.0 - margin), rng.uniform(margin, 1.0 - margin)),
+            clutter: if rng.chance(0.3) { 2 + rng.below(6) } else { 0 },
+        }
+    }
+
+    pub fn render(&self, image_size: usize, rng: &mut Rng) -> Canvas {
+        let s = image_size as f32;
+        let mut canvas = Canvas::new(image_size);
+        canvas.background(self.background, COLOURS[self.background_colour].1, rng);
+        canvas.clutter(self.clutter, rng);
+        let angle = rng.uniform(-0.25, 0.25) * PI / 2.0;
+        let tint = jitter_colour(COLOURS[self.colour].1, rng);
+        canvas.shape(self.shape, self.position.0 * s, self.position.1 * s, SIZES[self.size].1 * s, angle, tint);
+        canvas.camera(rng);
+        canvas
+    }
+
+    /// A caption in the style of web alt-text or COCO: attributes are
+    /// dropped at random, a shared shape trait is sometimes added.
+    pub fn caption(&self, rng: &mut Rng) -> String {
+        let mut words: Vec<&str> = Vec::new();
+        let opening = *rng.pick(&["a", "a", "a photo of a", "an image of a", "there is a"]);
+        words.extend(opening.split(' '));
+        if rng.chance(0.6) {
+            words.push(SIZES[self.size].0);
+        }
+        if rng.chance(0.75) {
+            words.push(COLOURS[self.colour].0);
+        }
+        words.push(self.shape.name());
+        if rng.chance(0.3) {
+            words.extend(rng.pick(self.shape.caption_traits()).split(' '));
+        }
+        if rng.chance(0.8) {
+            words.extend(["on", "a"]);
+            if rng.chance(0.7) {
+                words.push(self.background.name());
+            }
+            if rng.chance(0.7) {
+                words.push(COLOURS[self.background_colour].0);
+            }
+            words.push("background");
+        }
+        if rng.chance(0.25) {
+            words.extend(position_phrase(self.position).split(' '));
+        }
+        if self.clutter > 0 && rng.chance(0.5) {
+            words.extend(["with", "clutter"]);
+        }
+        fix_articles(&words)
+    }
+}
+
+fn jitter_colour(c: [f32; 3], rng: &mut Rng) -> [f32; 3] {
+    [0, 1, 2].map(|i| (c[i] + rng.uniform(-18.0, 18.0)).clamp(0.0, 255.0))
+}
+
+fn position_phrase((x, y): (f32, f32)) -> &'static str {
+    match (x < 0.4, x > 0.6, y < 0.4, y > 0.6) {
+        (true, _, true, _) => "in the top left",
+        (_, true, true, _) => "in the top right",
+        (true, _, _, true) => "in the bottom left",
+        (_, true, _, true) => "in the bottom right",
+        (true, _, _, _) => "on the left",
+        (_, true, _, _) => "on the right",
+        (_, _, true, _) => "at the top",
+        (_, _, _, true) => "at the bottom",
+        _ => "in the middle",
+    }
+}
+
+/// "a orange" -> "an orange", "a arrow" -> "an arrow".
+fn fix_articles(words: &[&str]) -> String {
+    let mut out: Vec<&str> = Vec::with_capacity(words.len());
+    for (i, w) in words.iter().enumerate() {
+        let next_vowel = words.get(i + 1).is_some_and(|n| n.starts_with(['a', 'e', 'i', 'o', 'u']));
+        out.push(if *w == "a" && next_vowel { "an" } else { w });
+    }
+    out.join(" ")
+}
+
+/// Far OoD: full-frame textures with no object (the world's "Textures").
+pub fn render_texture(kind: &str, image_size: usize, rng: &mut Rng) -> Canvas {
+    let mut canvas = Canvas::new(image_size);
+    let s = image_size as f32;
+    let first = rng.below(COLOURS.len());
+    let second = (first + 1 + rng.below(COLOURS.len() - 1)) % COLOURS.len();
+    let (a, b) = (COLOURS[first].1, COLOURS[second].1);
+    match kind {
+        "noise" => {
+            let grain = 1 + rng.below(3);
+            for y in 0..image_size {
+                for x in 0..image_size {
+                    let mut cell = Rng::new(rng.next_u64() ^ ((x / grain) as u64 * 7919 + (y / grain) as u64));
+                    canvas.pixels[y * image_size + x] = mix(a, b, cell.unit());
+                }
+            }
+        }
+        "waves" => {
+            let (fx, fy) = (rng.uniform(0.5, 3.0), rng.uniform(0.5, 3.0));
+            let phase = rng.uniform(0.0, 6.28);
+            for y in 0..image_size {
+                for x in 0..image_size {
+                    let t = 0.5 + 0.5 * ((x as f32 * fx + y as f32 * fy) * 6.28 / s + phase + (y as f32 * 0.4).sin()).sin();
+                    canvas.pixels[y * image_size + x] = mix(a, b, t);
+                }
+            }
+        }
+        _ => {
+            // "blobs": overlapping soft discs of many colours.
+            canvas.background(Background::Plain, a, rng);
+            for _ in 0..12 {
+                let c = COLOURS[rng.below(COLOURS.len())].1;
+                canvas.shape(Shape::Circle, rng.uniform(0.0, s), rng.uniform(0.0, s), rng.uniform(0.08, 0.25) * s, 0.0, c);
+            }
+        }
+    }
+    canvas.camera(rng);
+    canvas
+}
+
+/// Scene OoD: layouts without a single object (the world's "SUN/Places"):
+/// a horizon between two textured regions, or a cluttered floor.
+pub fn render_scenery(kind: &str, image_size: usize, rng: &mut Rng) -> Canvas {
+    let mut canvas = Canvas::new(image_size);
+    let sky = COLOURS[rng.below(COLOURS.len())].1;
+    canvas.background(*rng.pick(&BACKGROUNDS), sky, rng);
+    match kind {
+        "horizon" => {
+            let ground = COLOURS[rng.below(COLOURS.len())].1;
+            let horizon = rng.uniform(0.35, 0.7) * image_size as f32;
+            let tilt = rng.uniform(-0.2, 0.2);
+            for y in 0..image_size {
+                for x in 0..image_size {
+                    if y as f32 > horizon + tilt * (x as f32 - image_size as f32 / 2.0) {
+                        let shade = 0.85 + 0.15 * ((y as f32) / image_size as f32);
+                        canvas.pixels[y * image_size + x] = ground.map(|c| c * shade);
+                    }
+                }
+            }
+            canvas.clutter(rng.below(8), rng);
+        }
+        _ => {
+            // "clutter": many specks, no object.
+            let n = image_size * image_size / 12;
+            canvas.clutter(n / 2 + rng.below(n / 2 + 1), rng);
+        }
+    }
+    canvas.camera(rng);
+    canvas
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn articles_follow_the_next_word() {
+        assert_eq!(fix_articles(&["a", "orange", "star"]), "an orange star");
+        assert_eq!(fix_articles(&["a", "red", "arrow"]), "a red arrow");
+        assert_eq!(fix_articles(&["a", "arrow", "on", "a", "plain", "background"]), "an arrow on a plain background");
+    }
+
+    #[test]
+    fn captions_always_name_the_shape() {
+        let mut rng = Rng::new(3);
+        for k in 0..200 {
+            let shape = super::super::shapes::ALL_SHAPES[k % 12];
+            let scene = ObjectScene::sample(shape, &mut rng);
+            let caption = scene.caption(&mut rng);
+            assert!(caption.split(' ').any(|w| w == shape.name()), "{caption}");
+            assert_ne!(scene.colour, scene.background_colour);
+        }
+    }
+}
