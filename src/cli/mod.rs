@@ -134,7 +134,7 @@ impl Loaded {
 /// Load and check a pipeline; diagnostics are printed here.
 pub fn load(cli: &Cli, args: &PipelineArgs, check_sources: bool) -> Result<Loaded, Failure> {
     let opts = LoadOptions { set: args.set.clone() };
-    let mut pipeline = crate::spec::load(&args.pipeline, &opts).map_err(print_diagnostics)?;
+    let (mut pipeline, mut diags) = crate::spec::expand(&args.pipeline, &opts).map_err(print_diagnostics)?;
     let store_dir = store_dir_for(cli, &pipeline);
     let catalog = if pipeline.nodes.iter().any(|n| matches!(n.action, Action::Op { .. })) {
         let cache = store_dir.join("cache");
@@ -143,8 +143,15 @@ pub fn load(cli: &Cli, args: &PipelineArgs, check_sources: bool) -> Result<Loade
         OpCatalog::default()
     };
     let check_opts = CheckOptions { sources: check_sources, store: Some(store_dir.clone()) };
-    let dag = crate::spec::check::check(&mut pipeline, Some(&catalog), &check_opts).map_err(print_diagnostics)?;
-    Ok(Loaded { pipeline, dag, store_dir, catalog })
+    let checked = crate::spec::check::check(&mut pipeline, Some(&catalog), &check_opts);
+    match checked {
+        Ok(dag) if diags.is_empty() => Ok(Loaded { pipeline, dag, store_dir, catalog }),
+        Ok(_) => Err(print_diagnostics(diags.into_result().err().unwrap_or_default())),
+        Err(more) => {
+            diags.extend(more);
+            Err(print_diagnostics(diags.into_result().err().unwrap_or_default()))
+        }
+    }
 }
 
 fn print_diagnostics(d: crate::spec::Diagnostics) -> Failure {

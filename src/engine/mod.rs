@@ -17,6 +17,7 @@ use rayon::prelude::*;
 
 use crate::graph::Dag;
 use crate::ops::OpCatalog;
+pub use crate::spec::glob_match;
 use crate::spec::{InputRef, Pipeline};
 use crate::store::Store;
 use key::SourceHashes;
@@ -91,34 +92,6 @@ impl Engine<'_> {
         }
         Ok(hashes)
     }
-}
-
-/// `*` matches any run of characters, `?` one character.
-pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
-    let (mut pi, mut ti) = (0, 0);
-    let (mut star, mut mark) = (None, 0);
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = ti;
-            pi += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark += 1;
-            ti = mark;
-        } else {
-            return false;
-        }
-    }
-    while pi < p.len() && p[pi] == '*' {
-        pi += 1;
-    }
-    pi == p.len()
 }
 
 #[cfg(test)]

@@ -65,6 +65,7 @@ fn references(p: &Pipeline, diags: &mut Diagnostics) {
             for r in &input.refs {
                 let InputRef::Node { node: up, output } = r else { continue };
                 match by_id.get(up.as_str()) {
+                    None if p.is_broken(up) => {}
                     None => {
                         let hint = suggest(up, "node", p.nodes.iter().map(|n| n.id.as_str()));
                         diags.push(
@@ -80,7 +81,7 @@ fn references(p: &Pipeline, diags: &mut Diagnostics) {
                         };
                         // Op nodes have their op's outputs even when the
                         // file does not list them; `ops` checks those.
-                        if !upstream.outputs.contains_key(output) && !op_port {
+                        if !upstream.outputs.contains_key(output) && !op_port && !p.is_broken(up) {
                             let hint = suggest(output, "output", upstream.outputs.keys().map(String::as_str));
                             diags.push(
                                 p.diagnostic(&input.span, Some(&node.id), format!("input `{port}` refers to output `{output}` of node `{up}`, which has no such output"))
@@ -228,7 +229,7 @@ fn commands(p: &Pipeline, diags: &mut Diagnostics) {
         let used = match vars::runtime_placeholders(template) {
             Ok(u) => u,
             Err(m) => {
-                diags.push(p.diagnostic(span, Some(&node.id), m).with_fix("fix the command"));
+                diags.push(p.diagnostic(span, Some(&node.id), m.message).with_fix(m.fix));
                 continue;
             }
         };

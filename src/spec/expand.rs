@@ -10,7 +10,7 @@ use toml::Spanned;
 
 use super::diag::{Diagnostic, Diagnostics, SourceMap, Span};
 use super::raw::{LenientFile, OneOrMany, RawFile, RawNode};
-use super::vars::{self, Scope, VarValue};
+use super::vars::{self, Scope, VarError, VarValue};
 use super::{Action, ArtifactKind, Device, Input, InputRef, Node, Output, Param, ParamValue, Pipeline};
 
 /// Settings that come from the command line rather than the file.
@@ -23,6 +23,16 @@ pub struct LoadOptions {
 /// Load and expand a pipeline file. All problems found are returned
 /// together, each with file:line:col, node and fix.
 pub fn load(path: &Path, opts: &LoadOptions) -> Result<Pipeline, Diagnostics> {
+    let (pipeline, diags) = expand(path, opts)?;
+    diags.into_result()?;
+    Ok(pipeline)
+}
+
+/// Like [`load`], but a node with errors only drops that node: the rest of
+/// the pipeline comes back with the node-level diagnostics, so that later
+/// checks can report their problems in the same pass. The dropped nodes'
+/// ids are in `Pipeline::broken`. `Err` when nothing usable could be read.
+pub fn expand(path: &Path, opts: &LoadOptions) -> Result<(Pipeline, Diagnostics), Diagnostics> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) => {
@@ -37,7 +47,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Pipeline, Diagnostics> {
     };
     let source = SourceMap::new(path, &text);
     let raw: RawFile = toml::from_str(&text).map_err(|e| Diagnostics(vec![toml_error(&source, &e)]))?;
-    Expander { source, diags: Diagnostics::default() }.pipeline(path, raw, opts)
+    Expander { source, diags: Diagnostics::default(), broken: Vec::new() }.pipeline(path, raw, opts)
 }
 
 /// Turn a toml/serde error into a diagnostic, naming the node it is in.
@@ -65,6 +75,8 @@ fn toml_error(source: &SourceMap, e: &toml::de::Error) -> Diagnostic {
 struct Expander {
     source: SourceMap,
     diags: Diagnostics,
+    /// Ids (glob patterns for templates) of nodes dropped for errors.
+    broken: Vec<String>,
 }
 
 impl Expander {
@@ -72,7 +84,11 @@ impl Expander {
         self.diags.push(Diagnostic::at(&self.source, span, node, message).with_fix(fix));
     }
 
-    fn pipeline(mut self, path: &Path, raw: RawFile, opts: &LoadOptions) -> Result<Pipeline, Diagnostics> {
+    fn var_err(&mut self, span: &Span, node: Option<&str>, e: VarError) {
+        self.err(span, node, e.message, e.fix);
+    }
+
+    fn pipeline(mut self, path: &Path, raw: RawFile, opts: &LoadOptions) -> Result<(Pipeline, Diagnostics), Diagnostics> {
         let file = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
         let file_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
         let (header_span, header) = match raw.pipeline {
@@ -134,9 +150,9 @@ impl Expander {
         }
         let globals = match vars::resolve_globals(&raw_vars) {
             Ok(scope) => scope,
-            Err((name, message)) => {
+            Err((name, e)) => {
                 let span = var_spans.get(&name).cloned().unwrap_or(0..0);
-                self.err(&span, None, message, "fix the variable's value under [vars]");
+                self.var_err(&span, None, e);
                 return Err(self.finish());
             }
         };
@@ -160,9 +176,8 @@ impl Expander {
             self.err(&span, Some(&id), msg, "give every node a unique id; in a for_each template put the loop variable in the id, e.g. id = \"eval_${ood}\"");
         }
 
-        let pipeline = Pipeline { name, description, file, workspace, nodes, source: self.source.clone() };
-        self.finish().into_result()?;
-        Ok(pipeline)
+        let pipeline = Pipeline { name, description, file, workspace, nodes, source: self.source.clone(), broken: self.broken };
+        Ok((pipeline, self.diags))
     }
 
     fn finish(self) -> Diagnostics {
@@ -170,6 +185,23 @@ impl Expander {
     }
 
     fn expand_node(&mut self, raw: RawNode, node_span: Span, globals: &Scope, workspace: &Path, require_gpu_all: bool, out: &mut Vec<Node>) {
+        let errors_before = self.diags.len();
+        self.expand_template(&raw, node_span, globals, workspace, require_gpu_all, out);
+        if self.diags.len() > errors_before {
+            // Whatever ids this node would have had: `${x}` parts match anything.
+            let mut pattern = String::new();
+            let mut rest = raw.id.get_ref().as_str();
+            while let Some(i) = rest.find("${") {
+                pattern.push_str(&rest[..i]);
+                pattern.push('*');
+                rest = rest[i..].find('}').map_or("", |j| &rest[i + j + 1..]);
+            }
+            pattern.push_str(rest);
+            self.broken.push(pattern);
+        }
+    }
+
+    fn expand_template(&mut self, raw: &RawNode, node_span: Span, globals: &Scope, workspace: &Path, require_gpu_all: bool, out: &mut Vec<Node>) {
         let id_span = raw.id.span();
         let template_id = raw.id.get_ref().clone();
         // The loop variables and their values.
@@ -195,8 +227,8 @@ impl Expander {
             for item in items {
                 match vars::list_element(item, globals) {
                     Ok(v) => expanded.extend(v),
-                    Err(m) => {
-                        self.err(&vspan, Some(&template_id), m, "fix the for_each value");
+                    Err(e) => {
+                        self.var_err(&vspan, Some(&template_id), e);
                         ok = false;
                     }
                 }
@@ -230,7 +262,7 @@ impl Expander {
             combos = next;
         }
         for scope in combos {
-            if let Some(node) = self.build_node(&raw, &node_span, &scope, workspace, require_gpu_all) {
+            if let Some(node) = self.build_node(raw, &node_span, &scope, workspace, require_gpu_all) {
                 out.push(node);
             }
         }
@@ -238,12 +270,11 @@ impl Expander {
 
     /// One concrete node from a (possibly templated) raw node.
     fn build_node(&mut self, raw: &RawNode, node_span: &Span, scope: &Scope, workspace: &Path, require_gpu_all: bool) -> Option<Node> {
-        let errors_before = self.diags.len();
         let id_span = raw.id.span();
         let id = match vars::scalar(raw.id.get_ref(), scope) {
             Ok(id) => id,
-            Err(m) => {
-                self.err(&id_span, Some(raw.id.get_ref()), m, "fix the id");
+            Err(e) => {
+                self.var_err(&id_span, Some(raw.id.get_ref()), e);
                 return None;
             }
         };
@@ -255,15 +286,15 @@ impl Expander {
         let action = match (&raw.op, &raw.cmd) {
             (Some(op), None) => match vars::scalar(op.get_ref(), scope) {
                 Ok(name) => Some(Action::Op { name, span: op.span() }),
-                Err(m) => {
-                    self.err(&op.span(), node, m, "fix the op name");
+                Err(e) => {
+                    self.var_err(&op.span(), node, e);
                     None
                 }
             },
             (None, Some(cmd)) => match vars::command(cmd.get_ref(), scope) {
                 Ok(template) => Some(Action::Cmd { template, span: cmd.span() }),
-                Err(m) => {
-                    self.err(&cmd.span(), node, m, "fix the command; write `$$` for a literal `$`");
+                Err(e) => {
+                    self.var_err(&cmd.span(), node, e);
                     None
                 }
             },
@@ -286,24 +317,26 @@ impl Expander {
                 Ok(v) => {
                     params.insert(name.clone(), Param { value: v, span: value.span() });
                 }
-                Err(m) => self.err(&value.span(), node, m, "fix the param value"),
+                Err(e) => self.var_err(&value.span(), node, e),
             }
         }
 
         let mut inputs = BTreeMap::new();
         for (port, value) in &raw.inputs {
-            if let Some(input) = self.input(&id, port, value, scope, workspace, false) {
-                inputs.insert(port.clone(), input);
-            }
+            // A bad input stays declared (empty), so later checks do not
+            // report it a second time as missing.
+            let input = self.input(&id, port, value, scope, workspace, false).unwrap_or(Input { refs: vec![], is_list: false, span: value.span() });
+            inputs.insert(port.clone(), input);
         }
         for (port, value) in &raw.sources {
             if raw.inputs.contains_key(port) {
                 self.err(&value.span(), node, format!("`{port}` is both under inputs and under sources"), "a port is fed either by node outputs (inputs) or by files (sources); rename one");
                 continue;
             }
-            if let Some(input) = self.input(&id, port, value, scope, workspace, true) {
-                inputs.insert(port.clone(), input);
-            }
+            // A bad input stays declared (empty), so later checks do not
+            // report it a second time as missing.
+            let input = self.input(&id, port, value, scope, workspace, true).unwrap_or(Input { refs: vec![], is_list: false, span: value.span() });
+            inputs.insert(port.clone(), input);
         }
 
         let mut outputs = BTreeMap::new();
@@ -324,8 +357,8 @@ impl Expander {
                             self.err(&kspan, node, format!("unknown output kind {:?}", k.get_ref()), format!("use one of: {}", names.join(", ")));
                             None
                         }
-                        Err(m) => {
-                            self.err(&kspan, node, m, "fix the kind");
+                        Err(e) => {
+                            self.var_err(&kspan, node, e);
                             None
                         }
                     }
@@ -341,8 +374,8 @@ impl Expander {
                             None
                         }
                     },
-                    Err(m) => {
-                        self.err(&p.span(), node, m, "fix the path");
+                    Err(e) => {
+                        self.var_err(&p.span(), node, e);
                         None
                     }
                 },
@@ -374,9 +407,9 @@ impl Expander {
             self.err(&span, node, "require_gpu = true on a cpu node", "add device = \"gpu\" or remove require_gpu");
         }
 
-        if self.diags.len() > errors_before {
-            return None;
-        }
+        // Kept even with errors (the caller knows from the diagnostics), so
+        // that references to it still resolve; only a node without a valid
+        // action is left out.
         Some(Node {
             id,
             span: id_span,
@@ -399,8 +432,8 @@ impl Expander {
         let (texts, is_list): (Vec<String>, bool) = match value.get_ref() {
             OneOrMany::One(s) => match vars::scalar(s, scope) {
                 Ok(t) => (vec![t], false),
-                Err(m) => {
-                    self.err(&span, Some(node), m, "fix the value");
+                Err(e) => {
+                    self.var_err(&span, Some(node), e);
                     return None;
                 }
             },
@@ -409,8 +442,8 @@ impl Expander {
                 for item in items {
                     match vars::list_element(item, scope) {
                         Ok(v) => all.extend(v),
-                        Err(m) => {
-                            self.err(&span, Some(node), m, "fix the value");
+                        Err(e) => {
+                            self.var_err(&span, Some(node), e);
                             return None;
                         }
                     }

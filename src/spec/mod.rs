@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use diag::{Diagnostic, Diagnostics, SourceMap, Span};
-pub use expand::{load, LoadOptions};
+pub use expand::{expand, load, LoadOptions};
 
 /// What kind of file an artifact is; checked between connected ports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -287,11 +287,18 @@ pub struct Pipeline {
     pub nodes: Vec<Node>,
     /// The file's text, to turn spans into line:col in later checks.
     pub source: SourceMap,
+    /// Ids (glob patterns) of nodes left out because they had errors, so
+    /// that references to them are not reported a second time.
+    pub broken: Vec<String>,
 }
 
 impl Pipeline {
     pub fn node_index(&self, id: &str) -> Option<usize> {
         self.nodes.iter().position(|n| n.id == id)
+    }
+
+    pub fn is_broken(&self, id: &str) -> bool {
+        self.broken.iter().any(|p| glob_match(p, id))
     }
 
     /// A workspace-relative path made absolute.
@@ -303,6 +310,34 @@ impl Pipeline {
     pub fn diagnostic(&self, span: &Span, node: Option<&str>, message: impl Into<String>) -> Diagnostic {
         Diagnostic::at(&self.source, span, node, message)
     }
+}
+
+/// `*` matches any run of characters, `?` one character.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    let (mut pi, mut ti) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == '*' {
+        pi += 1;
+    }
+    pi == p.len()
 }
 
 /// One node of the DAG.

@@ -29,6 +29,17 @@ impl VarValue {
 
 pub type Scope = BTreeMap<String, VarValue>;
 
+/// A problem with a `${...}`, and how to fix it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VarError {
+    pub message: String,
+    pub fix: String,
+}
+
+fn verr(message: impl Into<String>, fix: impl Into<String>) -> VarError {
+    VarError { message: message.into(), fix: fix.into() }
+}
+
 /// The run-time placeholder namespaces.
 pub const RUNTIME_NAMESPACES: [&str; 3] = ["in", "out", "param"];
 
@@ -48,7 +59,7 @@ pub fn is_var_name(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-fn parse(s: &str) -> Result<Vec<Piece<'_>>, String> {
+fn parse(s: &str) -> Result<Vec<Piece<'_>>, VarError> {
     let mut pieces = Vec::new();
     let mut rest = s;
     while let Some(i) = rest.find('$') {
@@ -62,7 +73,7 @@ fn parse(s: &str) -> Result<Vec<Piece<'_>>, String> {
         } else if let Some(body) = after.strip_prefix('{') {
             let end = body
                 .find('}')
-                .ok_or_else(|| format!("`${{` without a closing `}}` in {s:?}"))?;
+                .ok_or_else(|| verr(format!("`${{` without a closing `}}` in {s:?}"), "close it with `}`, or write `$$` for a literal `$`"))?;
             let name = &body[..end];
             match name.split_once('.') {
                 Some((ns, port)) if RUNTIME_NAMESPACES.contains(&ns) && is_port_name(port) => {
@@ -70,9 +81,9 @@ fn parse(s: &str) -> Result<Vec<Piece<'_>>, String> {
                 }
                 _ if is_var_name(name) => pieces.push(Piece::Var(name)),
                 _ => {
-                    return Err(format!(
-                        "`${{{name}}}` is neither a variable (letters, digits, _) nor a placeholder \
-                         (`${{in.NAME}}`, `${{out.NAME}}`, `${{param.NAME}}`)"
+                    return Err(verr(
+                        format!("`${{{name}}}` is neither a variable nor a placeholder"),
+                        "variables are letters, digits and _; placeholders are `${in.NAME}`, `${out.NAME}` and `${param.NAME}`",
                     ))
                 }
             }
@@ -93,27 +104,33 @@ pub fn is_port_name(s: &str) -> bool {
     !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
-fn lookup<'s>(scope: &'s Scope, name: &str) -> Result<&'s VarValue, String> {
+fn lookup<'s>(scope: &'s Scope, name: &str) -> Result<&'s VarValue, VarError> {
     scope.get(name).ok_or_else(|| {
         let known: Vec<&str> = scope.keys().map(String::as_str).collect();
-        let hint = super::diag::suggest(name, "variable", known.iter().copied());
-        format!("unknown variable `${{{name}}}` ({hint} Define it under [vars], or write `$${{{name}}}` for a literal `${{{name}}}`)")
+        let hint = match super::diag::closest(name, known.iter().copied()) {
+            Some(c) => format!("did you mean `${{{c}}}`? "),
+            None => String::new(),
+        };
+        verr(
+            format!("unknown variable `${{{name}}}`"),
+            format!("{hint}define it under [vars], or write `$${{{name}}}` for a literal `${{{name}}}`"),
+        )
     })
 }
 
-fn scalar_text(name: &str, v: &VarValue) -> Result<String, String> {
+fn scalar_text(name: &str, v: &VarValue) -> Result<String, VarError> {
     match v {
         VarValue::Scalar(p) => Ok(p.to_plain_string()),
-        VarValue::List(_) => Err(format!(
-            "`${{{name}}}` is a list; lists can be used in `for_each` values and in array elements \
-             (one element per value), not inside a single string"
+        VarValue::List(_) => Err(verr(
+            format!("`${{{name}}}` is a list, and this value is a single string"),
+            "use a list variable in `for_each` values or as an array element (one element per value)",
         )),
     }
 }
 
 /// Interpolate a string that must stay one string. Run-time placeholders
 /// are an error here.
-pub fn scalar(s: &str, scope: &Scope) -> Result<String, String> {
+pub fn scalar(s: &str, scope: &Scope) -> Result<String, VarError> {
     let mut out = String::with_capacity(s.len());
     for piece in parse(s)? {
         match piece {
@@ -121,8 +138,9 @@ pub fn scalar(s: &str, scope: &Scope) -> Result<String, String> {
             Piece::Dollar => out.push('$'),
             Piece::Var(name) => out.push_str(&scalar_text(name, lookup(scope, name)?)?),
             Piece::Runtime(ns, port) => {
-                return Err(format!(
-                    "`${{{ns}.{port}}}` placeholders are only filled in inside `cmd`"
+                return Err(verr(
+                    format!("`${{{ns}.{port}}}` is a run-time placeholder, and they are only filled in inside `cmd`"),
+                    "refer to ports by name here, or move the text into cmd",
                 ))
             }
         }
@@ -132,7 +150,7 @@ pub fn scalar(s: &str, scope: &Scope) -> Result<String, String> {
 
 /// Interpolate a `cmd`: variables are replaced, `$$` and run-time
 /// placeholders are kept for [`fill_runtime`].
-pub fn command(s: &str, scope: &Scope) -> Result<String, String> {
+pub fn command(s: &str, scope: &Scope) -> Result<String, VarError> {
     let mut out = String::with_capacity(s.len());
     for piece in parse(s)? {
         match piece {
@@ -152,7 +170,7 @@ pub fn command(s: &str, scope: &Scope) -> Result<String, String> {
 }
 
 /// The run-time placeholders a command uses, as (namespace, name).
-pub fn runtime_placeholders(cmd: &str) -> Result<Vec<(String, String)>, String> {
+pub fn runtime_placeholders(cmd: &str) -> Result<Vec<(String, String)>, VarError> {
     Ok(parse(cmd)?
         .into_iter()
         .filter_map(|p| match p {
@@ -165,7 +183,7 @@ pub fn runtime_placeholders(cmd: &str) -> Result<Vec<(String, String)>, String> 
 /// Fill the run-time placeholders of a loaded `cmd`; `$$` becomes `$`.
 pub fn fill_runtime(cmd: &str, mut value: impl FnMut(&str, &str) -> Result<String, String>) -> Result<String, String> {
     let mut out = String::with_capacity(cmd.len() * 2);
-    for piece in parse(cmd)? {
+    for piece in parse(cmd).map_err(|e| e.message)? {
         match piece {
             Piece::Lit(t) => out.push_str(t),
             Piece::Dollar => out.push('$'),
@@ -178,14 +196,14 @@ pub fn fill_runtime(cmd: &str, mut value: impl FnMut(&str, &str) -> Result<Strin
 
 /// Interpolate one array element: a list variable in it makes one element
 /// per value (`"eval_${sets}.metrics"` -> one reference per set).
-pub fn list_element(s: &str, scope: &Scope) -> Result<Vec<String>, String> {
+pub fn list_element(s: &str, scope: &Scope) -> Result<Vec<String>, VarError> {
     let pieces = parse(s)?;
     let mut list_var = None;
     for p in &pieces {
         if let Piece::Var(name) = p {
             if let VarValue::List(values) = lookup(scope, name)? {
                 if list_var.is_some_and(|(n, _)| n != *name) {
-                    return Err(format!("{s:?} uses two list variables; use at most one per element"));
+                    return Err(verr(format!("{s:?} uses two list variables"), "use at most one list variable per element, or a for_each template"));
                 }
                 list_var = Some((*name, values));
             }
@@ -205,7 +223,7 @@ pub fn list_element(s: &str, scope: &Scope) -> Result<Vec<String>, String> {
 }
 
 /// If `s` is exactly `${name}`, the variable's typed value.
-pub fn whole_var(s: &str, scope: &Scope) -> Result<Option<VarValue>, String> {
+pub fn whole_var(s: &str, scope: &Scope) -> Result<Option<VarValue>, VarError> {
     match parse(s)?.as_slice() {
         [Piece::Var(name)] => Ok(Some(lookup(scope, name)?.clone())),
         _ => Ok(None),
@@ -214,7 +232,7 @@ pub fn whole_var(s: &str, scope: &Scope) -> Result<Option<VarValue>, String> {
 
 /// Interpolate a param value: a string that is exactly `${var}` takes the
 /// variable's type; other strings are interpolated; arrays element-wise.
-pub fn param(value: &ParamValue, scope: &Scope) -> Result<ParamValue, String> {
+pub fn param(value: &ParamValue, scope: &Scope) -> Result<ParamValue, VarError> {
     Ok(match value {
         ParamValue::Str(s) => match whole_var(s, scope)? {
             Some(VarValue::Scalar(v)) => v,
@@ -245,21 +263,21 @@ pub fn param(value: &ParamValue, scope: &Scope) -> Result<ParamValue, String> {
 }
 
 /// Resolve `[vars]` (which may refer to each other) into a scope.
-/// Errors are (variable name, message).
-pub fn resolve_globals(raw: &BTreeMap<String, ParamValue>) -> Result<Scope, (String, String)> {
+/// Errors name the variable.
+pub fn resolve_globals(raw: &BTreeMap<String, ParamValue>) -> Result<Scope, (String, VarError)> {
     fn resolve(
         name: &str,
         raw: &BTreeMap<String, ParamValue>,
         done: &mut Scope,
         stack: &mut Vec<String>,
-    ) -> Result<(), (String, String)> {
+    ) -> Result<(), (String, VarError)> {
         if done.contains_key(name) {
             return Ok(());
         }
         if let Some(pos) = stack.iter().position(|n| n == name) {
             let mut cycle = stack[pos..].to_vec();
             cycle.push(name.to_owned());
-            return Err((name.to_owned(), format!("variables refer to each other in a cycle: {}", cycle.join(" -> "))));
+            return Err((name.to_owned(), verr(format!("variables refer to each other in a cycle: {}", cycle.join(" -> ")), "give one of them a plain value")));
         }
         let Some(value) = raw.get(name) else {
             return Ok(()); // reported as an unknown variable by the user of the scope
@@ -282,7 +300,7 @@ pub fn resolve_globals(raw: &BTreeMap<String, ParamValue>) -> Result<Scope, (Str
             }
         }
         stack.pop();
-        let err = |m: String| (name.to_owned(), m);
+        let err = |e: VarError| (name.to_owned(), e);
         let resolved = match value {
             ParamValue::Str(s) => match whole_var(s, done).map_err(err)? {
                 Some(v) => v,
@@ -294,12 +312,12 @@ pub fn resolve_globals(raw: &BTreeMap<String, ParamValue>) -> Result<Scope, (Str
                     match item {
                         ParamValue::Str(s) => out.extend(list_element(s, done).map_err(err)?),
                         ParamValue::Int(_) | ParamValue::Float(_) | ParamValue::Bool(_) => out.push(item.to_plain_string()),
-                        _ => return Err(err("list variables hold strings or numbers, not nested arrays or tables".into())),
+                        _ => return Err(err(verr("list variables hold strings or numbers, not nested arrays or tables", "flatten the list"))),
                     }
                 }
                 VarValue::List(out)
             }
-            ParamValue::Table(_) => return Err(err("a variable cannot be a table; use one variable per value".into())),
+            ParamValue::Table(_) => return Err(err(verr("a variable cannot be a table", "use one variable per value"))),
             scalar_value => VarValue::Scalar(scalar_value.clone()),
         };
         done.insert(name.to_owned(), resolved);
@@ -309,7 +327,7 @@ pub fn resolve_globals(raw: &BTreeMap<String, ParamValue>) -> Result<Scope, (Str
     let mut done = Scope::new();
     for name in raw.keys() {
         if !is_var_name(name) {
-            return Err((name.clone(), format!("`{name}` is not a valid variable name (letters, digits and _, not starting with a digit)")));
+            return Err((name.clone(), verr(format!("`{name}` is not a valid variable name"), "use letters, digits and _, not starting with a digit")));
         }
         resolve(name, raw, &mut done, &mut Vec::new())?;
     }
@@ -336,10 +354,11 @@ mod tests {
         assert_eq!(scalar("cost $$5 and $HOME", &s).unwrap(), "cost $5 and $HOME");
         assert_eq!(list_element("eval_${sets}.m", &s).unwrap(), vec!["eval_SUN.m", "eval_Places.m"]);
         assert_eq!(param(&ParamValue::Str("${epochs}".into()), &s).unwrap(), ParamValue::Int(5));
-        assert!(scalar("${sets}", &s).unwrap_err().contains("is a list"));
-        assert!(scalar("${nope}", &s).unwrap_err().contains("unknown variable"));
-        assert!(scalar("${in.x}", &s).unwrap_err().contains("only filled in inside `cmd`"));
-        assert!(scalar("${a", &s).unwrap_err().contains("closing"));
+        assert!(scalar("${sets}", &s).unwrap_err().message.contains("is a list"));
+        assert!(scalar("${nope}", &s).unwrap_err().message.contains("unknown variable"));
+        assert!(scalar("${rot}", &s).unwrap_err().fix.contains("did you mean `${root}`?"));
+        assert!(scalar("${in.x}", &s).unwrap_err().message.contains("only filled in inside `cmd`"));
+        assert!(scalar("${a", &s).unwrap_err().message.contains("closing"));
     }
 
     #[test]
@@ -356,7 +375,7 @@ mod tests {
         let mut raw = BTreeMap::new();
         raw.insert("a".to_owned(), ParamValue::Str("${b}".into()));
         raw.insert("b".to_owned(), ParamValue::Str("${a}".into()));
-        let (_, msg) = resolve_globals(&raw).unwrap_err();
-        assert!(msg.contains("a -> b -> a"), "{msg}");
+        let (_, e) = resolve_globals(&raw).unwrap_err();
+        assert!(e.message.contains("a -> b -> a"), "{e:?}");
     }
 }
