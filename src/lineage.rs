@@ -93,7 +93,14 @@ impl<'s> Lineage<'s> {
                     self.store.root().display()
                 );
             }
-            let mut a = self.artifact(h, &mut HashSet::new());
+            // The same bytes may come from several actions (a copy, say);
+            // prefer the one that declared this path.
+            let abs = std::fs::canonicalize(path)?;
+            let declared = self.producers[&h].iter().copied().find(|k| {
+                self.records.get(k).is_some_and(|r| r.outputs.values().any(|o| o.hash == h && o.path.as_ref().is_some_and(|p| abs.ends_with(p))))
+            });
+            let producer = declared.or_else(|| self.producers[&h].first().copied());
+            let mut a = self.with_producer(h, producer, None, &mut HashSet::new());
             a.path = Some(target.to_owned());
             return Ok(a);
         }

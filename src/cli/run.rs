@@ -107,7 +107,7 @@ pub fn run(cli: &Cli, a: &RunArgs) -> CmdResult {
         if skipped > 0 {
             parts.push(format!("{skipped} skipped"));
         }
-        eprintln!("{} in {secs:.2}s: {}", if report.success() { "done" } else { "FAILED" }, parts.join(", "));
+        eprintln!("{} {secs:.2}s: {}", if report.success() { "done in" } else { "run failed after" }, parts.join(", "));
     }
     Ok(if report.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -32,6 +32,7 @@ pub fn check(p: &mut Pipeline, catalog: Option<&OpCatalog>, opts: &CheckOptions)
     } else if let Some(n) = p.nodes.iter().find(|n| matches!(n.action, Action::Op { .. })) {
         diags.push(p.diagnostic(&n.span, Some(&n.id), "op nodes cannot be checked without the op catalog").with_fix("build toe-pipe-worker (`cargo build --bins`)"));
     }
+    outputs_exist(p, catalog, &mut diags);
     commands(p, &mut diags);
     output_paths(p, opts.store.as_deref(), &mut diags);
     if opts.sources {
@@ -57,13 +58,19 @@ pub fn check(p: &mut Pipeline, catalog: Option<&OpCatalog>, opts: &CheckOptions)
     Ok(dag.expect("no cycles when there are no diagnostics"))
 }
 
-/// Every `node.output` names an existing node and output.
+/// "an integer", "a string".
+fn a(noun: &str) -> String {
+    let article = if noun.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
+    format!("{article} {noun}")
+}
+
+/// Every `node.output` names an existing node.
 fn references(p: &Pipeline, diags: &mut Diagnostics) {
     let by_id: BTreeMap<&str, usize> = p.nodes.iter().enumerate().map(|(i, n)| (n.id.as_str(), i)).collect();
     for node in &p.nodes {
         for (port, input) in &node.inputs {
             for r in &input.refs {
-                let InputRef::Node { node: up, output } = r else { continue };
+                let InputRef::Node { node: up, .. } = r else { continue };
                 match by_id.get(up.as_str()) {
                     None if p.is_broken(up) => {}
                     None => {
@@ -73,23 +80,32 @@ fn references(p: &Pipeline, diags: &mut Diagnostics) {
                                 .with_fix(format!("{hint} (references are written `node.output`; files outside the store go under sources)")),
                         );
                     }
-                    Some(&j) => {
-                        let upstream = &p.nodes[j];
-                        let op_port = match &upstream.action {
-                            Action::Op { .. } => true,
-                            Action::Cmd { .. } => false,
-                        };
-                        // Op nodes have their op's outputs even when the
-                        // file does not list them; `ops` checks those.
-                        if !upstream.outputs.contains_key(output) && !op_port && !p.is_broken(up) {
-                            let hint = suggest(output, "output", upstream.outputs.keys().map(String::as_str));
-                            diags.push(
-                                p.diagnostic(&input.span, Some(&node.id), format!("input `{port}` refers to output `{output}` of node `{up}`, which has no such output"))
-                                    .with_fix(hint),
-                            );
-                        }
-                    }
+                    Some(_) => {}
                 }
+            }
+        }
+    }
+}
+
+/// Every referenced output exists (after `ops` completed op nodes' outputs).
+fn outputs_exist(p: &Pipeline, catalog: Option<&OpCatalog>, diags: &mut Diagnostics) {
+    for node in &p.nodes {
+        for (port, input) in &node.inputs {
+            for r in &input.refs {
+                let InputRef::Node { node: up, output } = r else { continue };
+                let Some(upstream) = p.node_index(up).map(|j| &p.nodes[j]) else { continue };
+                let unknown_op = match &upstream.action {
+                    Action::Op { name, .. } => catalog.and_then(|c| c.get(name)).is_none(),
+                    Action::Cmd { .. } => false,
+                };
+                if upstream.outputs.contains_key(output) || unknown_op || p.is_broken(up) {
+                    continue;
+                }
+                let hint = suggest(output, "output", upstream.outputs.keys().map(String::as_str));
+                diags.push(
+                    p.diagnostic(&input.span, Some(&node.id), format!("input `{port}` refers to output `{output}` of node `{up}`, which has no such output"))
+                        .with_fix(hint),
+                );
             }
         }
     }
@@ -121,8 +137,8 @@ fn ops(p: &mut Pipeline, catalog: &OpCatalog, diags: &mut Diagnostics) {
                         params.insert(pname.clone(), Param { value: v, span: param.span.clone() });
                     }
                     None => diags.push(
-                        p.diagnostic(&param.span, Some(&id), format!("param `{pname}` of op `{name}` must be a {}, found {} {}", spec.ty.name(), param.value.type_name(), param.value))
-                            .with_fix(format!("write a {}", spec.ty.name())),
+                        p.diagnostic(&param.span, Some(&id), format!("param `{pname}` of op `{name}` must be {}, found {} {}", a(spec.ty.name()), param.value.type_name(), param.value))
+                            .with_fix(format!("write {}", a(spec.ty.name()))),
                     ),
                 },
             }
@@ -193,13 +209,7 @@ fn ops(p: &mut Pipeline, catalog: &OpCatalog, diags: &mut Diagnostics) {
                             p.diagnostic(&input.span, Some(&node.id), format!("input `{port}` of op `{name}` wants {}, but {up}.{output} is {k}", spec.kind))
                                 .with_fix("connect an output of the right kind"),
                         ),
-                        Some(_) => {}
-                        None => {
-                            // The upstream op node has no such output.
-                            if p.node_index(up).is_some() {
-                                diags.push(p.diagnostic(&input.span, Some(&node.id), format!("input `{port}` refers to output `{output}` of node `{up}`, which has no such output")).with_fix("check the upstream op's outputs with `toe-pipe ops`"));
-                            }
-                        }
+                        _ => {}
                     },
                     InputRef::Source { abs, path } => {
                         if abs.exists() && (spec.kind == ArtifactKind::Dir) != abs.is_dir() {

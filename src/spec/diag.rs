@@ -139,7 +139,7 @@ impl std::error::Error for Diagnostics {}
 
 /// The closest candidate to `word` by edit distance, for "did you mean".
 pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    let limit = (word.chars().count() / 3).max(2);
+    let limit = (word.chars().count() / 3).max(1);
     candidates
         .into_iter()
         .map(|c| (edit_distance(word, c), c))
@@ -188,7 +188,7 @@ mod tests {
         assert_eq!(s.line_col(0), (1, 1));
         assert_eq!(s.line_col(3), (2, 1));
         assert_eq!(s.line_col(7), (2, 4)); // after 'é' (2 bytes)
-        assert_eq!(s.line_col(9), (3, 1));
+        assert_eq!(s.line_col(8), (3, 1));
         assert_eq!(s.line_col(999), (3, 2));
     }
 
@@ -196,6 +196,6 @@ mod tests {
     fn suggestions() {
         assert_eq!(closest("extrct", ["extract", "train"]), Some("extract"));
         assert_eq!(closest("zzz", ["extract", "train"]), None);
-        assert!(suggest("q", "node", ["a", "b"]).contains("`a`, `b`"));
+        assert!(suggest("zzzz", "node", ["a", "b"]).contains("`a`, `b`"));
     }
 }
