@@ -42,5 +42,5 @@ fi
 
 if [ "${TOE_PIPE_SKIP_BUILD:-0}" != 1 ]; then
     log "building toe-pipe (release; the first build of torch-sys takes a few minutes)"
-    cargo build --release --quiet --bin toe-pipe
+    cargo build --release --quiet --bins
 fi

@@ -32,7 +32,7 @@ pub fn run(cli: &Cli, a: &LogArgs) -> CmdResult {
         }
     }
     match hits.as_slice() {
-        [] => return Err(anyhow::anyhow!("no run of node `{}` is recorded in {}\n  fix: check the node id (`toe-pipe dag PIPELINE` lists them)", a.node, store.root().display()).into()),
+        [] => Err(anyhow::anyhow!("no run of node `{}` is recorded in {}\n  fix: check the node id (`toe-pipe dag PIPELINE` lists them)", a.node, store.root().display()).into()),
         [(pipeline, attempt)] => {
             let path = store.log_path(&attempt.key);
             let text = std::fs::read(&path).map_err(|e| anyhow::anyhow!("cannot read the log {}: {e}", path.display()))?;

@@ -113,7 +113,7 @@ impl Diagnostics {
         if self.0.is_empty() {
             Ok(())
         } else {
-            self.0.sort_by(|a, b| (a.line, a.col).cmp(&(b.line, b.col)));
+            self.0.sort_by_key(|d| (d.line, d.col));
             self.0.dedup();
             Err(self)
         }
