@@ -43,6 +43,6 @@ fi
 
 if [ "${TOE_PIPE_SKIP_BUILD:-0}" != 1 ]; then
     command -v cargo >/dev/null || { log "no cargo on PATH; install Rust (https://rustup.rs)"; exit 1; }
-    [ -x "$root/target/release/toe-pipe" ] || log "building toe-pipe (release; the first build takes a few minutes)"
-    cargo build --release --quiet --bin toe-pipe
+    [ -x "$root/target/release/toe-pipe-worker" ] || log "building toe-pipe (release; the first build takes a few minutes)"
+    cargo build --release --quiet --bins
 fi

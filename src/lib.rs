@@ -2,9 +2,16 @@
 //! cached stages. The library holds everything; `main.rs` is a thin CLI.
 
 pub mod formats;
+pub mod graph;
 pub mod images;
 pub mod metrics;
 pub mod ops;
 pub mod spec;
+pub mod store;
+pub mod engine;
+pub mod sys;
+pub mod worker;
+pub mod lineage;
+pub mod cli;
 pub mod world;
 pub mod toe;

@@ -1,0 +1,34 @@
+//! `toe-pipe check PIPELINE`
+
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::{load, Cli, CmdResult, PipelineArgs};
+use crate::spec::InputRef;
+
+#[derive(Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub p: PipelineArgs,
+    /// Do not require source paths to exist (check the file alone).
+    #[arg(long)]
+    pub no_sources: bool,
+}
+
+pub fn run(cli: &Cli, a: &CheckArgs) -> CmdResult {
+    let loaded = load(cli, &a.p, !a.no_sources)?;
+    let p = &loaded.pipeline;
+    let sources: std::collections::BTreeSet<_> = p
+        .nodes
+        .iter()
+        .flat_map(|n| n.inputs.values().flat_map(|i| i.refs.iter()))
+        .filter_map(|r| match r {
+            InputRef::Source { abs, .. } => Some(abs),
+            _ => None,
+        })
+        .collect();
+    let outputs: usize = p.nodes.iter().map(|n| n.outputs.len()).sum();
+    println!("ok: pipeline {} ({}): {} nodes, {} outputs, {} sources", p.name, a.p.pipeline.display(), p.nodes.len(), outputs, sources.len());
+    Ok(ExitCode::SUCCESS)
+}

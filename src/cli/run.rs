@@ -1,0 +1,113 @@
+//! `toe-pipe run PIPELINE`
+
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::{load, Cli, CmdResult, PipelineArgs};
+use crate::engine::progress::Progress;
+use crate::engine::{status, Outcome, RunOptions, State};
+use crate::store::Store;
+
+#[derive(Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub p: PipelineArgs,
+    /// Say what would run, run nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Run only these nodes and what they need (`*` wildcards; repeat or
+    /// separate with commas).
+    #[arg(long, value_name = "NODE", value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// Run these nodes even if cached (`*` wildcards). Their dependants
+    /// still re-run only if the outputs change.
+    #[arg(long, value_name = "NODE", value_delimiter = ',')]
+    pub force: Vec<String>,
+    /// CPU slots (default: the number of cores).
+    #[arg(short = 'j', long, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// GPUs to use, e.g. `0,1`, or `none` (default: all that libtorch sees).
+    #[arg(long, value_name = "IDS")]
+    pub gpus: Option<String>,
+    /// Re-hash sources and cached outputs instead of trusting the stat cache.
+    #[arg(long)]
+    pub verify: bool,
+    /// Start nothing new after the first failure (default: finish every
+    /// branch that does not depend on the failed node).
+    #[arg(long)]
+    pub fail_fast: bool,
+}
+
+pub fn run(cli: &Cli, a: &RunArgs) -> CmdResult {
+    let loaded = load(cli, &a.p, true)?;
+    let store = Store::open_or_create(&loaded.store_dir)?;
+    let engine = loaded.engine(&store);
+    let p = &loaded.pipeline;
+
+    if a.dry_run {
+        let statuses = status(&engine, a.verify)?;
+        let width = statuses.iter().map(|s| p.nodes[s.node].id.len()).max().unwrap_or(0);
+        let mut counts = [0usize; 4];
+        for s in &statuses {
+            let verb = match s.state {
+                State::Fresh => "fresh",
+                State::Restore => "restore",
+                State::Stale => "would run",
+                State::Waiting => "may run",
+            };
+            counts[s.state as usize] += 1;
+            if s.state != State::Fresh || cli.verbose {
+                println!("{}", format!("{verb:>9}  {:width$}  {}", p.nodes[s.node].id, s.reasons.join("; ")).trim_end());
+            }
+        }
+        println!("dry run: {} would run, {} may run (unless their inputs come out unchanged), {} to restore, {} fresh", counts[State::Stale as usize], counts[State::Waiting as usize], counts[State::Restore as usize], counts[State::Fresh as usize]);
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let gpus = match a.gpus.as_deref() {
+        None => None,
+        Some("none") | Some("") => Some(vec![]),
+        Some(list) => Some(
+            list.split(',')
+                .map(|s| s.trim().parse::<u32>().map_err(|_| anyhow::anyhow!("--gpus: {s:?} is not a GPU number (write e.g. --gpus 0,1 or --gpus none)")))
+                .collect::<anyhow::Result<Vec<u32>>>()?,
+        ),
+    };
+    let opts = RunOptions {
+        jobs: a.jobs.unwrap_or_else(crate::sys::cpus).max(1),
+        gpus,
+        only: a.only.clone(),
+        force: a.force.clone(),
+        verify: a.verify,
+        fail_fast: a.fail_fast,
+    };
+    let selected = if a.only.is_empty() { p.nodes.len() } else { engine.dag.with_ancestors(&engine.matching(&a.only)?).iter().filter(|&&b| b).count() };
+    let progress = Progress::new(selected, cli.verbose, cli.quiet);
+    let report = crate::engine::run(&engine, &opts, &progress)?;
+
+    let ran = report.count(|o| matches!(o, Outcome::Ran { .. }));
+    let restored = report.count(|o| matches!(o, Outcome::Restored(_)));
+    let fresh = report.count(|o| matches!(o, Outcome::Fresh));
+    let failed = report.failed();
+    let skipped = report.count(|o| matches!(o, Outcome::Skipped(_)));
+    let stopped = report.count(|o| matches!(o, Outcome::Interrupted));
+    let secs = report.elapsed.as_secs_f64();
+    if report.interrupted {
+        eprintln!("interrupted after {secs:.2}s: {ran} ran, {stopped} stopped; finished nodes are kept, run again to resume");
+        return Ok(ExitCode::from(130));
+    }
+    if ran == 0 && restored == 0 && failed == 0 && skipped == 0 {
+        eprintln!("nothing to do: {fresh} nodes fresh ({secs:.3}s)");
+    } else {
+        let mut parts = vec![format!("{ran} ran"), format!("{restored} restored"), format!("{fresh} fresh")];
+        if failed > 0 {
+            parts.push(format!("{failed} failed"));
+        }
+        if skipped > 0 {
+            parts.push(format!("{skipped} skipped"));
+        }
+        eprintln!("{} {secs:.2}s: {}", if report.success() { "done in" } else { "run failed after" }, parts.join(", "));
+    }
+    Ok(if report.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}

@@ -1,0 +1,224 @@
+//! Starting one node: the command line (cmd nodes: `sh -c`; op nodes: the
+//! worker), its environment, its log, and collecting its outputs.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+
+use anyhow::Context;
+
+use super::key::Resolved;
+use crate::ops::OpContext;
+use crate::spec::{vars, Action, ArtifactKind, InputRef, Node, Pipeline};
+use crate::store::{Committed, Store};
+use crate::worker::{worker_exe, Job};
+
+/// Where a node runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    Cpu,
+    Gpu(u32),
+}
+
+impl Slot {
+    /// As recorded in lineage.
+    pub fn label(self) -> String {
+        match self {
+            Slot::Cpu => "cpu".into(),
+            Slot::Gpu(i) => format!("cuda:{i}"),
+        }
+    }
+    /// As the op sees it (the worker sees only its own GPU).
+    fn device(self) -> &'static str {
+        match self {
+            Slot::Cpu => "cpu",
+            Slot::Gpu(_) => "cuda",
+        }
+    }
+    fn cuda_visible_devices(self) -> String {
+        match self {
+            Slot::Cpu => String::new(),
+            Slot::Gpu(i) => i.to_string(),
+        }
+    }
+}
+
+/// A node ready to start.
+#[derive(Debug)]
+pub struct Prepared {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub cwd: PathBuf,
+    /// The log, inside the node's temporary directory.
+    pub log: PathBuf,
+    /// (output name, where the node writes it, kind)
+    pub outputs: Vec<(String, PathBuf, ArtifactKind)>,
+    /// The node's temporary directory, removed once it is done.
+    pub dir: PathBuf,
+}
+
+/// Lay out the node's temporary directory and build its command.
+pub fn prepare(p: &Pipeline, node: &Node, res: &Resolved, store: &Store, run_dir: &Path, slot: Slot) -> anyhow::Result<Prepared> {
+    let dir = run_dir.join(&node.id);
+    let scratch = dir.join("scratch");
+    fs::create_dir_all(&scratch).with_context(|| format!("cannot create {}", scratch.display()))?;
+
+    // Outputs keep their declared file name (tools such as np.save add an
+    // extension to names that lack it).
+    let mut outputs = Vec::new();
+    for (name, out) in &node.outputs {
+        let kind = out.kind_or_file();
+        let file_name = match &out.path {
+            Some(path) => path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| name.clone()),
+            None if kind.extension().is_empty() => name.clone(),
+            None => format!("{name}.{}", kind.extension()),
+        };
+        let holder = dir.join("out").join(name);
+        fs::create_dir_all(&holder)?;
+        let path = holder.join(file_name);
+        if kind == ArtifactKind::Dir {
+            fs::create_dir(&path)?;
+        }
+        outputs.push((name.clone(), path, kind));
+    }
+
+    let mut inputs: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    for (port, input) in &node.inputs {
+        let recs = &res.inputs[port];
+        let paths = input
+            .refs
+            .iter()
+            .zip(recs)
+            .map(|(r, rec)| match r {
+                InputRef::Node { .. } => store.object_path(&rec.hash),
+                InputRef::Source { abs, .. } => abs.clone(),
+            })
+            .collect();
+        inputs.insert(port.clone(), paths);
+    }
+
+    let env = vec![
+        ("TOE_PIPE_NODE".to_owned(), node.id.clone()),
+        ("TOE_PIPE_PIPELINE".to_owned(), p.name.clone()),
+        ("TOE_PIPE_WORKSPACE".to_owned(), p.workspace.display().to_string()),
+        ("TOE_PIPE_SCRATCH".to_owned(), scratch.display().to_string()),
+        ("TOE_PIPE_DEVICE".to_owned(), slot.device().to_owned()),
+        ("CUDA_VISIBLE_DEVICES".to_owned(), slot.cuda_visible_devices()),
+    ];
+    let (program, args) = match &node.action {
+        Action::Cmd { template, .. } => {
+            let outs: BTreeMap<&str, &Path> = outputs.iter().map(|(n, p, _)| (n.as_str(), p.as_path())).collect();
+            let line = vars::fill_runtime(template, |ns, name| match ns {
+                "in" => inputs.get(name).map(|ps| ps.iter().map(|p| shell_quote(&p.to_string_lossy())).collect::<Vec<_>>().join(" ")).ok_or_else(|| format!("no input `{name}`")),
+                "out" => outs.get(name).map(|p| shell_quote(&p.to_string_lossy())).ok_or_else(|| format!("no output `{name}`")),
+                _ => res.params.get(name).map(|v| match v {
+                    crate::spec::ParamValue::List(items) => items.iter().map(|i| shell_quote(&i.to_plain_string())).collect::<Vec<_>>().join(" "),
+                    other => shell_quote(&other.to_plain_string()),
+                }).ok_or_else(|| format!("no param `{name}`")),
+            })
+            .map_err(|m| anyhow::anyhow!("node {}: {m}", node.id))?;
+            (PathBuf::from("/bin/sh"), vec!["-c".to_owned(), line])
+        }
+        Action::Op { name, .. } => {
+            let job = Job {
+                op: name.clone(),
+                ctx: OpContext {
+                    node: node.id.clone(),
+                    params: res.params.clone(),
+                    inputs,
+                    outputs: outputs.iter().map(|(n, p, _)| (n.clone(), p.clone())).collect(),
+                    device: slot.device().to_owned(),
+                    scratch: scratch.clone(),
+                },
+            };
+            let job_path = dir.join("job.json");
+            fs::write(&job_path, serde_json::to_vec_pretty(&job)?)?;
+            (worker_exe()?, vec!["run".to_owned(), job_path.display().to_string()])
+        }
+    };
+    Ok(Prepared { program, args, env, cwd: p.workspace.clone(), log: dir.join("log"), outputs, dir })
+}
+
+/// Quote for `sh` unless the text is plainly safe.
+pub fn shell_quote(s: &str) -> String {
+    let safe = !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+=:,@%".contains(c));
+    if safe {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// Start the node. Its stdout and stderr go to the log; it gets its own
+/// process group (so an interrupt can stop it and everything it started)
+/// and is killed if toe-pipe dies (PR_SET_PDEATHSIG).
+///
+/// The death signal fires when the *thread* that spawned the child exits,
+/// so call this from a thread that outlives the child.
+pub fn spawn(prep: &Prepared, node: &str, slot: Slot) -> io::Result<Child> {
+    let mut log = File::create(&prep.log)?;
+    writeln!(log, "# toe-pipe: node {node} on {}", slot.label())?;
+    writeln!(log, "# $ {} {}", prep.program.display(), prep.args.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" "))?;
+    let mut cmd = Command::new(&prep.program);
+    cmd.args(&prep.args)
+        .current_dir(&prep.cwd)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .envs(prep.env.iter().map(|(k, v)| (k, v)));
+    // SAFETY: only async-signal-safe libc calls between fork and exec.
+    let parent = unsafe { libc::getpid() };
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::setpgid(0, 0);
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            if libc::getppid() != parent {
+                return Err(io::Error::other("toe-pipe exited while starting the node"));
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+pub fn describe_status(s: ExitStatus) -> String {
+    match (s.code(), s.signal()) {
+        (Some(c), _) => format!("exit status {c}"),
+        (None, Some(sig)) => format!("killed by signal {sig}"),
+        _ => "failed".to_owned(),
+    }
+}
+
+/// Check that every output was written with the right type, and commit
+/// them all to the store.
+pub fn collect_outputs(store: &Store, outputs: &[(String, PathBuf, ArtifactKind)]) -> Result<BTreeMap<String, Committed>, String> {
+    let mut done = BTreeMap::new();
+    for (name, path, kind) in outputs {
+        let meta = match fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(_) => return Err(format!("the node finished but did not write output `{name}` (expected at {})", path.display())),
+        };
+        if (*kind == ArtifactKind::Dir) != meta.is_dir() {
+            let want = if *kind == ArtifactKind::Dir { "a directory" } else { "a file" };
+            return Err(format!("output `{name}` should be {want} ({kind}) but is not"));
+        }
+        match store.commit(path) {
+            Ok(c) => {
+                done.insert(name.clone(), c);
+            }
+            Err(e) => return Err(format!("cannot store output `{name}`: {e}")),
+        }
+    }
+    Ok(done)
+}
+
+/// The last `n` lines of a log, for failure reports.
+pub fn log_tail(path: &Path, n: usize) -> String {
+    let text = fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with("# toe-pipe:") && !l.starts_with("# $ ")).collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}

@@ -1,0 +1,343 @@
+//! `toe-pipe check`: everything about a loaded pipeline that needs the
+//! whole graph, the op catalog or the file system. Fills in what the file
+//! may leave implicit (op output kinds, op param defaults) so the rest of
+//! toe-pipe sees a complete, canonical pipeline.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::diag::{suggest, Diagnostic, Diagnostics};
+use super::expand::overlaps;
+use super::vars;
+use super::{Action, ArtifactKind, InputRef, Output, Param, Pipeline};
+use crate::graph::Dag;
+use crate::ops::OpCatalog;
+
+/// What to check besides the file itself.
+#[derive(Debug, Clone, Default)]
+pub struct CheckOptions {
+    /// Report source paths that do not exist.
+    pub sources: bool,
+    /// The store directory: outputs must not be materialised inside it.
+    pub store: Option<PathBuf>,
+}
+
+/// Check `p`, completing op outputs and params on the way. `catalog` may be
+/// `None` only for pipelines without op nodes.
+pub fn check(p: &mut Pipeline, catalog: Option<&OpCatalog>, opts: &CheckOptions) -> Result<Dag, Diagnostics> {
+    let mut diags = Diagnostics::default();
+    references(p, &mut diags);
+    if let Some(catalog) = catalog {
+        ops(p, catalog, &mut diags);
+    } else if let Some(n) = p.nodes.iter().find(|n| matches!(n.action, Action::Op { .. })) {
+        diags.push(p.diagnostic(&n.span, Some(&n.id), "op nodes cannot be checked without the op catalog").with_fix("build toe-pipe-worker (`cargo build --bins`)"));
+    }
+    outputs_exist(p, catalog, &mut diags);
+    commands(p, &mut diags);
+    output_paths(p, opts.store.as_deref(), &mut diags);
+    if opts.sources {
+        sources(p, &mut diags);
+    }
+    let dag = match Dag::build(p) {
+        Ok(dag) => Some(dag),
+        Err(cycles) => {
+            for cycle in cycles {
+                let names: Vec<&str> = cycle.iter().map(|&i| p.nodes[i].id.as_str()).collect();
+                let first = &p.nodes[cycle[0]];
+                let msg = if cycle.len() == 2 {
+                    format!("node `{}` reads its own output (cycle: {})", first.id, names.join(" -> "))
+                } else {
+                    format!("the pipeline has a cycle: {}", names.join(" -> "))
+                };
+                diags.push(p.diagnostic(&first.span, Some(&first.id), msg).with_fix("remove one of these inputs; a pipeline must be a DAG"));
+            }
+            None
+        }
+    };
+    diags.into_result()?;
+    Ok(dag.expect("no cycles when there are no diagnostics"))
+}
+
+/// "an integer", "a string".
+fn a(noun: &str) -> String {
+    let article = if noun.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
+    format!("{article} {noun}")
+}
+
+/// Every `node.output` names an existing node.
+fn references(p: &Pipeline, diags: &mut Diagnostics) {
+    let by_id: BTreeMap<&str, usize> = p.nodes.iter().enumerate().map(|(i, n)| (n.id.as_str(), i)).collect();
+    for node in &p.nodes {
+        for (port, input) in &node.inputs {
+            for r in &input.refs {
+                let InputRef::Node { node: up, .. } = r else { continue };
+                match by_id.get(up.as_str()) {
+                    None if p.is_broken(up) => {}
+                    None => {
+                        let hint = suggest(up, "node", p.nodes.iter().map(|n| n.id.as_str()));
+                        diags.push(
+                            p.diagnostic(&input.span, Some(&node.id), format!("input `{port}` refers to node `{up}`, which does not exist"))
+                                .with_fix(format!("{hint} (references are written `node.output`; files outside the store go under sources)")),
+                        );
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Every referenced output exists (after `ops` completed op nodes' outputs).
+fn outputs_exist(p: &Pipeline, catalog: Option<&OpCatalog>, diags: &mut Diagnostics) {
+    for node in &p.nodes {
+        for (port, input) in &node.inputs {
+            for r in &input.refs {
+                let InputRef::Node { node: up, output } = r else { continue };
+                let Some(upstream) = p.node_index(up).map(|j| &p.nodes[j]) else { continue };
+                let unknown_op = match &upstream.action {
+                    Action::Op { name, .. } => catalog.and_then(|c| c.get(name)).is_none(),
+                    Action::Cmd { .. } => false,
+                };
+                if upstream.outputs.contains_key(output) || unknown_op || p.is_broken(up) {
+                    continue;
+                }
+                let hint = suggest(output, "output", upstream.outputs.keys().map(String::as_str));
+                diags.push(
+                    p.diagnostic(&input.span, Some(&node.id), format!("input `{port}` refers to output `{output}` of node `{up}`, which has no such output"))
+                        .with_fix(hint),
+                );
+            }
+        }
+    }
+}
+
+/// Op nodes against the catalog: op, params (types, defaults), ports, kinds.
+fn ops(p: &mut Pipeline, catalog: &OpCatalog, diags: &mut Diagnostics) {
+    // First pass: complete each op node's outputs from its op.
+    for i in 0..p.nodes.len() {
+        let Action::Op { name, span } = p.nodes[i].action.clone() else { continue };
+        let id = p.nodes[i].id.clone();
+        let Some(info) = catalog.get(&name) else {
+            let hint = suggest(&name, "op", catalog.names());
+            diags.push(p.diagnostic(&span, Some(&id), format!("unknown op `{name}`")).with_fix(format!("{hint} (`toe-pipe ops` lists them)")));
+            continue;
+        };
+        let node_span = p.nodes[i].span.clone();
+
+        // Params: known, well typed, defaults filled in, canonical form.
+        let mut params = BTreeMap::new();
+        for (pname, param) in &p.nodes[i].params {
+            match info.param(pname) {
+                None => {
+                    let hint = suggest(pname, "param", info.params.iter().map(|x| x.name.as_str()));
+                    diags.push(p.diagnostic(&param.span, Some(&id), format!("op `{name}` has no param `{pname}`")).with_fix(hint));
+                }
+                Some(spec) => match spec.ty.coerce(&param.value) {
+                    Some(v) => {
+                        params.insert(pname.clone(), Param { value: v, span: param.span.clone() });
+                    }
+                    None => diags.push(
+                        p.diagnostic(&param.span, Some(&id), format!("param `{pname}` of op `{name}` must be {}, found {} {}", a(spec.ty.name()), param.value.type_name(), param.value))
+                            .with_fix(format!("write {}", a(spec.ty.name()))),
+                    ),
+                },
+            }
+        }
+        for spec in &info.params {
+            if params.contains_key(&spec.name) || p.nodes[i].params.contains_key(&spec.name) {
+                continue;
+            }
+            match &spec.default {
+                Some(d) => {
+                    params.insert(spec.name.clone(), Param { value: d.clone(), span: node_span.clone() });
+                }
+                None => diags.push(
+                    p.diagnostic(&node_span, Some(&id), format!("op `{name}` needs param `{}` ({})", spec.name, spec.doc))
+                        .with_fix(format!("add params.{} = <{}>", spec.name, spec.ty.name())),
+                ),
+            }
+        }
+        p.nodes[i].params = params;
+
+        // Outputs: only the op's, kinds agree; undeclared ones are added
+        // (kept in the store only).
+        for (oname, out) in p.nodes[i].outputs.iter_mut() {
+            match info.output(oname) {
+                None => {
+                    let hint = suggest(oname, "output", info.outputs.iter().map(|x| x.name.as_str()));
+                    diags.push(Diagnostic::at(&p.source, &out.span, Some(&id), format!("op `{name}` has no output `{oname}`")).with_fix(hint));
+                }
+                Some(port) => match out.kind {
+                    Some(k) if k != port.kind => diags.push(
+                        Diagnostic::at(&p.source, &out.span, Some(&id), format!("output `{oname}` of op `{name}` is a {} file, not {k}", port.kind))
+                            .with_fix(format!("write kind = \"{}\" or leave the kind out", port.kind)),
+                    ),
+                    _ => out.kind = Some(port.kind),
+                },
+            }
+        }
+        for port in &info.outputs {
+            p.nodes[i].outputs.entry(port.name.clone()).or_insert(Output { kind: Some(port.kind), path: None, span: node_span.clone() });
+        }
+    }
+
+    // Second pass: inputs, now that every op output has a kind.
+    let kinds: BTreeMap<(String, String), Option<ArtifactKind>> = p
+        .nodes
+        .iter()
+        .flat_map(|n| n.outputs.iter().map(move |(o, out)| ((n.id.clone(), o.clone()), out.kind)))
+        .collect();
+    for node in &p.nodes {
+        let Action::Op { name, .. } = &node.action else { continue };
+        let Some(info) = catalog.get(name) else { continue };
+        for (port, input) in &node.inputs {
+            let Some(spec) = info.input(port) else {
+                let hint = suggest(port, "input", info.inputs.iter().map(|x| x.name.as_str()));
+                diags.push(p.diagnostic(&input.span, Some(&node.id), format!("op `{name}` has no input `{port}`")).with_fix(hint));
+                continue;
+            };
+            if input.refs.len() != 1 && !spec.list {
+                diags.push(
+                    p.diagnostic(&input.span, Some(&node.id), format!("input `{port}` of op `{name}` takes one artifact, not {}", input.refs.len()))
+                        .with_fix("connect a single `node.output` (or one source path)"),
+                );
+            }
+            for r in &input.refs {
+                match r {
+                    InputRef::Node { node: up, output } => match kinds.get(&(up.clone(), output.clone())) {
+                        Some(Some(k)) if !k.feeds(spec.kind) => diags.push(
+                            p.diagnostic(&input.span, Some(&node.id), format!("input `{port}` of op `{name}` wants {}, but {up}.{output} is {k}", spec.kind))
+                                .with_fix("connect an output of the right kind"),
+                        ),
+                        _ => {}
+                    },
+                    InputRef::Source { abs, path } => {
+                        if abs.exists() && (spec.kind == ArtifactKind::Dir) != abs.is_dir() {
+                            let want = if spec.kind == ArtifactKind::Dir { "a directory" } else { "a file" };
+                            diags.push(p.diagnostic(&input.span, Some(&node.id), format!("input `{port}` of op `{name}` wants {want}, but {path} is not one")).with_fix("point the source at the right path"));
+                        }
+                    }
+                }
+            }
+        }
+        for spec in &info.inputs {
+            if !spec.optional && !node.inputs.contains_key(&spec.name) {
+                diags.push(
+                    p.diagnostic(&node.span, Some(&node.id), format!("op `{name}` needs input `{}` ({} {})", spec.name, spec.kind, spec.doc))
+                        .with_fix(format!("add inputs.{} = \"node.output\" or sources.{} = \"path\"", spec.name, spec.name)),
+                );
+            }
+        }
+    }
+}
+
+/// Placeholders in commands name declared ports and params, and every
+/// output is written somewhere in the command.
+fn commands(p: &Pipeline, diags: &mut Diagnostics) {
+    for node in &p.nodes {
+        let Action::Cmd { template, span } = &node.action else { continue };
+        let used = match vars::runtime_placeholders(template) {
+            Ok(u) => u,
+            Err(m) => {
+                diags.push(p.diagnostic(span, Some(&node.id), m.message).with_fix(m.fix));
+                continue;
+            }
+        };
+        for (ns, name) in &used {
+            let (known, what): (Vec<&str>, &str) = match ns.as_str() {
+                "in" => (node.inputs.keys().map(String::as_str).collect(), "input"),
+                "out" => (node.outputs.keys().map(String::as_str).collect(), "output"),
+                _ => (node.params.keys().map(String::as_str).collect(), "param"),
+            };
+            if !known.contains(&name.as_str()) {
+                let hint = suggest(name, what, known.iter().copied());
+                let table = match what {
+                    "input" => "inputs (or sources)",
+                    "output" => "outputs",
+                    _ => "params",
+                };
+                diags.push(
+                    p.diagnostic(span, Some(&node.id), format!("the command uses `${{{ns}.{name}}}` but the node has no {what} `{name}`"))
+                        .with_fix(format!("{hint} (declare it under {table})")),
+                );
+            }
+        }
+        for (oname, out) in &node.outputs {
+            if !used.iter().any(|(ns, n)| ns == "out" && n == oname) {
+                diags.push(
+                    Diagnostic::at(&p.source, &out.span, Some(&node.id), format!("output `{oname}` never appears in the command, so the command cannot know where to write it"))
+                        .with_fix(format!("write it to `${{out.{oname}}}` in cmd")),
+                );
+            }
+        }
+    }
+}
+
+/// Declared output paths are unique, do not nest, do not overlap a source
+/// path and do not point into the store.
+fn output_paths(p: &Pipeline, store: Option<&Path>, diags: &mut Diagnostics) {
+    let mut all: Vec<(&Path, &str, &str, &Output)> = Vec::new();
+    for node in &p.nodes {
+        for (oname, out) in &node.outputs {
+            if let Some(path) = &out.path {
+                all.push((path, &node.id, oname, out));
+            }
+        }
+    }
+    all.sort_by(|a, b| a.0.cmp(b.0));
+    // Sorted by components, a path's descendants follow it directly.
+    let mut open: Vec<&(&Path, &str, &str, &Output)> = Vec::new();
+    for entry in &all {
+        while open.last().is_some_and(|top| !entry.0.starts_with(top.0)) {
+            open.pop();
+        }
+        if let Some(top) = open.last() {
+            let msg = if top.0 == entry.0 {
+                format!("output path {} is also the path of {}.{}", entry.0.display(), top.1, top.2)
+            } else {
+                format!("output path {} is inside {}, the path of {}.{}", entry.0.display(), top.0.display(), top.1, top.2)
+            };
+            diags.push(Diagnostic::at(&p.source, &entry.3.span, Some(entry.1), msg).with_fix("give every output its own path"));
+        }
+        open.push(entry);
+    }
+    let store_rel = store.and_then(|s| s.strip_prefix(&p.workspace).ok());
+    for (path, node, _, out) in &all {
+        if let Some(s) = store_rel {
+            if overlaps(path, s) {
+                diags.push(Diagnostic::at(&p.source, &out.span, Some(node), format!("output path {} overlaps the store ({})", path.display(), s.display())).with_fix("materialise outputs outside the store directory"));
+            }
+        }
+    }
+    for node in &p.nodes {
+        for input in node.inputs.values() {
+            for r in &input.refs {
+                let InputRef::Source { path, abs } = r else { continue };
+                let Ok(rel) = abs.strip_prefix(&p.workspace) else { continue };
+                if let Some((opath, up, oname, _)) = all.iter().find(|(o, ..)| overlaps(o, rel)) {
+                    diags.push(
+                        p.diagnostic(&input.span, Some(&node.id), format!("source {path} overlaps {}, which node `{up}` writes (output `{oname}`)", opath.display()))
+                            .with_fix(format!("read it as a node output: inputs.NAME = \"{up}.{oname}\"")),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Every source path exists. All missing ones are listed.
+fn sources(p: &Pipeline, diags: &mut Diagnostics) {
+    for node in &p.nodes {
+        for (port, input) in &node.inputs {
+            for r in &input.refs {
+                let InputRef::Source { path, abs } = r else { continue };
+                if std::fs::symlink_metadata(abs).is_err() {
+                    diags.push(
+                        p.diagnostic(&input.span, Some(&node.id), format!("source `{port}` = {path} does not exist (looked for {})", abs.display()))
+                            .with_fix("put the data there (data/README.md says where each dataset and checkpoint comes from), or change the path or its variable with --set"),
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! The pipeline file exactly as written, with byte spans (toml's `Spanned`)
+//! so that every later error can point at a line and column.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::ParamValue;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFile {
+    pub pipeline: Option<Spanned<RawHeader>>,
+    #[serde(default)]
+    pub vars: BTreeMap<String, Spanned<ParamValue>>,
+    #[serde(default)]
+    pub node: Vec<Spanned<RawNode>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeader {
+    pub name: Option<Spanned<String>>,
+    pub description: Option<String>,
+    /// Directory that relative paths start from, relative to the file's
+    /// directory (default: the file's directory).
+    pub workspace: Option<Spanned<String>>,
+    /// Make every gpu node require a GPU.
+    pub require_gpu: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNode {
+    pub id: Spanned<String>,
+    pub op: Option<Spanned<String>>,
+    pub cmd: Option<Spanned<String>>,
+    #[serde(default)]
+    pub params: BTreeMap<String, Spanned<ParamValue>>,
+    #[serde(default)]
+    pub inputs: BTreeMap<String, Spanned<OneOrMany>>,
+    #[serde(default)]
+    pub sources: BTreeMap<String, Spanned<OneOrMany>>,
+    #[serde(default)]
+    pub outputs: BTreeMap<String, Spanned<RawOutput>>,
+    pub device: Option<Spanned<String>>,
+    pub require_gpu: Option<Spanned<bool>>,
+    /// Template variables: one node per combination of values.
+    #[serde(default)]
+    pub for_each: BTreeMap<String, Spanned<OneOrMany>>,
+    pub doc: Option<String>,
+}
+
+/// A string or an array of strings.
+#[derive(Debug, Clone)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = OneOrMany;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string or an array of strings")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<OneOrMany, E> {
+                Ok(OneOrMany::One(v.to_owned()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<OneOrMany, A::Error> {
+                let mut items = Vec::new();
+                while let Some(s) = seq.next_element::<String>()? {
+                    items.push(s);
+                }
+                Ok(OneOrMany::Many(items))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `outputs.NAME = "npy"` (kind only) or `{ kind = "npy", path = "..." }`.
+#[derive(Debug)]
+pub struct RawOutput {
+    pub kind: Option<Spanned<String>>,
+    pub path: Option<Spanned<String>>,
+}
+
+impl<'de> Deserialize<'de> for RawOutput {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawOutput;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(r#"a kind ("npy") or a table { kind = "npy", path = "dir/file.npy" }"#)
+            }
+            fn visit_str<E>(self, v: &str) -> Result<RawOutput, E> {
+                // No span for the shorthand's inner string; the caller uses
+                // the whole value's span.
+                Ok(RawOutput { kind: Some(Spanned::new(0..0, v.to_owned())), path: None })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawOutput, A::Error> {
+                let mut out = RawOutput { kind: None, path: None };
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "kind" => out.kind = Some(map.next_value()?),
+                        "path" => out.path = Some(map.next_value()?),
+                        other => return Err(de::Error::unknown_field(other, &["kind", "path"])),
+                    }
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Just enough of a node to say which node an error is in when the strict
+/// parse fails.
+#[derive(Debug, Deserialize)]
+pub struct LenientFile {
+    #[serde(default)]
+    pub node: Vec<Spanned<LenientNode>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LenientNode {
+    pub id: Option<toml::Value>,
+}

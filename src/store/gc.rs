@@ -1,0 +1,143 @@
+//! `toe-pipe gc`: drop what no pipeline and no recent action needs.
+//!
+//! Kept: the actions that the last run of each pipeline (whose file still
+//! exists) left in its workspace, and every action used within
+//! `keep_recent`; the objects those actions produced; their logs. Dropped:
+//! every other action record, object and log, and `tmp/` litter. Objects
+//! still hard-linked from a workspace are removed from the store but their
+//! bytes stay on disk until the workspace file goes; the report counts them
+//! apart.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use super::hash::{walk, EntryType, Hash, Symlinks};
+use super::{remove_any, Store};
+
+#[derive(Debug, Clone)]
+pub struct GcOptions {
+    pub dry_run: bool,
+    /// Actions used more recently than this are kept (restores of earlier
+    /// params keep working for that long).
+    pub keep_recent: Duration,
+}
+
+#[derive(Debug, Default)]
+pub struct GcReport {
+    pub kept_actions: usize,
+    pub removed_actions: usize,
+    pub removed_objects: usize,
+    /// Bytes given back to the file system.
+    pub freed_bytes: u64,
+    /// Bytes of removed objects that workspace hard links still hold.
+    pub linked_bytes: u64,
+    pub removed_logs: usize,
+    /// Pipelines whose file is gone; their refs are dropped.
+    pub forgotten_pipelines: Vec<String>,
+}
+
+pub fn gc(store: &Store, opts: &GcOptions) -> io::Result<GcReport> {
+    let mut report = GcReport::default();
+    let now = SystemTime::now();
+
+    let mut keep: BTreeSet<Hash> = BTreeSet::new();
+    let mut keep_logs: BTreeSet<Hash> = BTreeSet::new();
+    for refs in store.all_refs() {
+        if !refs.file.exists() {
+            report.forgotten_pipelines.push(refs.pipeline.clone());
+            if !opts.dry_run {
+                remove_any(&store.root().join("refs").join(format!("{}.json", refs.pipeline)))?;
+            }
+            continue;
+        }
+        for r in refs.nodes.values() {
+            keep.extend(r.current);
+            if let Some(a) = &r.last_attempt {
+                keep_logs.insert(a.key);
+            }
+        }
+    }
+    let all_actions = store.action_keys();
+    for key in &all_actions {
+        let recent = fs::metadata(store.action_path(key))
+            .and_then(|m| m.modified())
+            .map(|t| now.duration_since(t).unwrap_or_default() <= opts.keep_recent)
+            .unwrap_or(false);
+        if recent {
+            keep.insert(*key);
+        }
+    }
+
+    let mut live_objects: BTreeSet<Hash> = BTreeSet::new();
+    for key in &all_actions {
+        if keep.contains(key) {
+            if let Some(rec) = store.read_action(key) {
+                live_objects.extend(rec.outputs.values().map(|o| o.hash));
+                report.kept_actions += 1;
+            }
+            keep_logs.insert(*key);
+        } else {
+            report.removed_actions += 1;
+            if !opts.dry_run {
+                remove_any(&store.action_path(key))?;
+            }
+        }
+    }
+
+    for h in store.object_hashes() {
+        if live_objects.contains(&h) {
+            continue;
+        }
+        let (freed, linked) = object_bytes(&store.object_path(&h));
+        report.freed_bytes += freed;
+        report.linked_bytes += linked;
+        report.removed_objects += 1;
+        if !opts.dry_run {
+            store.remove_object(&h)?;
+        }
+    }
+
+    for log in list_logs(store) {
+        if !keep_logs.contains(&log) {
+            report.removed_logs += 1;
+            if !opts.dry_run {
+                remove_any(&store.log_path(&log))?;
+            }
+        }
+    }
+    if !opts.dry_run {
+        store.clean_tmp()?;
+    }
+    Ok(report)
+}
+
+fn list_logs(store: &Store) -> Vec<Hash> {
+    let mut out = Vec::new();
+    let Ok(shards) = fs::read_dir(store.root().join("logs")) else { return out };
+    for shard in shards.flatten() {
+        let prefix = shard.file_name().to_string_lossy().into_owned();
+        for e in fs::read_dir(shard.path()).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(h) = name.strip_suffix(".log").and_then(|s| format!("{prefix}{s}").parse().ok()) {
+                out.push(h);
+            }
+        }
+    }
+    out
+}
+
+/// (bytes freed by removing it, bytes still held by other hard links)
+fn object_bytes(path: &Path) -> (u64, u64) {
+    let files: Vec<fs::Metadata> = match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => walk(path, Symlinks::Reject)
+            .map(|es| es.into_iter().filter(|e| e.ty == EntryType::File).map(|e| e.meta).collect())
+            .unwrap_or_default(),
+        Ok(m) => vec![m],
+        Err(_) => vec![],
+    };
+    files.iter().fold((0, 0), |(freed, linked), m| if m.nlink() > 1 { (freed, linked + m.len()) } else { (freed + m.len(), linked) })
+}

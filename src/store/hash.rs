@@ -1,0 +1,269 @@
+//! Content hashes (blake3). A file hashes to blake3 of its bytes, so
+//! `b3sum` gives the same value; a directory hashes as a tree: blake3 of a
+//! manifest of its relative paths, entry types and file hashes.
+
+use std::fmt;
+use std::fs::{self, Metadata};
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// A blake3 hash: of file contents, of a tree manifest, or an action key.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Hash(pub [u8; 32]);
+
+impl Hash {
+    pub fn of_bytes(b: &[u8]) -> Hash {
+        Hash(*blake3::hash(b).as_bytes())
+    }
+    pub fn hex(&self) -> String {
+        self.to_string()
+    }
+    /// The first 12 hex digits, for listings.
+    pub fn short(&self) -> String {
+        self.to_string()[..12].to_owned()
+    }
+}
+
+impl fmt::Display for Hash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Hash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Hash({})", self.short())
+    }
+}
+
+impl FromStr for Hash {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Hash, String> {
+        if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!("{s:?} is not a 64-digit hex blake3 hash"));
+        }
+        let mut out = [0u8; 32];
+        for (i, chunk) in s.as_bytes().chunks(2).enumerate() {
+            let hex = std::str::from_utf8(chunk).map_err(|e| e.to_string())?;
+            out[i] = u8::from_str_radix(hex, 16).map_err(|e| e.to_string())?;
+        }
+        Ok(Hash(out))
+    }
+}
+
+impl Serialize for Hash {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Hash {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Hash, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Files at least this large are hashed with blake3's multi-threaded,
+/// memory-mapped path; smaller ones are read in one go.
+const PARALLEL_THRESHOLD: u64 = 1 << 20;
+
+/// Hash one file's contents.
+pub fn hash_file(path: &Path) -> io::Result<Hash> {
+    let len = fs::metadata(path)?.len();
+    let mut hasher = blake3::Hasher::new();
+    if len >= PARALLEL_THRESHOLD {
+        hasher.update_mmap_rayon(path)?;
+    } else {
+        let mut buf = Vec::with_capacity(len as usize);
+        fs::File::open(path)?.read_to_end(&mut buf)?;
+        hasher.update(&buf);
+    }
+    Ok(Hash(*hasher.finalize().as_bytes()))
+}
+
+/// What a tree entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryType {
+    File,
+    Dir,
+}
+
+/// One entry found by [`walk`]. `rel` is relative to the walked root.
+#[derive(Debug, Clone)]
+pub struct WalkEntry {
+    pub rel: PathBuf,
+    pub ty: EntryType,
+    pub meta: Metadata,
+}
+
+/// How to treat symbolic links inside a tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Symlinks {
+    /// Hash what they point to (source data often links to other disks).
+    Follow,
+    /// Refuse them (node outputs are moved into the store, where a link to
+    /// a temporary path would dangle).
+    Reject,
+}
+
+/// All entries below `root` (not `root` itself), sorted by path, walking
+/// sub-directories in parallel.
+pub fn walk(root: &Path, symlinks: Symlinks) -> io::Result<Vec<WalkEntry>> {
+    let root_meta = fs::metadata(root)?;
+    let mut out = walk_dir(root, Path::new(""), symlinks, &[(root_meta.dev(), root_meta.ino())])?;
+    out.par_sort_unstable_by(|a, b| a.rel.as_os_str().as_bytes().cmp(b.rel.as_os_str().as_bytes()));
+    Ok(out)
+}
+
+fn walk_dir(abs: &Path, rel: &Path, symlinks: Symlinks, ancestors: &[(u64, u64)]) -> io::Result<Vec<WalkEntry>> {
+    let mut entries = Vec::new();
+    let mut subdirs = Vec::new();
+    for dent in fs::read_dir(abs).map_err(|e| annotate(e, abs))? {
+        let dent = dent.map_err(|e| annotate(e, abs))?;
+        let path = dent.path();
+        let rel_path = rel.join(dent.file_name());
+        let ft = dent.file_type().map_err(|e| annotate(e, &path))?;
+        let (ty, meta) = if ft.is_symlink() {
+            match symlinks {
+                Symlinks::Reject => {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{} is a symbolic link; outputs must hold real files", path.display())));
+                }
+                Symlinks::Follow => {
+                    let meta = fs::metadata(&path).map_err(|e| annotate(e, &path))?;
+                    (if meta.is_dir() { EntryType::Dir } else { EntryType::File }, meta)
+                }
+            }
+        } else {
+            let meta = dent.metadata().map_err(|e| annotate(e, &path))?;
+            (if ft.is_dir() { EntryType::Dir } else { EntryType::File }, meta)
+        };
+        if ty == EntryType::Dir {
+            let id = (meta.dev(), meta.ino());
+            if ancestors.contains(&id) {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{} links back to a folder above it", path.display())));
+            }
+            let mut chain = ancestors.to_vec();
+            chain.push(id);
+            subdirs.push((path, rel_path.clone(), chain));
+        } else if !meta.is_file() {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{} is not a regular file or folder", path.display())));
+        }
+        entries.push(WalkEntry { rel: rel_path, ty, meta });
+    }
+    let nested: Vec<io::Result<Vec<WalkEntry>>> =
+        subdirs.par_iter().map(|(p, r, chain)| walk_dir(p, r, symlinks, chain)).collect();
+    for n in nested {
+        entries.extend(n?);
+    }
+    Ok(entries)
+}
+
+pub fn annotate(e: io::Error, path: &Path) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
+/// The tree hash from entries sorted by path; `file_hash(i)` gives the
+/// content hash of entry `i` when it is a file.
+pub fn tree_hash(entries: &[WalkEntry], file_hash: impl Fn(usize) -> Hash) -> Hash {
+    let mut h = blake3::Hasher::new();
+    h.update(b"toe-pipe tree v1\0");
+    for (i, e) in entries.iter().enumerate() {
+        let tag: &[u8] = match e.ty {
+            EntryType::File => b"f",
+            EntryType::Dir => b"d",
+        };
+        h.update(tag);
+        h.update(&(e.rel.as_os_str().len() as u64).to_le_bytes());
+        h.update(e.rel.as_os_str().as_bytes());
+        if e.ty == EntryType::File {
+            h.update(&file_hash(i).0);
+        }
+    }
+    Hash(*h.finalize().as_bytes())
+}
+
+/// Hash a directory from scratch (no stat cache).
+pub fn hash_tree(root: &Path, symlinks: Symlinks) -> io::Result<Hash> {
+    let entries = walk(root, symlinks)?;
+    let hashes: Vec<Option<Hash>> = entries
+        .par_iter()
+        .map(|e| match e.ty {
+            EntryType::File => hash_file(&root.join(&e.rel)).map(Some),
+            _ => Ok(None),
+        })
+        .collect::<io::Result<_>>()?;
+    Ok(tree_hash(&entries, |i| hashes[i].unwrap_or(Hash([0; 32]))))
+}
+
+/// Hash a file or a directory.
+pub fn hash_path(path: &Path, symlinks: Symlinks) -> io::Result<Hash> {
+    let meta = fs::metadata(path).map_err(|e| annotate(e, path))?;
+    if meta.is_dir() {
+        hash_tree(path, symlinks)
+    } else {
+        hash_file(path).map_err(|e| annotate(e, path))
+    }
+}
+
+/// Total size in bytes of a file or of every file below a directory.
+pub fn disk_size(path: &Path) -> u64 {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => walk(path, Symlinks::Reject)
+            .map(|es| es.iter().filter(|e| e.ty == EntryType::File).map(|e| e.meta.len()).sum())
+            .unwrap_or(0),
+        Ok(m) => m.len(),
+        Err(_) => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_hash_is_plain_blake3() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("a");
+        fs::write(&f, b"hello").unwrap();
+        assert_eq!(hash_file(&f).unwrap().0, *blake3::hash(b"hello").as_bytes());
+        let big = dir.path().join("big");
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        fs::write(&big, &data).unwrap();
+        assert_eq!(hash_file(&big).unwrap().0, *blake3::hash(&data).as_bytes());
+    }
+
+    #[test]
+    fn tree_hash_depends_on_names_and_contents_only() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        for root in [a.path(), b.path()] {
+            fs::create_dir_all(root.join("x/y")).unwrap();
+            fs::write(root.join("x/y/f.txt"), b"1").unwrap();
+            fs::write(root.join("g.txt"), b"2").unwrap();
+        }
+        let ha = hash_tree(a.path(), Symlinks::Reject).unwrap();
+        assert_eq!(ha, hash_tree(b.path(), Symlinks::Reject).unwrap());
+        fs::write(b.path().join("g.txt"), b"3").unwrap();
+        assert_ne!(ha, hash_tree(b.path(), Symlinks::Reject).unwrap());
+        fs::write(b.path().join("g.txt"), b"2").unwrap();
+        fs::rename(b.path().join("g.txt"), b.path().join("h.txt")).unwrap();
+        assert_ne!(ha, hash_tree(b.path(), Symlinks::Reject).unwrap());
+    }
+
+    #[test]
+    fn hex_round_trip() {
+        let h = Hash::of_bytes(b"x");
+        assert_eq!(h.to_string().parse::<Hash>().unwrap(), h);
+        assert!("zz".parse::<Hash>().is_err());
+    }
+}

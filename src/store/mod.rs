@@ -1,0 +1,319 @@
+//! The content-addressed store (`artifacts/` by default).
+//!
+//! ```text
+//! STORE                    marker and format version
+//! lock                     flock held by the one run allowed at a time
+//! objects/ab/cdef…         artifacts by blake3 hash (files read-only;
+//!                          directories are trees)
+//! actions/ab/cdef….json    action cache + lineage: one record per action key
+//! logs/ab/cdef….log        stdout+stderr of the last attempt of an action
+//! refs/PIPELINE.json       last run of each node of a pipeline
+//! statcache/…              stat cache of source inputs
+//! cache/ops-….json         op catalog reported by toe-pipe-worker
+//! tmp/RUN/NODE/…           outputs being written; never read as results
+//! ```
+//!
+//! Every write that others may read is atomic (write elsewhere, rename), so
+//! a process killed at any moment leaves either the old state or the new
+//! one, plus litter under `tmp/` that the next run removes.
+
+pub mod gc;
+pub mod hash;
+pub mod lock;
+pub mod records;
+pub mod statcache;
+pub mod verify;
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::{bail, Context};
+
+pub use hash::Hash;
+use hash::{annotate, EntryType, Symlinks};
+pub use lock::{LockError, StoreLock};
+use records::{ActionRecord, PipelineRefs};
+use statcache::StatCache;
+
+const MARKER: &str = "STORE";
+const MARKER_TEXT: &str = "toe-pipe store, format 1\n";
+/// Files a directory may hold and still become a store (the repository's
+/// `artifacts/` ships a README).
+const ALLOWED_BEFORE_INIT: [&str; 3] = ["README.md", ".gitignore", ".gitkeep"];
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+/// An output moved into the store.
+#[derive(Debug, Clone, Copy)]
+pub struct Committed {
+    pub hash: Hash,
+    pub size: u64,
+    pub is_dir: bool,
+}
+
+impl Store {
+    /// Open the store at `root`, creating it if needed.
+    pub fn open_or_create(root: &Path) -> anyhow::Result<Store> {
+        if !root.join(MARKER).exists() {
+            if root.exists() {
+                let foreign: Vec<String> = fs::read_dir(root)
+                    .with_context(|| format!("cannot read {}", root.display()))?
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| !ALLOWED_BEFORE_INIT.contains(&n.as_str()))
+                    .collect();
+                if !foreign.is_empty() {
+                    bail!(
+                        "{} exists but is not a toe-pipe store (it holds {}); refusing to use it.\n  fix: pass --store with an empty or new directory",
+                        root.display(),
+                        foreign.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
+                    );
+                }
+            }
+            fs::create_dir_all(root).with_context(|| format!("cannot create the store at {}", root.display()))?;
+            write_atomic(&root.join(MARKER), MARKER_TEXT.as_bytes())?;
+        }
+        let store = Store { root: root.to_path_buf() };
+        for dir in ["objects", "actions", "logs", "refs", "statcache", "tmp", "cache"] {
+            fs::create_dir_all(store.root.join(dir)).with_context(|| format!("cannot create {}", store.root.join(dir).display()))?;
+        }
+        Ok(store)
+    }
+
+    /// Open an existing store (commands that only read).
+    pub fn open_existing(root: &Path) -> anyhow::Result<Store> {
+        if !root.join(MARKER).is_file() {
+            bail!("{} is not a toe-pipe store (no {MARKER} file).\n  fix: run a pipeline first, or point --store at the store", root.display());
+        }
+        Ok(Store { root: root.to_path_buf() })
+    }
+
+    /// The nearest `artifacts/` store at or above `start`.
+    pub fn discover(start: &Path) -> Option<PathBuf> {
+        let start = fs::canonicalize(start).ok()?;
+        start.ancestors().map(|d| d.join("artifacts")).find(|s| s.join(MARKER).is_file())
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn sharded(&self, dir: &str, h: &Hash, ext: &str) -> PathBuf {
+        let hex = h.hex();
+        self.root.join(dir).join(&hex[..2]).join(format!("{}{ext}", &hex[2..]))
+    }
+
+    pub fn object_path(&self, h: &Hash) -> PathBuf {
+        self.sharded("objects", h, "")
+    }
+    pub fn action_path(&self, key: &Hash) -> PathBuf {
+        self.sharded("actions", key, ".json")
+    }
+    pub fn log_path(&self, key: &Hash) -> PathBuf {
+        self.sharded("logs", key, ".log")
+    }
+    pub fn has_object(&self, h: &Hash) -> bool {
+        fs::symlink_metadata(self.object_path(h)).is_ok()
+    }
+
+    pub fn read_action(&self, key: &Hash) -> Option<ActionRecord> {
+        let text = fs::read(self.action_path(key)).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    pub fn write_action(&self, rec: &ActionRecord) -> io::Result<()> {
+        let json = serde_json::to_vec_pretty(rec).map_err(io::Error::other)?;
+        write_atomic(&self.action_path(&rec.key), &json)
+    }
+
+    /// Mark an action as used now, so `gc` counts it as recent.
+    pub fn touch_action(&self, key: &Hash) {
+        if let Ok(f) = fs::File::options().write(true).open(self.action_path(key)) {
+            let _ = f.set_modified(std::time::SystemTime::now());
+        }
+    }
+
+    /// Every action key in the store.
+    pub fn action_keys(&self) -> Vec<Hash> {
+        list_sharded(&self.root.join("actions"), ".json")
+    }
+
+    /// Every object hash in the store.
+    pub fn object_hashes(&self) -> Vec<Hash> {
+        list_sharded(&self.root.join("objects"), "")
+    }
+
+    fn refs_path(&self, pipeline: &str) -> PathBuf {
+        self.root.join("refs").join(format!("{pipeline}.json"))
+    }
+
+    pub fn read_refs(&self, pipeline: &str) -> PipelineRefs {
+        fs::read(self.refs_path(pipeline)).ok().and_then(|t| serde_json::from_slice(&t).ok()).unwrap_or_default()
+    }
+
+    pub fn write_refs(&self, refs: &PipelineRefs) -> io::Result<()> {
+        let json = serde_json::to_vec_pretty(refs).map_err(io::Error::other)?;
+        write_atomic(&self.refs_path(&refs.pipeline), &json)
+    }
+
+    /// The refs of every pipeline that ran with this store.
+    pub fn all_refs(&self) -> Vec<PipelineRefs> {
+        let mut out: Vec<PipelineRefs> = fs::read_dir(self.root.join("refs"))
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+                    .filter_map(|e| fs::read(e.path()).ok())
+                    .filter_map(|t| serde_json::from_slice(&t).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort_by(|a: &PipelineRefs, b| a.pipeline.cmp(&b.pipeline));
+        out
+    }
+
+    pub fn statcache(&self) -> StatCache {
+        StatCache::new(self.root.join("statcache"))
+    }
+
+    pub fn cache_dir(&self) -> PathBuf {
+        self.root.join("cache")
+    }
+
+    pub fn tmp_root(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    /// A fresh directory for one run's in-flight outputs.
+    pub fn new_run_dir(&self) -> io::Result<PathBuf> {
+        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+        let dir = self.tmp_root().join(format!("run-{}-{stamp}", std::process::id()));
+        fs::create_dir_all(&dir)?;
+        Ok(dir)
+    }
+
+    /// Remove what killed runs left under `tmp/`. Call with the lock held.
+    pub fn clean_tmp(&self) -> io::Result<()> {
+        if let Ok(rd) = fs::read_dir(self.tmp_root()) {
+            for e in rd.flatten() {
+                remove_any(&e.path())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Take the store lock (see [`StoreLock`]).
+    pub fn lock(&self, what: &str) -> Result<StoreLock, LockError> {
+        StoreLock::acquire(&self.root, what)
+    }
+
+    /// Move a finished output into the store under its content hash. The
+    /// files become read-only first, so the object is never writable once
+    /// it is visible.
+    pub fn commit(&self, tmp: &Path) -> io::Result<Committed> {
+        let meta = fs::symlink_metadata(tmp).map_err(|e| annotate(e, tmp))?;
+        if meta.file_type().is_symlink() {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{} is a symbolic link; write a real file", tmp.display())));
+        }
+        let is_dir = meta.is_dir();
+        let (hash, size) = if is_dir {
+            let entries = hash::walk(tmp, Symlinks::Reject)?;
+            let size = entries.iter().filter(|e| e.ty == EntryType::File).map(|e| e.meta.len()).sum();
+            (hash::hash_tree(tmp, Symlinks::Reject)?, size)
+        } else {
+            (hash::hash_file(tmp)?, meta.len())
+        };
+        let dest = self.object_path(&hash);
+        if fs::symlink_metadata(&dest).is_ok() {
+            remove_any(tmp)?;
+            return Ok(Committed { hash, size, is_dir });
+        }
+        make_read_only(tmp)?;
+        if let Some(parent) = dest.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        if let Err(e) = fs::rename(tmp, &dest) {
+            // Another node committed the same content first.
+            if fs::symlink_metadata(&dest).is_ok() {
+                remove_any(tmp)?;
+            } else {
+                return Err(annotate(e, &dest));
+            }
+        }
+        Ok(Committed { hash, size, is_dir })
+    }
+
+    /// Remove an object (gc, or a corrupt one found by verify).
+    pub fn remove_object(&self, h: &Hash) -> io::Result<()> {
+        remove_any(&self.object_path(h))
+    }
+}
+
+fn list_sharded(dir: &Path, ext: &str) -> Vec<Hash> {
+    let mut out = Vec::new();
+    let Ok(shards) = fs::read_dir(dir) else { return out };
+    for shard in shards.flatten() {
+        let prefix = shard.file_name().to_string_lossy().into_owned();
+        let Ok(rd) = fs::read_dir(shard.path()) else { continue };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(stem) = name.strip_suffix(ext) {
+                if let Ok(h) = format!("{prefix}{stem}").parse() {
+                    out.push(h);
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Files read-only (directories stay writable so gc can remove them).
+fn make_read_only(path: &Path) -> io::Result<()> {
+    let meta = fs::symlink_metadata(path)?;
+    if meta.is_dir() {
+        for e in hash::walk(path, Symlinks::Reject)? {
+            if e.ty == EntryType::File {
+                fs::set_permissions(path.join(&e.rel), fs::Permissions::from_mode(0o444))?;
+            }
+        }
+        Ok(())
+    } else {
+        fs::set_permissions(path, fs::Permissions::from_mode(0o444))
+    }
+}
+
+/// Remove a file or a directory tree; a missing path is fine.
+pub fn remove_any(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+    }
+}
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Write a file so that readers see the old or the new content, never a mix.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let parent = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(parent)?;
+    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let name = path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = parent.join(format!(".{name}.tmp-{}-{n}", std::process::id()));
+    let result = (|| {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(|e| annotate(e, path))
+}

@@ -1,0 +1,118 @@
+//! What the store remembers about actions and pipelines, as JSON.
+//!
+//! An [`ActionRecord`] is both the action cache entry (its file name is the
+//! action key) and the lineage record of the run that produced it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::hash::Hash;
+use crate::spec::{ArtifactKind, ParamValue};
+
+pub const RECORD_FORMAT: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum RecordedAction {
+    Op { op: String, op_version: u32 },
+    Cmd { cmd: String },
+}
+
+impl RecordedAction {
+    pub fn describe(&self) -> String {
+        match self {
+            RecordedAction::Op { op, op_version } => format!("op {op} v{op_version}"),
+            RecordedAction::Cmd { cmd } => format!("cmd {}", one_line(cmd, 60)),
+        }
+    }
+}
+
+/// Shorten a command for listings.
+pub fn one_line(s: &str, max: usize) -> String {
+    let flat: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() > max {
+        let cut: String = flat.chars().take(max.saturating_sub(1)).collect();
+        format!("{cut}…")
+    } else {
+        flat
+    }
+}
+
+/// One artifact an action read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputRecord {
+    pub hash: Hash,
+    /// Set for sources: the path as written in the pipeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Set for node outputs: which node and output produced it, and the
+    /// action key of that run (provenance, not part of the key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<Hash>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutputRecord {
+    pub hash: Hash,
+    pub kind: ArtifactKind,
+    pub size: u64,
+    /// Workspace path the output was declared at, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+}
+
+/// A successful run of one node: the cache entry and its lineage.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ActionRecord {
+    pub format: u32,
+    pub key: Hash,
+    pub pipeline: String,
+    pub pipeline_file: PathBuf,
+    pub node: String,
+    pub action: RecordedAction,
+    pub params: BTreeMap<String, ParamValue>,
+    pub inputs: BTreeMap<String, Vec<InputRecord>>,
+    pub outputs: BTreeMap<String, OutputRecord>,
+    /// RFC 3339 times of the run.
+    pub start: String,
+    pub end: String,
+    pub duration_s: f64,
+    /// Where it ran: "cpu" or "cuda:N" (not part of the key).
+    pub device: String,
+    pub toe_pipe_version: String,
+    pub host: String,
+}
+
+/// The last run of each node of one pipeline: what `status` compares
+/// against to say *why* a node is stale, what `log NODE` shows, and the
+/// roots `gc` keeps.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PipelineRefs {
+    pub pipeline: String,
+    pub file: PathBuf,
+    pub updated: String,
+    pub nodes: BTreeMap<String, NodeRef>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeRef {
+    /// The action whose outputs are in the workspace now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<Hash>,
+    /// The last attempt to run the node (its log is under this key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_attempt: Option<Attempt>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Attempt {
+    pub key: Hash,
+    pub ok: bool,
+    pub at: String,
+}

@@ -1,0 +1,111 @@
+//! The worker side of op nodes, and how the CLI talks to it.
+//!
+//! `toe-pipe-worker` is a second binary that links libtorch and the op
+//! registry. The CLI starts it per op node (`toe-pipe-worker run JOB.json`),
+//! asks it once for the op catalog (`describe`, cached in the store by the
+//! worker binary's identity) and, when a gpu node is about to run, for the
+//! number of CUDA devices (`gpus`). Test binaries can be workers too: they
+//! call [`main`] with their own registry and are selected with
+//! `TOE_PIPE_WORKER`.
+
+use std::ffi::OsString;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+
+use crate::ops::{OpCatalog, OpContext, Registry};
+use crate::store::{write_atomic, Hash};
+
+/// What a worker runs: one op with its context.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Job {
+    pub op: String,
+    pub ctx: OpContext,
+}
+
+/// The worker binary: `$TOE_PIPE_WORKER`, else `toe-pipe-worker` next to
+/// the running executable.
+pub fn worker_exe() -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os("TOE_PIPE_WORKER") {
+        return Ok(PathBuf::from(p));
+    }
+    let me = std::env::current_exe().context("cannot find the running executable")?;
+    let exe = me.with_file_name("toe-pipe-worker");
+    if !exe.is_file() {
+        bail!(
+            "op nodes need {}, which is missing.\n  fix: build it with `cargo build --release --bins` (scripts/setup.sh does), or set TOE_PIPE_WORKER",
+            exe.display()
+        );
+    }
+    Ok(exe)
+}
+
+/// The ops' declarations, from the worker; cached under `cache_dir` by the
+/// worker binary's path, size and modification time.
+pub fn catalog(cache_dir: Option<&Path>) -> anyhow::Result<OpCatalog> {
+    let exe = worker_exe()?;
+    let meta = std::fs::metadata(&exe).with_context(|| format!("cannot read {}", exe.display()))?;
+    let identity = format!("{}|{}|{}|{}", exe.display(), meta.len(), meta.mtime(), meta.mtime_nsec());
+    let cache = cache_dir.map(|d| d.join(format!("ops-{}.json", &Hash::of_bytes(identity.as_bytes()).hex()[..24])));
+    if let Some(c) = &cache {
+        if let Ok(bytes) = std::fs::read(c) {
+            if let Ok(cat) = serde_json::from_slice(&bytes) {
+                return Ok(cat);
+            }
+        }
+    }
+    let out = Command::new(&exe).arg("describe").output().with_context(|| format!("cannot run {}", exe.display()))?;
+    if !out.status.success() {
+        bail!("{} describe failed: {}", exe.display(), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let cat: OpCatalog = serde_json::from_slice(&out.stdout).with_context(|| format!("{} describe printed something that is not an op catalog", exe.display()))?;
+    if let Some(c) = &cache {
+        let _ = write_atomic(c, &out.stdout);
+    }
+    Ok(cat)
+}
+
+/// CUDA devices as libtorch sees them (asked of the worker, which links it).
+pub fn gpu_count() -> anyhow::Result<usize> {
+    let exe = worker_exe()?;
+    let out = Command::new(&exe).arg("gpus").output().with_context(|| format!("cannot run {}", exe.display()))?;
+    if !out.status.success() {
+        bail!("{} gpus failed: {}", exe.display(), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    String::from_utf8_lossy(&out.stdout).trim().parse().context("toe-pipe-worker gpus did not print a number")
+}
+
+/// Entry point of a worker binary. `gpu_count` is passed in so that this
+/// library function does not itself reach libtorch.
+pub fn main(registry: Registry, gpu_count: fn() -> usize) -> ExitCode {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let result = match args.first().and_then(|a| a.to_str()) {
+        Some("describe") => serde_json::to_string(&registry.catalog()).map(|s| println!("{s}")).map_err(anyhow::Error::from),
+        Some("gpus") => {
+            println!("{}", gpu_count());
+            Ok(())
+        }
+        Some("run") if args.len() == 2 => run_job(&registry, Path::new(&args[1])),
+        _ => Err(anyhow::anyhow!(
+            "usage: toe-pipe-worker describe | gpus | run JOB.json\n(this binary is started by toe-pipe; run pipelines with `toe-pipe run`)"
+        )),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_job(registry: &Registry, job_path: &Path) -> anyhow::Result<()> {
+    let text = std::fs::read(job_path).with_context(|| format!("cannot read job {}", job_path.display()))?;
+    let job: Job = serde_json::from_slice(&text).with_context(|| format!("bad job file {}", job_path.display()))?;
+    let op = registry.get(&job.op).with_context(|| format!("this worker has no op `{}`", job.op))?;
+    eprintln!("toe-pipe-worker: op {} v{} for node {} on {}", op.name(), op.version(), job.ctx.node, job.ctx.device);
+    op.run(&job.ctx).with_context(|| format!("op {} failed in node {}", job.op, job.ctx.node))
+}

@@ -1,0 +1,74 @@
+//! A failing node stops its dependants; independent branches finish.
+
+mod common;
+use common::{set, Ws};
+
+const PIPELINE: &str = r#"
+[[node]]
+id = "bad"
+cmd = "echo working; echo boom >&2; exit 3; echo > ${out.o}"
+outputs.o = "text"
+
+[[node]]
+id = "after_bad"
+cmd = "cat ${in.o} > ${out.p}"
+inputs.o = "bad.o"
+outputs.p = "text"
+
+[[node]]
+id = "c"
+cmd = "echo c > ${out.o}"
+outputs.o = { kind = "text", path = "out/c.txt" }
+
+[[node]]
+id = "d"
+cmd = "cat ${in.o} > ${out.p}"
+inputs.o = "c.o"
+outputs.p = { kind = "text", path = "out/d.txt" }
+"#;
+
+#[test]
+fn a_failure_stops_dependants_and_independent_branches_finish() {
+    let ws = Ws::new();
+    ws.write("p.toml", PIPELINE);
+    let out = ws.toe(&["run", "-j", "1", "p.toml"]).fails();
+    assert_eq!(out.code, 1);
+    assert_eq!(out.ran(), set(["c", "d"]));
+    assert_eq!(out.nodes("FAILED"), set(["bad"]));
+    assert_eq!(out.nodes("skipped"), set(["after_bad"]));
+    assert!(out.stderr.contains("FAILED bad  exit status 3; full log: toe-pipe log bad"), "{}", out.stderr);
+    assert!(out.stderr.contains("| working\n      | boom"), "the log tail is shown: {}", out.stderr);
+    assert!(out.stderr.contains("skipped after_bad  (needs bad, which failed)"), "{}", out.stderr);
+    assert!(out.stderr.contains("run failed after "), "{}", out.stderr);
+    assert_eq!(ws.read("out/d.txt"), "c\n");
+
+    let log = ws.toe(&["log", "bad"]).ok();
+    assert!(log.stdout.contains("boom"), "{}", log.stdout);
+    assert!(log.stderr.contains("failed"), "{}", log.stderr);
+
+    // Fixed, the next run picks up exactly what is left.
+    ws.write("p.toml", &PIPELINE.replace("exit 3; ", ""));
+    assert_eq!(ws.run("p.toml").ran(), set(["bad", "after_bad"]));
+}
+
+#[test]
+fn fail_fast_starts_nothing_new() {
+    let ws = Ws::new();
+    ws.write("p.toml", PIPELINE);
+    let out = ws.toe(&["run", "-j", "1", "--fail-fast", "p.toml"]).fails();
+    assert_eq!(out.nodes("FAILED"), set(["bad"]));
+    assert!(out.ran().is_empty(), "{}", out.stderr);
+    assert!(out.stderr.contains("3 skipped"), "{}", out.stderr);
+}
+
+#[test]
+fn a_node_that_does_not_write_its_output_fails() {
+    let ws = Ws::new();
+    // A dir output exists (empty) before the command starts; replacing it
+    // with a file is an error.
+    ws.write("p.toml", "[[node]]\nid = \"lazy\"\ncmd = \"true ${out.o}\"\noutputs.o = \"text\"\n[[node]]\nid = \"wrongkind\"\ncmd = \"rmdir ${out.d}; echo > ${out.d}\"\noutputs.d = { kind = \"dir\" }\n");
+    let out = ws.toe(&["run", "p.toml"]).fails();
+    assert!(out.stderr.contains("FAILED lazy  the node finished but did not write output `o`"), "{}", out.stderr);
+    assert!(out.stderr.contains("FAILED wrongkind  output `d` should be a directory (dir) but is not"), "{}", out.stderr);
+    assert!(ws.object_files().is_empty());
+}

@@ -1,0 +1,297 @@
+//! Op nodes through the worker protocol, and GPU slots.
+//!
+//! This test binary is its own worker: started with TOE_PIPE_TEST_WORKER=1
+//! (which `toe-pipe` passes on to the processes it starts), it serves
+//! `describe`, `gpus` and `run` with the test ops below, and pretends to
+//! have $TEST_FAKE_GPUS GPUs. It has no libtest harness (`harness = false`),
+//! so `main` runs the tests.
+
+mod common;
+use std::process::ExitCode;
+
+use common::{set, Ws};
+use toe_pipe::ops::{Op, OpContext, ParamSpec, ParamType, PortSpec, Registry};
+use toe_pipe::spec::{ArtifactKind, ParamValue};
+
+/// Joins its list input with a separator, `repeat` times.
+struct Concat;
+
+impl Op for Concat {
+    fn name(&self) -> &'static str {
+        "concat"
+    }
+    fn version(&self) -> u32 {
+        2
+    }
+    fn summary(&self) -> &'static str {
+        "join text files"
+    }
+    fn params(&self) -> Vec<ParamSpec> {
+        vec![
+            ParamSpec::with_default("sep", ParamType::Str, ParamValue::Str("\n".into()), "separator"),
+            ParamSpec::required("repeat", ParamType::Int, "how many times"),
+            ParamSpec::with_default("scale", ParamType::Float, ParamValue::Float(1.0), "unused number"),
+        ]
+    }
+    fn inputs(&self) -> Vec<PortSpec> {
+        vec![PortSpec::new("parts", ArtifactKind::Text, "files to join").list()]
+    }
+    fn outputs(&self) -> Vec<PortSpec> {
+        vec![PortSpec::new("joined", ArtifactKind::Text, "the result")]
+    }
+    fn run(&self, ctx: &OpContext) -> anyhow::Result<()> {
+        let mut parts = Vec::new();
+        for p in ctx.input_list("parts") {
+            parts.push(std::fs::read_to_string(p)?.trim().to_owned());
+        }
+        let one = parts.join(ctx.param_str("sep")?);
+        let n = ctx.param_i64("repeat")?;
+        if n < 0 {
+            anyhow::bail!("repeat must not be negative");
+        }
+        std::fs::write(ctx.output("joined")?, vec![one; n as usize].join("|"))?;
+        Ok(())
+    }
+}
+
+/// Writes where it ran.
+struct Probe;
+
+impl Op for Probe {
+    fn name(&self) -> &'static str {
+        "probe"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn summary(&self) -> &'static str {
+        "report the device"
+    }
+    fn params(&self) -> Vec<ParamSpec> {
+        vec![ParamSpec::with_default("tag", ParamType::Str, ParamValue::Str(String::new()), "makes nodes differ")]
+    }
+    fn inputs(&self) -> Vec<PortSpec> {
+        vec![]
+    }
+    fn outputs(&self) -> Vec<PortSpec> {
+        vec![PortSpec::new("where", ArtifactKind::Json, "device report")]
+    }
+    fn run(&self, ctx: &OpContext) -> anyhow::Result<()> {
+        let report = serde_json::json!({
+            "device": ctx.device,
+            "cuda_visible_devices": std::env::var("CUDA_VISIBLE_DEVICES").unwrap_or_default(),
+        });
+        std::fs::write(ctx.output("where")?, report.to_string())?;
+        // Hold the slot a moment so that two probes overlap.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        Ok(())
+    }
+}
+
+fn fake_gpus() -> usize {
+    std::env::var("TEST_FAKE_GPUS").ok().and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+fn worker_env(gpus: &str) -> Vec<(&'static str, String)> {
+    let me = std::env::current_exe().unwrap().display().to_string();
+    vec![("TOE_PIPE_WORKER", me), ("TOE_PIPE_TEST_WORKER", "1".into()), ("TEST_FAKE_GPUS", gpus.into())]
+}
+
+fn toe(ws: &Ws, args: &[&str], gpus: &str) -> common::Out {
+    let env = worker_env(gpus);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    ws.toe_env(args, &env)
+}
+
+const OPS: &str = r#"
+[[node]]
+id = "part_${p}"
+for_each.p = ["x", "y"]
+cmd = "echo ${p} > ${out.o}"
+outputs.o = "text"
+
+[[node]]
+id = "join"
+op = "concat"
+inputs.parts = ["part_x.o", "part_y.o"]
+params = { repeat = 2, sep = "+" }
+outputs.joined = { path = "out/joined.txt" }
+
+[[node]]
+id = "after"
+cmd = "cat ${in.j} > ${out.o}"
+inputs.j = "join.joined"
+outputs.o = { kind = "text", path = "out/after.txt" }
+"#;
+
+fn op_nodes_run_in_the_worker() {
+    let ws = Ws::new();
+    ws.write("p.toml", OPS);
+    let out = toe(&ws, &["run", "p.toml"], "0").ok();
+    assert_eq!(out.ran(), set(["part_x", "part_y", "join", "after"]));
+    assert_eq!(ws.read("out/joined.txt"), "x+y|x+y");
+    assert_eq!(ws.read("out/after.txt"), "x+y|x+y");
+    assert!(toe(&ws, &["run", "p.toml"], "0").ok().ran().is_empty());
+
+    // Writing a default out explicitly (and a float as an integer) is the
+    // same action: canonical params.
+    ws.write("p.toml", &OPS.replace("repeat = 2, sep = \"+\"", "repeat = 2, sep = \"+\", scale = 1"));
+    assert!(toe(&ws, &["run", "p.toml"], "0").ok().ran().is_empty());
+
+    ws.write("p.toml", &OPS.replace("repeat = 2", "repeat = 3"));
+    let status = toe(&ws, &["status", "p.toml"], "0").ok();
+    assert!(status.stdout.contains("stale  join    param repeat: 2 -> 3"), "{}", status.stdout);
+    assert_eq!(toe(&ws, &["run", "p.toml"], "0").ok().ran(), set(["join", "after"]));
+
+    let lineage = toe(&ws, &["lineage", "out/joined.txt", "--json"], "0").ok();
+    let v: serde_json::Value = serde_json::from_str(&lineage.stdout).unwrap();
+    assert_eq!(v["produced_by"]["kind"], "op");
+    assert_eq!(v["produced_by"]["op"], "concat");
+    assert_eq!(v["produced_by"]["op_version"], 2);
+    assert_eq!(v["produced_by"]["params"]["scale"], 1.0);
+
+    // A failing op reports the worker's error.
+    ws.write("p.toml", &OPS.replace("repeat = 2", "repeat = -1"));
+    let out = toe(&ws, &["run", "p.toml"], "0").fails();
+    assert!(out.stderr.contains("FAILED join"), "{}", out.stderr);
+    assert!(out.stderr.contains("op concat failed in node join: repeat must not be negative"), "{}", out.stderr);
+
+    let ops = toe(&ws, &["ops"], "0").ok();
+    assert!(ops.stdout.contains("concat v2: join text files"), "{}", ops.stdout);
+    assert!(ops.stdout.contains("param  repeat: integer (required)"), "{}", ops.stdout);
+    assert!(ops.stdout.contains("in     parts: text (list)"), "{}", ops.stdout);
+}
+
+fn op_params_and_ports_are_checked() {
+    let ws = Ws::new();
+    let check = |text: &str| -> String {
+        ws.write("p.toml", text);
+        toe(&ws, &["check", "p.toml"], "0").fails().stderr
+    };
+    let err = check(&OPS.replace("repeat = 2, sep = \"+\"", "repeat = \"2\", sepp = \"+\""));
+    assert!(err.contains("p.toml:12:21: error in node `join`: param `repeat` of op `concat` must be an integer, found string \"2\""), "{err}");
+    assert!(err.contains("error in node `join`: op `concat` has no param `sepp`"), "{err}");
+    assert!(err.contains("fix: did you mean `sep`?"), "{err}");
+
+    let err = check(&OPS.replace("repeat = 2, sep = \"+\"", "sep = \"+\""));
+    assert!(err.contains("p.toml:9:6: error in node `join`: op `concat` needs param `repeat` (how many times)"), "{err}");
+
+    let err = check(&OPS.replace("op = \"concat\"", "op = \"concatt\""));
+    assert!(err.contains("p.toml:10:6: error in node `join`: unknown op `concatt`"), "{err}");
+    assert!(err.contains("did you mean `concat`?"), "{err}");
+
+    let err = check(&OPS.replace("inputs.parts =", "inputs.pieces ="));
+    assert!(err.contains("error in node `join`: op `concat` has no input `pieces`"), "{err}");
+    assert!(err.contains("error in node `join`: op `concat` needs input `parts`"), "{err}");
+
+    let err = check(&OPS.replace("outputs.joined = { path", "outputs.joined = { kind = \"npy\", path"));
+    assert!(err.contains("error in node `join`: output `joined` of op `concat` is a text file, not npy"), "{err}");
+
+    let err = check(&OPS.replace("cmd = \"echo ${p} > ${out.o}\"\noutputs.o = \"text\"", "cmd = \"echo ${p} > ${out.o}\"\noutputs.o = \"npy\""));
+    assert!(err.contains("input `parts` of op `concat` wants text, but part_x.o is npy"), "{err}");
+
+    let err = check(&OPS.replace("inputs.j = \"join.joined\"", "inputs.j = \"join.joind\""));
+    assert!(err.contains("input `j` refers to output `joind` of node `join`, which has no such output"), "{err}");
+}
+
+const GPU: &str = r#"
+[[node]]
+id = "probe_${t}"
+for_each.t = ["a", "b"]
+op = "probe"
+device = "gpu"
+params.tag = "${t}"
+outputs.where = { path = "out/${t}.json" }
+
+[[node]]
+id = "shell"
+device = "gpu"
+cmd = "echo \"[$CUDA_VISIBLE_DEVICES] $TOE_PIPE_DEVICE\" > ${out.o}"
+outputs.o = { kind = "text", path = "out/shell.txt" }
+"#;
+
+fn gpu_nodes_get_one_gpu_each_or_fall_back_to_the_cpu() {
+    // Two fake GPUs: each gpu node sees its own device.
+    let ws = Ws::new();
+    ws.write("p.toml", GPU);
+    let out = toe(&ws, &["run", "p.toml"], "2").ok();
+    assert_eq!(out.ran(), set(["probe_a", "probe_b", "shell"]));
+    let a: serde_json::Value = serde_json::from_str(&ws.read("out/a.json")).unwrap();
+    let b: serde_json::Value = serde_json::from_str(&ws.read("out/b.json")).unwrap();
+    assert_eq!(a["device"], "cuda");
+    let mut devices = vec![a["cuda_visible_devices"].as_str().unwrap().to_owned(), b["cuda_visible_devices"].as_str().unwrap().to_owned()];
+    devices.sort();
+    assert_eq!(devices, ["0", "1"], "the two probes overlap, so they hold different GPUs");
+    assert!(out.stderr.contains("on cuda:"), "{}", out.stderr);
+
+    // The device is not part of the action key: a CPU machine reuses them.
+    let again = toe(&ws, &["run", "p.toml"], "0").ok();
+    assert!(again.ran().is_empty(), "{}", again.stderr);
+
+    // No GPU: gpu nodes run on CPU slots, with one notice.
+    let ws = Ws::new();
+    ws.write("p.toml", GPU);
+    let out = toe(&ws, &["run", "p.toml"], "0").ok();
+    assert_eq!(out.ran(), set(["probe_a", "probe_b", "shell"]));
+    assert_eq!(out.stderr.matches("note: no GPU available; gpu nodes run on CPU slots").count(), 1, "{}", out.stderr);
+    let a: serde_json::Value = serde_json::from_str(&ws.read("out/a.json")).unwrap();
+    assert_eq!(a["device"], "cpu");
+    assert_eq!(a["cuda_visible_devices"], "");
+    assert_eq!(ws.read("out/shell.txt"), "[] cpu\n");
+
+    // --gpus picks devices explicitly.
+    let ws = Ws::new();
+    ws.write("p.toml", GPU);
+    let out = toe(&ws, &["run", "--gpus", "3", "p.toml"], "0").ok();
+    assert_eq!(ws.read("out/shell.txt"), "[3] cuda\n", "{}", out.stderr);
+}
+
+fn require_gpu_is_an_error_before_anything_runs() {
+    let ws = Ws::new();
+    ws.write("p.toml", &GPU.replace("op = \"probe\"\ndevice = \"gpu\"", "op = \"probe\"\ndevice = \"gpu\"\nrequire_gpu = true"));
+    let out = toe(&ws, &["run", "p.toml"], "0").fails();
+    assert!(out.stderr.contains("node probe_a, probe_b requires a GPU (require_gpu = true) but none is available (libtorch sees no CUDA device)"), "{}", out.stderr);
+    assert!(out.ran().is_empty());
+    assert!(ws.object_files().is_empty());
+    // With a GPU it runs; afterwards a CPU machine may reuse the results.
+    toe(&ws, &["run", "p.toml"], "1").ok();
+    assert!(toe(&ws, &["run", "p.toml"], "0").ok().ran().is_empty());
+
+    let dag = toe(&ws, &["dag", "p.toml"], "0").ok();
+    assert!(dag.stdout.contains("probe_a  [op probe, gpu required]"), "{}", dag.stdout);
+}
+
+fn main() -> ExitCode {
+    if std::env::var_os("TOE_PIPE_TEST_WORKER").is_some() {
+        let mut registry = Registry::new();
+        registry.register(Box::new(Concat));
+        registry.register(Box::new(Probe));
+        return toe_pipe::worker::main(registry, fake_gpus);
+    }
+    let tests: [(&str, fn()); 4] = [
+        ("op_nodes_run_in_the_worker", op_nodes_run_in_the_worker),
+        ("op_params_and_ports_are_checked", op_params_and_ports_are_checked),
+        ("gpu_nodes_get_one_gpu_each_or_fall_back_to_the_cpu", gpu_nodes_get_one_gpu_each_or_fall_back_to_the_cpu),
+        ("require_gpu_is_an_error_before_anything_runs", require_gpu_is_an_error_before_anything_runs),
+    ];
+    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let mut failed = 0;
+    for (name, test) in tests {
+        if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
+        match std::panic::catch_unwind(test) {
+            Ok(()) => println!("test {name} ... ok"),
+            Err(_) => {
+                println!("test {name} ... FAILED");
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        println!("{failed} failed");
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
