@@ -101,6 +101,24 @@ fn fixed_width(
 }
 
 fn object_strings(path: &Path, header: &NpyHeader, data: &[u8]) -> Result<Vec<String>> {
+    let source = path.display().to_string();
+    object_values(path, header, data)?
+        .iter()
+        .enumerate()
+        .map(|(i, v)| match v {
+            Value::Str(s) => Ok(s.to_string()),
+            Value::Bytes(b) => String::from_utf8(b.to_vec())
+                .map_err(|_| anyhow!("{source}: element {i} is bytes that are not UTF-8")),
+            other => bail!(
+                "{source}: element {i} is a {}, not a string",
+                other.type_name()
+            ),
+        })
+        .collect()
+}
+
+/// The elements of a pickled numpy object array, flattened.
+fn object_values(path: &Path, header: &NpyHeader, data: &[u8]) -> Result<Vec<Value>> {
     check_layout(path, header)?;
     let source = path.display().to_string();
     let value = pickle::unpickle(data, &source, None)?;
@@ -124,17 +142,32 @@ fn object_strings(path: &Path, header: &NpyHeader, data: &[u8]) -> Result<Vec<St
             header.shape
         );
     }
-    objects
+    Ok(objects.to_vec())
+}
+
+/// Reads an index array: integers in a numeric `.npy`, or an object array
+/// of Python ints as the original writes its caption index file
+/// (`np.array(index, dtype=object)`).
+pub fn read_indices(path: &Path) -> Result<Vec<i64>> {
+    let f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut r = BufReader::new(f);
+    let header = read_header(&mut r, path)?;
+    if split_descr(&header.descr).1 != "O" {
+        let t = super::npy::read_npy_tensor(path)?;
+        if t.is_floating_point() {
+            bail!("{}: holds floats, not indices", path.display());
+        }
+        return Ok(Vec::<i64>::try_from(&t.to_kind(tch::Kind::Int64).flatten(0, -1))?);
+    }
+    let mut data = Vec::new();
+    r.read_to_end(&mut data)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    object_values(path, &header, &data)?
         .iter()
         .enumerate()
         .map(|(i, v)| match v {
-            Value::Str(s) => Ok(s.to_string()),
-            Value::Bytes(b) => String::from_utf8(b.to_vec())
-                .map_err(|_| anyhow!("{source}: element {i} is bytes that are not UTF-8")),
-            other => bail!(
-                "{source}: element {i} is a {}, not a string",
-                other.type_name()
-            ),
+            Value::Int(n) => Ok(*n),
+            other => bail!("{}: element {i} is a {}, not an integer", path.display(), other.type_name()),
         })
         .collect()
 }

@@ -18,6 +18,20 @@ use serde::{Deserialize, Serialize};
 
 use crate::spec::{ArtifactKind, ParamValue};
 
+mod class_stats;
+mod evaluate;
+mod import_outliers;
+mod io;
+mod mahalanobis_select;
+mod outliers_description;
+mod report;
+mod train_oe;
+mod world_classes;
+mod world_generate;
+
+pub use evaluate::{Evaluation, SetMetrics};
+pub use outliers_description::read_descriptors;
+
 /// The type of a param, checked by `toe-pipe check` before anything runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -204,7 +218,17 @@ impl Registry {
 
     /// All built-in ops. Each op file adds one line here.
     pub fn builtin() -> Registry {
-        let ops: Vec<Box<dyn Op>> = vec![];
+        let ops: Vec<Box<dyn Op>> = vec![
+            Box::new(world_generate::WorldGenerate),
+            Box::new(world_classes::WorldClasses),
+            Box::new(class_stats::ClassStats),
+            Box::new(mahalanobis_select::MahalanobisSelect),
+            Box::new(outliers_description::OutliersDescription),
+            Box::new(import_outliers::ImportOutliers),
+            Box::new(train_oe::TrainOe),
+            Box::new(evaluate::Evaluate),
+            Box::new(report::Report),
+        ];
         let mut r = Registry::new();
         for op in ops {
             r.register(op);
