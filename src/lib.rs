@@ -6,3 +6,4 @@ pub mod images;
 pub mod metrics;
 pub mod ops;
 pub mod spec;
+pub mod clip;
