@@ -14,6 +14,10 @@ compared with the implementation it ports, never with numbers typed by hand.
         encode_image and encode_text), NAME.pt (torch.save state dict),
         NAME.safetensors (the same state dict) and NAME.io.safetensors (inputs
         `images`, `tokens` and the reference `image_features`, `text_features`).
+
+    python tests/clip_reference.py shapes OUT.json
+        For each of OpenAI's released configurations, the state dict's tensor
+        shapes ({model: {name: shape}}), built on the meta device (no memory).
 """
 import json
 import os
@@ -117,6 +121,32 @@ def models(out_dir):
         )
 
 
+# The arguments of clip.model.CLIP for OpenAI's released models.
+OPENAI = {
+    "RN50": (1024, 224, (3, 4, 6, 3), 64, None, 512),
+    "RN101": (512, 224, (3, 4, 23, 3), 64, None, 512),
+    "RN50x4": (640, 288, (4, 6, 10, 6), 80, None, 640),
+    "RN50x16": (768, 384, (6, 8, 18, 8), 96, None, 768),
+    "RN50x64": (1024, 448, (3, 15, 36, 10), 128, None, 1024),
+    "ViT-B/32": (512, 224, 12, 768, 32, 512),
+    "ViT-B/16": (512, 224, 12, 768, 16, 512),
+    "ViT-L/14": (768, 224, 24, 1024, 14, 768),
+    "ViT-L/14@336px": (768, 336, 24, 1024, 14, 768),
+}
+
+
+def shapes(dst):
+    from clip.model import CLIP
+
+    out = {}
+    for name, (embed, res, layers, width, patch, text_width) in OPENAI.items():
+        with torch.device("meta"):
+            model = CLIP(embed, res, layers, width, patch, 77, 49408, text_width, text_width // 64, 12)
+        out[name] = {k: list(v.shape) for k, v in model.state_dict().items()}
+    with open(dst, "w") as f:
+        json.dump(out, f)
+
+
 if __name__ == "__main__":
     command, *args = sys.argv[1:]
-    {"tokenize": tokenize, "models": models}[command](*args)
+    {"tokenize": tokenize, "models": models, "shapes": shapes}[command](*args)

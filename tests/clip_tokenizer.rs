@@ -84,7 +84,11 @@ fn ids_match_the_reference_tokenizer() {
             mismatches.push(format!("{text:?}\n  native    {got:?}\n  reference {expected:?}"));
         }
     }
-    assert!(mismatches.is_empty(), "encode differs on:\n{}", mismatches.join("\n"));
+    assert!(
+        mismatches.is_empty(),
+        "encode differs on:\n{}",
+        mismatches.join("\n")
+    );
 
     let tokens = tokenizer.tokenize(&texts, DEFAULT_CONTEXT_LENGTH, true).unwrap();
     assert_eq!(tokens.size(), [texts.len() as i64, 77]);
@@ -97,7 +101,10 @@ fn ids_match_the_reference_tokenizer() {
 
     // Without truncation, exactly the texts the reference rejects are errors.
     let too_long: Vec<bool> = serde_json::from_value(reference["too_long"].clone()).unwrap();
-    assert!(too_long.iter().filter(|&&t| t).count() >= 2, "the list has long texts");
+    assert!(
+        too_long.iter().filter(|&&t| t).count() >= 2,
+        "the list has long texts"
+    );
     for (text, &long) in texts.iter().zip(&too_long) {
         let result = tokenizer.tokenize(&[text], DEFAULT_CONTEXT_LENGTH, false);
         assert_eq!(result.is_err(), long, "{text:?}");
@@ -113,7 +120,10 @@ fn decode_inverts_encode_on_clean_text() {
     let ids = tokenizer.encode("a photo of a goldfish, 東京 🐟");
     assert_eq!(tokenizer.decode(&ids), "a photo of a goldfish , 東京 🐟 ");
     assert_eq!(tokenizer.vocab_size(), 49408);
-    assert_eq!((tokenizer.start_of_text(), tokenizer.end_of_text()), (49406, 49407));
+    assert_eq!(
+        (tokenizer.start_of_text(), tokenizer.end_of_text()),
+        (49406, 49407)
+    );
 }
 
 #[test]
@@ -121,7 +131,12 @@ fn a_file_that_is_not_a_vocabulary_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("vocab.txt");
     std::fs::write(&path, "#version: 0.2\ni n\n").unwrap();
-    let err = Tokenizer::from_file(&path).err().expect("a two-line file is rejected");
+    let err = Tokenizer::from_file(&path)
+        .err()
+        .expect("a two-line file is rejected");
     let message = format!("{err:#}");
-    assert!(message.contains("not a CLIP vocabulary") && message.contains("vocab.txt"), "{message}");
+    assert!(
+        message.contains("not a CLIP vocabulary") && message.contains("vocab.txt"),
+        "{message}"
+    );
 }

@@ -89,7 +89,10 @@ fn fix_segment(segment: &str, unescape_html: bool) -> String {
         text = uncurl_quotes(&text);
         text = fix_line_breaks(&text);
         text = regexes().terminal_escape.replace_all(&text, "").into_owned();
-        text = text.chars().filter(|c| !text_tables::CONTROL_CHARS.contains(c)).collect();
+        text = text
+            .chars()
+            .filter(|c| !text_tables::CONTROL_CHARS.contains(c))
+            .collect();
         text = text.nfc().collect();
         if text == before {
             return text;
@@ -306,9 +309,7 @@ fn regexes() -> &'static Regexes {
             whitespace: compile(r"\s+"),
             terminal_escape: compile(r"\x1b\[((?:\d|;)*)([a-zA-Z])"),
             ftfy_entity: compile(r"&#?[0-9A-Za-z]{1,24};"),
-            html_charref: compile(
-                r"&(#[0-9]+;?|#[xX][0-9a-fA-F]+;?|[^\t\n\x0C <&#;]{1,32};?)",
-            ),
+            html_charref: compile(r"&(#[0-9]+;?|#[xX][0-9a-fA-F]+;?|[^\t\n\x0C <&#;]{1,32};?)"),
         }
     })
 }
@@ -321,7 +322,10 @@ mod tests {
     fn html_unescape_follows_python() {
         assert_eq!(html_unescape("&amp;amp; &lt;b&gt;"), "&amp; <b>");
         assert_eq!(html_unescape("&ampx; &notit; &#65;&#x42;&#X43"), "&x; ¬it; ABC");
-        assert_eq!(html_unescape("&#0; &#128; &#1; &#99999999999;"), "\u{fffd} €  \u{fffd}");
+        assert_eq!(
+            html_unescape("&#0; &#128; &#1; &#99999999999;"),
+            "\u{fffd} €  \u{fffd}"
+        );
         assert_eq!(html_unescape("&nosuchthing; & alone"), "&nosuchthing; & alone");
     }
 

@@ -98,7 +98,10 @@ impl Tokenizer {
         for (number, line) in lines[1..=NUM_MERGES].iter().enumerate() {
             let parts: Vec<&str> = line.split_whitespace().collect();
             let [left, right] = parts[..] else {
-                bail!("line {} of the BPE file is not a merge `left right`: {line:?}", number + 2);
+                bail!(
+                    "line {} of the BPE file is not a merge `left right`: {line:?}",
+                    number + 2
+                );
             };
             vocab.push(format!("{left}{right}"));
             merge_pairs.push((left, right));
@@ -231,7 +234,9 @@ impl Tokenizer {
             return ids;
         }
         let bytes = piece.as_bytes();
-        let Some((&last, init)) = bytes.split_last() else { return Vec::new() };
+        let Some((&last, init)) = bytes.split_last() else {
+            return Vec::new();
+        };
         let mut word: Vec<u32> = init.iter().map(|&b| self.byte_ids[b as usize]).collect();
         word.push(self.byte_end_ids[last as usize]);
         // Repeatedly merge every occurrence of the best-ranked adjacent pair.
@@ -278,7 +283,11 @@ fn bytes_to_unicode() -> Vec<(u8, char)> {
         .map(|b| (b as u8, char::from_u32(b).unwrap_or('\u{fffd}')))
         .collect();
     let moved = (0u32..256).filter(|b| !printable(b));
-    pairs.extend(moved.zip(256u32..).map(|(b, c)| (b as u8, char::from_u32(c).unwrap_or('\u{fffd}'))));
+    pairs.extend(
+        moved
+            .zip(256u32..)
+            .map(|(b, c)| (b as u8, char::from_u32(c).unwrap_or('\u{fffd}'))),
+    );
     pairs
 }
 
@@ -300,7 +309,10 @@ pub fn default_bpe_path() -> Result<PathBuf> {
         if path.is_file() {
             return Ok(path);
         }
-        bail!("${BPE_PATH_ENV} points at {}, which is not a file", path.display());
+        bail!(
+            "${BPE_PATH_ENV} points at {}, which is not a file",
+            path.display()
+        );
     }
     let mut venvs = Vec::new();
     if let Some(venv) = std::env::var_os("VIRTUAL_ENV") {
@@ -315,7 +327,11 @@ pub fn default_bpe_path() -> Result<PathBuf> {
     bail!(
         "CLIP's BPE vocabulary {BPE_FILE_NAME} was not found in the `clip` package of {}; \
          run scripts/setup.sh (it installs clip-anytorch) or set ${BPE_PATH_ENV} to the file",
-        venvs.iter().map(|v| v.display().to_string()).collect::<Vec<_>>().join(" or ")
+        venvs
+            .iter()
+            .map(|v| v.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" or ")
     )
 }
 
@@ -324,7 +340,10 @@ fn find_in_venv(venv: &Path) -> Option<PathBuf> {
     let mut pythons: Vec<PathBuf> = std::fs::read_dir(&lib)
         .ok()?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("python")))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("python"))
+        })
         .collect();
     pythons.sort();
     pythons
