@@ -66,13 +66,16 @@ impl TextTransformer {
     /// ending with its highest id, the end-of-text token) to `[batch, embed_dim]`.
     pub fn forward(&self, tokens: &Tensor) -> Tensor {
         let kind = self.text_projection.kind();
-        let n = tokens.size()[1];
+        // The end-of-text token has the highest id, so argmax finds it.
+        let end_of_text = tokens.argmax(-1, false);
+        // Attention is causal, so positions after the last end-of-text token
+        // cannot change any feature: drop them (captions rarely fill 77).
+        let n = end_of_text.max().int64_value(&[]) + 1;
+        let tokens = tokens.narrow(1, 0, n);
         let xs = tokens.apply(&self.token_embedding).to_kind(kind)
             + self.positional_embedding.narrow(0, 0, n).to_kind(kind);
         let xs = self.ln_final.forward(&self.transformer.forward(&xs, true));
-        // The end-of-text token has the highest id, so argmax finds it.
         let rows = Tensor::arange(xs.size()[0], (Kind::Int64, xs.device()));
-        let end_of_text = tokens.argmax(-1, false);
         xs.index(&[Some(rows), Some(end_of_text)])
             .matmul(&self.text_projection)
     }
