@@ -149,6 +149,25 @@ fn vit_from_torchscript_matches_reference() {
 }
 
 #[test]
+fn resnet_from_torchscript_matches_reference() {
+    // The batch-norm statistics are buffers, not parameters: read from the archive.
+    let loaded = clip::load(reference_file("resnet.ts"), Device::Cpu).unwrap();
+    assert_eq!(*loaded.clip.config(), resnet_config());
+    check_features(&loaded, "resnet", "TorchScript");
+}
+
+#[test]
+fn both_from_torch_save_state_dicts_match_reference() {
+    for (model, config) in [("vit", vit_config()), ("resnet", resnet_config())] {
+        let loaded = clip::load(reference_file(&format!("{model}.pt")), Device::Cpu).unwrap();
+        assert_eq!(*loaded.clip.config(), config);
+        check_features(&loaded, model, "torch.save state dict");
+        let wrapped = clip::load(reference_file(&format!("{model}.wrapped.pt")), Device::Cpu).unwrap();
+        check_features(&wrapped, model, "wrapped training checkpoint");
+    }
+}
+
+#[test]
 fn batches_are_independent() {
     let loaded = clip::load(reference_file("resnet.safetensors"), Device::Cpu).unwrap();
     let io = io("resnet");

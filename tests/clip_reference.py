@@ -12,6 +12,7 @@ compared with the implementation it ports, never with numbers typed by hand.
         Builds tiny random CLIPs (one ViT, one ResNet) with clip.model.CLIP and
         writes, for each NAME in {vit, resnet}: NAME.ts (TorchScript traced with
         encode_image and encode_text), NAME.pt (torch.save state dict),
+        NAME.wrapped.pt (the state dict inside a training checkpoint),
         NAME.safetensors (the same state dict) and NAME.io.safetensors (inputs
         `images`, `tokens` and the reference `image_features`, `text_features`).
 
@@ -113,6 +114,10 @@ def models(out_dir):
         traced.save(os.path.join(out_dir, f"{name}.ts"))
         state = {k: v.contiguous() for k, v in model.state_dict().items()}
         torch.save(state, os.path.join(out_dir, f"{name}.pt"))
+        # As training scripts save: wrapped, with data-parallel's prefix.
+        wrapped = {"epoch": 3, "model": {f"module.{k}": v for k, v in state.items()},
+                   "optimizer": {"state": {0: {"step": torch.tensor(3.0)}}}}
+        torch.save(wrapped, os.path.join(out_dir, f"{name}.wrapped.pt"))
         save_file(state, os.path.join(out_dir, f"{name}.safetensors"))
         save_file(
             {"images": images, "tokens": tokens, "image_features": image_features,

@@ -2,9 +2,11 @@
 //! configuration from their shapes, build the native model and copy every
 //! tensor into its variable by name, checking shapes.
 //!
-//! Formats: OpenAI's released TorchScript archives (read through libtorch's
-//! `CModule`) and safetensors files. Each reader yields `(name, tensor)`
-//! pairs; everything after that is one code path.
+//! Formats: OpenAI's released TorchScript archives (parameters through
+//! libtorch's `CModule`, buffers such as batch-norm statistics from the
+//! archive's pickle), `torch.save` state dicts (both through
+//! `crate::formats`), and safetensors files. Each reader yields
+//! `(name, tensor)` pairs; everything after that is one code path.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -14,10 +16,18 @@ use anyhow::{bail, Context, Result};
 use tch::{nn, Device, Kind, Tensor};
 
 use super::{Clip, ClipConfig};
+use crate::formats::{self, TorchFileKind};
 
 /// Entries of OpenAI's checkpoints that are settings, not weights
 /// (`build_model` deletes them too).
 const SETTINGS: [&str; 3] = ["input_resolution", "context_length", "vocab_size"];
+
+/// Entries that are not weights: OpenAI's settings, batch-norm step
+/// counters, and the causal mask TorchScript stores with each text block
+/// (recomputed here by the fused attention's `is_causal`).
+fn is_not_a_weight(name: &str) -> bool {
+    SETTINGS.contains(&name) || name.ends_with(".num_batches_tracked") || name.ends_with("attn_mask")
+}
 
 /// A model with the variable store that owns its weights (needed to change
 /// their type, train them, or save them).
@@ -34,8 +44,8 @@ impl LoadedClip {
     }
 }
 
-/// Loads a CLIP checkpoint (TorchScript or safetensors) onto `device`, in
-/// fp32 whatever the file's type.
+/// Loads a CLIP checkpoint (OpenAI's TorchScript release, a `torch.save`
+/// state dict, or safetensors) onto `device`, in fp32 whatever the file's type.
 pub fn load(path: impl AsRef<Path>, device: Device) -> Result<LoadedClip> {
     let path = path.as_ref();
     let tensors = read_tensors(path)?;
@@ -59,11 +69,11 @@ pub fn from_tensors(tensors: Vec<(String, Tensor)>, device: Device) -> Result<Lo
 /// Copies named tensors into the store's variables of the same names. Every
 /// variable must be present with its exact shape; names the model does not
 /// have are an error too (as PyTorch's strict `load_state_dict`), except
-/// OpenAI's settings entries and batch-norm counters.
+/// entries that are not weights (settings, counters, masks).
 pub fn copy_into(vs: &nn::VarStore, tensors: Vec<(String, Tensor)>) -> Result<()> {
     let mut source: HashMap<String, Tensor> = tensors
         .into_iter()
-        .filter(|(name, _)| !SETTINGS.contains(&name.as_str()) && !name.ends_with(".num_batches_tracked"))
+        .filter(|(name, _)| !is_not_a_weight(name))
         .collect();
     let mut variables: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     variables.sort_by(|a, b| a.0.cmp(&b.0));
@@ -131,6 +141,8 @@ fn name_list(names: &[&str]) -> String {
 pub enum CheckpointFormat {
     /// `torch.jit.save` archives, as OpenAI released CLIP.
     TorchScript,
+    /// A state dict written by `torch.save` (zip archive or legacy pickle).
+    TorchSave,
     Safetensors,
 }
 
@@ -141,50 +153,64 @@ pub fn detect_format(path: &Path) -> Result<CheckpointFormat> {
     let read = file
         .read(&mut head)
         .with_context(|| format!("reading {}", path.display()))?;
-    if read >= 4 && head[..4] == *b"PK\x03\x04" {
-        return if zip_has_code(path)? {
-            Ok(CheckpointFormat::TorchScript)
-        } else {
-            bail!(
-                "{} is a torch.save archive, not TorchScript; save the model's state dict as \
-                 safetensors, or load OpenAI's released .pt file",
-                path.display()
-            )
-        };
-    }
     // safetensors: an 8-byte little-endian header length, then a JSON object.
     if read == 9 && head[8] == b'{' {
         return Ok(CheckpointFormat::Safetensors);
     }
-    bail!(
-        "{} is neither a TorchScript archive nor a safetensors file (the formats CLIP checkpoints come in)",
-        path.display()
-    )
-}
-
-/// TorchScript archives hold the model's code (`<archive>/code/...`) and
-/// `constants.pkl`; plain `torch.save` archives hold only data.
-fn zip_has_code(path: &Path) -> Result<bool> {
-    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let archive = zip::ZipArchive::new(file)
-        .with_context(|| format!("{} is not a valid zip archive", path.display()))?;
-    let has_code = archive
-        .file_names()
-        .any(|name| name.ends_with("/constants.pkl") || name.contains("/code/"));
-    Ok(has_code)
-}
-
-/// Reads every named tensor of a checkpoint, on the CPU.
-pub fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
-    match detect_format(path)? {
-        CheckpointFormat::Safetensors => Tensor::read_safetensors(path)
-            .with_context(|| format!("reading the safetensors file {}", path.display())),
-        CheckpointFormat::TorchScript => {
-            let module = tch::CModule::load_on_device(path, Device::Cpu)
-                .with_context(|| format!("opening the TorchScript archive {}", path.display()))?;
-            module
-                .named_parameters()
-                .with_context(|| format!("listing the parameters of {}", path.display()))
-        }
+    match formats::detect_kind(path) {
+        Ok(TorchFileKind::TorchScript) => Ok(CheckpointFormat::TorchScript),
+        Ok(TorchFileKind::TorchSave | TorchFileKind::LegacyTorchSave) => Ok(CheckpointFormat::TorchSave),
+        Err(err) => Err(err).with_context(|| {
+            format!(
+                "{} is not a CLIP checkpoint: expected a TorchScript archive (OpenAI's release), \
+                 a torch.save state dict or a safetensors file",
+                path.display()
+            )
+        }),
     }
+}
+
+/// Reads every named tensor of a checkpoint, on the CPU. A state dict saved
+/// inside a wrapper (`{"model": state_dict, "epoch": ...}`, or with the
+/// `module.` prefix of data-parallel training) is unwrapped.
+pub fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
+    let tensors = match detect_format(path)? {
+        CheckpointFormat::Safetensors => Tensor::read_safetensors(path)
+            .with_context(|| format!("reading the safetensors file {}", path.display()))?,
+        CheckpointFormat::TorchSave => formats::load_state_dict(path)?,
+        CheckpointFormat::TorchScript => {
+            let module = formats::ScriptModule::load(path, Device::Cpu)?;
+            let mut tensors = module.named_parameters()?;
+            tensors.extend(module.named_buffers()?);
+            tensors
+        }
+    };
+    Ok(unwrap_prefix(tensors))
+}
+
+/// Drops a common name prefix in front of CLIP's own names: when there is no
+/// `token_embedding.weight` but exactly one `<prefix>token_embedding.weight`,
+/// the tensors under `<prefix>` are the model and the rest (an optimizer's
+/// state, say) is left out.
+fn unwrap_prefix(tensors: Vec<(String, Tensor)>) -> Vec<(String, Tensor)> {
+    const ANCHOR: &str = "token_embedding.weight";
+    if tensors.iter().any(|(name, _)| name == ANCHOR) {
+        return tensors;
+    }
+    let prefixes: Vec<String> = tensors
+        .iter()
+        .filter_map(|(name, _)| {
+            name.strip_suffix(ANCHOR)
+                .filter(|p| p.ends_with('.'))
+                .map(str::to_string)
+        })
+        .collect();
+    let [prefix] = &prefixes[..] else { return tensors };
+    tensors
+        .into_iter()
+        .filter_map(|(name, tensor)| {
+            name.strip_prefix(prefix.as_str())
+                .map(|n| (n.to_string(), tensor))
+        })
+        .collect()
 }
