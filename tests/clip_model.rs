@@ -167,6 +167,38 @@ fn both_from_torch_save_state_dicts_match_reference() {
     }
 }
 
+/// The fp16 and bf16 code path (meant for CUDA) runs on the CPU too: the
+/// features stay close to the fp32 reference.
+#[test]
+fn half_and_bfloat16_features_track_fp32() {
+    let cosine = |a: &Tensor, b: &Tensor| {
+        let (a, b) = (a.to_kind(Kind::Float), b.to_kind(Kind::Float));
+        let dot = (&a * &b).sum_dim_intlist([-1].as_slice(), false, Kind::Float);
+        (dot / (a.norm_scalaropt_dim(2, [-1], false) * b.norm_scalaropt_dim(2, [-1], false)))
+            .min()
+            .double_value(&[])
+    };
+    for model in ["vit", "resnet"] {
+        let io = io(model);
+        for (kind, least) in [(Kind::Half, 0.999), (Kind::BFloat16, 0.99)] {
+            let mut loaded =
+                clip::load(reference_file(&format!("{model}.safetensors")), Device::Cpu).unwrap();
+            loaded.set_kind(kind);
+            let image = loaded.clip.encode_image(&io.images).unwrap();
+            let text = loaded.clip.encode_text(&io.tokens).unwrap();
+            assert_eq!((image.kind(), text.kind()), (kind, kind));
+            let (image_cos, text_cos) = (
+                cosine(&image, &io.image_features),
+                cosine(&text, &io.text_features),
+            );
+            assert!(
+                image_cos > least && text_cos > least,
+                "{model} {kind:?}: cosine {image_cos} / {text_cos}"
+            );
+        }
+    }
+}
+
 #[test]
 fn batches_are_independent() {
     let loaded = clip::load(reference_file("resnet.safetensors"), Device::Cpu).unwrap();

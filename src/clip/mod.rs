@@ -48,6 +48,26 @@ pub const IMAGE_MEAN: [f64; 3] = [0.48145466, 0.4578275, 0.40821073];
 /// Per-channel standard deviation, see [`IMAGE_MEAN`].
 pub const IMAGE_STD: [f64; 3] = [0.26862954, 0.26130258, 0.27577711];
 
+/// OpenAI's input normalisation for `[batch, 3, h, w]` RGB images: uint8
+/// pixels are scaled to 0..=1 first, float images are taken as 0..=1.
+/// (Resizing and cropping to the model's resolution come before this.)
+pub fn normalize_images(images: &Tensor) -> Tensor {
+    let images = match images.kind() {
+        Kind::Uint8 => images.to_kind(Kind::Float) / 255.0,
+        _ => images.shallow_clone(),
+    };
+    let options = (images.kind(), images.device());
+    let mean = Tensor::from_slice(&IMAGE_MEAN)
+        .to_kind(options.0)
+        .to_device(options.1)
+        .view([1, 3, 1, 1]);
+    let std = Tensor::from_slice(&IMAGE_STD)
+        .to_kind(options.0)
+        .to_device(options.1)
+        .view([1, 3, 1, 1]);
+    (images - mean) / std
+}
+
 /// Which image tower, and its shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VisionConfig {
@@ -335,5 +355,24 @@ impl Clip {
         let normalise = |xs: &Tensor| xs / xs.norm_scalaropt_dim(2, [-1], true);
         let similarity = normalise(image_features).matmul(&normalise(text_features).transpose(0, 1));
         similarity * self.logit_scale.exp()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalisation_centres_the_training_mean() {
+        let mean_pixel: Vec<u8> = IMAGE_MEAN.iter().map(|m| (m * 255.0).round() as u8).collect();
+        let image = Tensor::from_slice(&mean_pixel)
+            .view([1, 3, 1, 1])
+            .repeat([2, 1, 4, 4]);
+        let normalised = normalize_images(&image);
+        assert_eq!(normalised.size(), [2, 3, 4, 4]);
+        assert!(normalised.abs().max().double_value(&[]) < 0.01);
+        let white = normalize_images(&Tensor::ones([1, 3, 1, 1], (Kind::Float, tch::Device::Cpu)));
+        let expected = (1.0 - IMAGE_MEAN[0]) / IMAGE_STD[0];
+        assert!((white.double_value(&[0, 0, 0, 0]) - expected).abs() < 1e-5);
     }
 }
