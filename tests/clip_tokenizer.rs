@@ -29,6 +29,11 @@ fn awkward_texts() -> Vec<String> {
         "naïve café résumé Zürich Ångström",
         "nai\u{308}ve cafe\u{301} re\u{301}sume\u{301}",
         "İstanbul ΟΔΥΣΣΕΥΣ Straße ǅemal K Å ﬁne ﬂuﬀy ĳs",
+        // realistic text in many languages (ftfy leaves it alone)
+        "São Paulo à noite; Ærøskøbing på Ærø; Crème brûlée, façade, garçon",
+        "Łódź, Kraków, żółć; Příliš žluťoučký kůň; Tiếng Việt có dấu; İğneada, Şanlıurfa",
+        "Съешь же ещё этих мягких французских булок; Ελληνικά κείμενα; ¿Qué tal? ¡Bien!",
+        "£100 — €50 · ©2023 ™ °C ±5 µm; x ≤ y ≠ z → ∞; A Â B ÂÂÂ",
         // other scripts
         "東京タワーと富士山の写真",
         "한국어 텍스트와 日本語 and 中文 mixed",
