@@ -8,3 +8,4 @@ pub mod ops;
 pub mod spec;
 pub mod world;
 pub mod toe;
+pub mod clip;
