@@ -15,3 +15,4 @@ pub mod lineage;
 pub mod cli;
 pub mod world;
 pub mod toe;
+pub mod clip;
