@@ -1,0 +1,229 @@
+//! OpenAI CLIP's image transform (`clip.load(...)[1]`), exactly:
+//!
+//! ```text
+//! Resize(n_px, BICUBIC) -> CenterCrop(n_px) -> convert("RGB") -> ToTensor() -> Normalize(mean, std)
+//! ```
+//!
+//! on a PIL image, with torchvision's size arithmetic and Pillow's pixels.
+//! Resize and CenterCrop are done together (only the cropped pixels are
+//! computed, see `pillow_resize.rs`); convert, ToTensor and Normalize are per
+//! pixel and fused into one table lookup.
+
+use super::convert::{self, SamplesRef};
+use super::decode::{Mode, PilImage, Samples};
+use super::pillow_resize::{self, Window};
+
+/// CLIP's per-channel normalisation mean (R, G, B).
+pub const CLIP_MEAN: [f32; 3] = [0.48145466, 0.4578275, 0.40821073];
+/// CLIP's per-channel normalisation standard deviation (R, G, B).
+pub const CLIP_STD: [f32; 3] = [0.26862954, 0.26130258, 0.27577711];
+
+/// Where `convert("RGB")` happens relative to the transform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RgbConversion {
+    /// torchvision's `ImageFolder` loader (`pil_loader`) converts every image
+    /// to RGB when it opens it, before CLIP's transform runs: this is what
+    /// the original TOE code (ImageFolder + CLIP preprocess) computes.
+    #[default]
+    OnLoad,
+    /// CLIP's transform applied to `Image.open(path)` directly: Resize works
+    /// on the image in its own mode (nearest for palette and 1-bit images,
+    /// premultiplied alpha for LA/RGBA, 16-bit for I;16) and the transform's
+    /// own `convert("RGB")` runs after the crop.
+    InTransform,
+}
+
+/// CLIP preprocessing for one resolution.
+#[derive(Debug, Clone)]
+pub struct ClipPreprocess {
+    n_px: usize,
+    conversion: RgbConversion,
+    /// `lut[c][v]` = (v / 255 - mean[c]) / std[c] in f32, as torchvision's
+    /// ToTensor + Normalize compute it.
+    lut: [[f32; 256]; 3],
+}
+
+/// torchvision's `_compute_resized_output_size` for an int size: the shorter
+/// side becomes `n_px`, the longer `int(n_px * long / short)`. Returns
+/// (width, height).
+pub fn resized_size(width: usize, height: usize, n_px: usize) -> (usize, usize) {
+    let (short, long) = if width <= height { (width, height) } else { (height, width) };
+    // Python: int * int is exact, `/` is the correctly rounded f64 quotient.
+    let new_long = ((n_px as f64 * long as f64) / short as f64) as usize;
+    if width <= height {
+        (n_px, new_long)
+    } else {
+        (new_long, n_px)
+    }
+}
+
+/// torchvision's CenterCrop offset: `int(round((size - crop) / 2.0))`, with
+/// Python's round half to even.
+pub fn crop_offset(size: usize, crop: usize) -> usize {
+    debug_assert!(size >= crop);
+    let twice = size - crop; // offset = twice / 2, rounded half to even
+    let floor = twice / 2;
+    if twice % 2 == 1 && floor % 2 == 1 {
+        floor + 1
+    } else {
+        floor
+    }
+}
+
+impl ClipPreprocess {
+    /// Preprocessing to `n_px` x `n_px` (224 for ViT-B/16 and ViT-B/32).
+    pub fn new(n_px: usize, conversion: RgbConversion) -> ClipPreprocess {
+        assert!(n_px > 0, "CLIP resolution must be positive");
+        let mut lut = [[0f32; 256]; 3];
+        for (c, table) in lut.iter_mut().enumerate() {
+            for (v, out) in table.iter_mut().enumerate() {
+                *out = ((v as f32) / 255.0 - CLIP_MEAN[c]) / CLIP_STD[c];
+            }
+        }
+        ClipPreprocess { n_px, conversion, lut }
+    }
+
+    pub fn n_px(&self) -> usize {
+        self.n_px
+    }
+
+    pub fn conversion(&self) -> RgbConversion {
+        self.conversion
+    }
+
+    /// Values of the floats in one image's tensor: `3 * n_px * n_px`.
+    pub fn tensor_len(&self) -> usize {
+        3 * self.n_px * self.n_px
+    }
+
+    /// The RGB pixels that ToTensor receives: `n_px * n_px * 3` bytes,
+    /// row-major, i.e. `np.asarray(transform_up_to_convert(img))`.
+    pub fn rgb(&self, img: &PilImage) -> Vec<u8> {
+        let converted;
+        let img = match self.conversion {
+            RgbConversion::OnLoad if img.mode != Mode::Rgb => {
+                converted = convert::to_rgb(img);
+                &converted
+            }
+            _ => img,
+        };
+        let n = self.n_px;
+        let (out_w, out_h) = resized_size(img.width, img.height, n);
+        let window = Window {
+            x: crop_offset(out_w, n),
+            y: crop_offset(out_h, n),
+            width: n,
+            height: n,
+        };
+        let mut rgb = Vec::with_capacity(n * n * 3);
+        let palette = img.palette.as_deref();
+        match &img.samples {
+            Samples::U16(src) => {
+                let px = pillow_resize::bicubic_u16(src, img.width, img.height, out_w, out_h, window);
+                convert::append_rgb(img.mode, SamplesRef::U16(&px), palette, &mut rgb);
+            }
+            Samples::U8(src) => {
+                let px = resize_u8(img.mode, src, img.width, img.height, out_w, out_h, window);
+                convert::append_rgb(img.mode, SamplesRef::U8(&px), palette, &mut rgb);
+            }
+        }
+        rgb
+    }
+
+    /// The normalised tensor of one image, written into `out` as
+    /// `[3, n_px, n_px]` (channel planes), exactly as CLIP's transform.
+    pub fn write_tensor(&self, img: &PilImage, out: &mut [f32]) {
+        let plane = self.n_px * self.n_px;
+        assert_eq!(out.len(), 3 * plane, "output slice for one [3, n_px, n_px] image");
+        let rgb = self.rgb(img);
+        let (r, rest) = out.split_at_mut(plane);
+        let (g, b) = rest.split_at_mut(plane);
+        for (i, px) in rgb.chunks_exact(3).enumerate() {
+            r[i] = self.lut[0][px[0] as usize];
+            g[i] = self.lut[1][px[1] as usize];
+            b[i] = self.lut[2][px[2] as usize];
+        }
+    }
+}
+
+/// `Image.resize((out_w, out_h), BICUBIC)` + crop for 8-bit modes, following
+/// Pillow's per-mode rules (Image.resize): palette and 1-bit images are
+/// resized nearest-neighbour; LA and RGBA go through premultiplied alpha.
+/// A resize to the same size is skipped (torchvision returns the image).
+fn resize_u8(
+    mode: Mode,
+    src: &[u8],
+    width: usize,
+    height: usize,
+    out_w: usize,
+    out_h: usize,
+    window: Window,
+) -> Vec<u8> {
+    use pillow_resize::{bicubic_u8, nearest_u8};
+    if (out_w, out_h) == (width, height) {
+        return pillow_resize::crop(src, width, mode.bands(), window);
+    }
+    match mode {
+        Mode::P | Mode::Bilevel => nearest_u8::<1>(src, width, height, out_w, out_h, window),
+        Mode::L => bicubic_u8::<1>(src, width, height, out_w, out_h, window),
+        Mode::Rgb | Mode::Cmyk => bicubic_u8::<4>(src, width, height, out_w, out_h, window),
+        Mode::LA => {
+            let mut pre = src.to_vec();
+            convert::premultiply::<2>(&mut pre);
+            let mut px = bicubic_u8::<2>(&pre, width, height, out_w, out_h, window);
+            convert::unpremultiply::<2>(&mut px);
+            px
+        }
+        Mode::Rgba => {
+            let mut pre = src.to_vec();
+            convert::premultiply::<4>(&mut pre);
+            let mut px = bicubic_u8::<4>(&pre, width, height, out_w, out_h, window);
+            convert::unpremultiply::<4>(&mut px);
+            px
+        }
+        Mode::I16 => unreachable!("I;16 has 16-bit samples"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resized_size_follows_torchvision() {
+        assert_eq!(resized_size(500, 375, 224), (298, 224));
+        assert_eq!(resized_size(375, 500, 224), (224, 298));
+        assert_eq!(resized_size(224, 224, 224), (224, 224));
+        assert_eq!(resized_size(3, 500, 224), (224, 37333));
+        assert_eq!(resized_size(1, 1, 224), (224, 224));
+        assert_eq!(resized_size(640, 480, 224), (298, 224));
+    }
+
+    #[test]
+    fn crop_offset_rounds_half_to_even() {
+        assert_eq!(crop_offset(298, 224), 37);
+        assert_eq!(crop_offset(225, 224), 0); // round(0.5) == 0
+        assert_eq!(crop_offset(227, 224), 2); // round(1.5) == 2
+        assert_eq!(crop_offset(229, 224), 2); // round(2.5) == 2
+        assert_eq!(crop_offset(231, 224), 4); // round(3.5) == 4
+        assert_eq!(crop_offset(224, 224), 0);
+    }
+
+    #[test]
+    fn lut_matches_formula() {
+        let p = ClipPreprocess::new(4, RgbConversion::OnLoad);
+        assert_eq!(p.lut[0][0], (0.0 - CLIP_MEAN[0]) / CLIP_STD[0]);
+        assert_eq!(p.lut[2][255], (1.0 - CLIP_MEAN[2]) / CLIP_STD[2]);
+    }
+
+    #[test]
+    fn grey_and_rgb_of_same_values_agree() {
+        let (w, h) = (7, 5);
+        let grey: Vec<u8> = (0..w * h).map(|i| (i * 11 % 256) as u8).collect();
+        let rgbx: Vec<u8> = grey.iter().flat_map(|&v| [v, v, v, 0]).collect();
+        let p = ClipPreprocess::new(4, RgbConversion::InTransform);
+        let a = p.rgb(&PilImage::new_u8(Mode::L, w, h, grey));
+        let b = p.rgb(&PilImage::new_u8(Mode::Rgb, w, h, rgbx));
+        assert_eq!(a, b);
+    }
+}

@@ -1,0 +1,144 @@
+//! CLIP preprocessing against Pillow + torchvision in the project's venv.
+//!
+//! `images_pillow_reference.py` writes images of odd sizes and modes and what
+//! Pillow + torchvision make of them; here toe-pipe decodes the same files
+//! and must give the same pixels (within 1/255 before normalisation, the
+//! issue's bound; in practice they are equal) and CLIP's normalised tensor.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use ndarray::{Array3, ArrayD};
+use ndarray_npy::read_npy;
+use toe_pipe::images::{decode, ClipPreprocess, RgbConversion};
+
+const SIZES: [usize; 3] = [224, 32, 7];
+
+fn venv_python() -> PathBuf {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/setup.sh (the venv holds the Pillow/torchvision reference)",
+        python.display()
+    );
+    python
+}
+
+struct Reference {
+    _dir: tempfile::TempDir,
+    images: PathBuf,
+    refs: PathBuf,
+    manifest: BTreeMap<String, serde_json::Value>,
+}
+
+fn reference() -> Reference {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/images_pillow_reference.py");
+    let out = Command::new(venv_python())
+        .arg(&script)
+        .arg(dir.path())
+        .args(SIZES.iter().map(|n| n.to_string()))
+        .output()
+        .expect("run the venv's python");
+    assert!(
+        out.status.success(),
+        "{} failed:\n{}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let manifest = std::fs::read_to_string(dir.path().join("manifest.json")).expect("manifest");
+    Reference {
+        images: dir.path().join("images"),
+        refs: dir.path().join("ref"),
+        manifest: serde_json::from_str(&manifest).expect("manifest json"),
+        _dir: dir,
+    }
+}
+
+/// Formats whose decoder is not Pillow's own and may legitimately differ.
+fn pixel_exact_decoder(name: &str) -> bool {
+    !name.ends_with(".webp") || name.contains("lossless")
+}
+
+/// Lossless files: decoded samples are the file's, so everything after is
+/// our arithmetic against Pillow's and must match exactly. (JPEG goes
+/// through the system libjpeg-turbo, which may be another release than
+/// Pillow's bundled one; the bound of 1/255 applies.)
+fn must_be_exact(name: &str) -> bool {
+    pixel_exact_decoder(name) && !name.ends_with(".jpg")
+}
+
+#[test]
+fn clip_preprocess_matches_pillow_and_torchvision() {
+    let r = reference();
+    let mut failures = Vec::new();
+    let mut compared = 0usize;
+    let mut differing = 0usize;
+    for (name, meta) in &r.manifest {
+        let bytes = std::fs::read(r.images.join(name)).expect("read image");
+        let img = decode(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mode = meta["mode"].as_str().unwrap();
+        let is_jpeg_or_png = name.ends_with(".png") || name.ends_with(".jpg");
+        if is_jpeg_or_png && img.mode.pillow_name() != mode {
+            failures.push(format!("{name}: mode {} but Pillow opens {mode}", img.mode.pillow_name()));
+        }
+        assert_eq!(img.width as u64, meta["width"].as_u64().unwrap(), "{name} width");
+        assert_eq!(img.height as u64, meta["height"].as_u64().unwrap(), "{name} height");
+        for n in SIZES {
+            for (conversion, tag) in
+                [(RgbConversion::OnLoad, "on_load"), (RgbConversion::InTransform, "in_transform")]
+            {
+                let expected: Array3<u8> =
+                    read_npy(r.refs.join(format!("{name}.{tag}.{n}.npy"))).expect("reference npy");
+                let got = ClipPreprocess::new(n, conversion).rgb(&img);
+                let expected = expected.as_slice().expect("contiguous");
+                assert_eq!(got.len(), expected.len(), "{name} {tag} {n}: size");
+                let diffs: Vec<i32> =
+                    got.iter().zip(expected).map(|(&a, &b)| (a as i32 - b as i32).abs()).collect();
+                let max = diffs.iter().copied().max().unwrap_or(0);
+                let count = diffs.iter().filter(|&&d| d > 0).count();
+                compared += 1;
+                if count > 0 {
+                    differing += 1;
+                    println!("{name} {tag} n_px={n}: {count} samples differ, max {max}");
+                }
+                if (max > 1 && pixel_exact_decoder(name)) || (max > 0 && must_be_exact(name)) {
+                    failures.push(format!("{name} {tag} n_px={n}: max difference {max}/255"));
+                }
+            }
+        }
+    }
+    println!("{compared} image x size x conversion cases, {differing} with any difference");
+    assert!(
+        failures.is_empty(),
+        "differences beyond 1/255 (any difference for lossless files):\n{}",
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn normalised_tensor_matches_clip_transform() {
+    let r = reference();
+    for name in r.manifest.keys() {
+        let bytes = std::fs::read(r.images.join(name)).expect("read image");
+        let img = decode(&bytes).expect("decode");
+        for n in SIZES {
+            let expected: ArrayD<f32> =
+                read_npy(r.refs.join(format!("{name}.tensor.{n}.npy"))).expect("tensor npy");
+            assert_eq!(expected.shape(), &[3, n, n]);
+            let p = ClipPreprocess::new(n, RgbConversion::OnLoad);
+            let mut got = vec![0f32; p.tensor_len()];
+            p.write_tensor(&img, &mut got);
+            let max = got
+                .iter()
+                .zip(expected.iter())
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            // Equal pixels give equal floats: ToTensor and Normalize are f32
+            // divisions in the same order.
+            let bound = if pixel_exact_decoder(name) { 1e-6 } else { 0.02 };
+            assert!(max <= bound, "{name} n_px={n}: max |difference| {max}");
+        }
+    }
+}
