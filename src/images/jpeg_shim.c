@@ -148,6 +148,11 @@ int toe_jpeg_read(struct toe_jpeg *h, unsigned char *dst, unsigned long stride, 
             return -1;
         }
     }
+    /* Pillow also fails when only the end-of-image marker is missing. */
     jpeg_finish_decompress(&h->cinfo);
+    if (h->err.truncated) {
+        copy_message(message, "image file is truncated (premature end of JPEG data)");
+        return -1;
+    }
     return 0;
 }
