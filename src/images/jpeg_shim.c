@@ -81,7 +81,8 @@ void toe_jpeg_close(struct toe_jpeg *h) {
 struct toe_jpeg *toe_jpeg_open(
     const unsigned char *data, unsigned long size, struct toe_jpeg_info *info, char *message
 ) {
-    struct toe_jpeg *h = calloc(1, sizeof(struct toe_jpeg));
+    /* volatile: read again after a longjmp back into this function */
+    struct toe_jpeg *volatile h = calloc(1, sizeof(struct toe_jpeg));
     if (!h) {
         copy_message(message, "out of memory");
         return NULL;

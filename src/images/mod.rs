@@ -18,6 +18,7 @@ pub mod decode;
 pub mod folder;
 pub mod jpeg;
 pub mod pillow_resize;
+mod resample_kernels;
 
 pub use batches::{Batch, BatchOptions, Batches, SkippedFile};
 pub use clip_preprocess::{ClipPreprocess, RgbConversion, CLIP_MEAN, CLIP_STD};

@@ -22,9 +22,12 @@
 
 use std::ops::Range;
 
+use super::resample_kernels;
+
 /// Bits of fraction in Pillow's fixed point weights: 32 - 8 - 2.
-const PRECISION_BITS: u32 = 22;
-const HALF: i32 = 1 << (PRECISION_BITS - 1);
+pub(super) const PRECISION_BITS: u32 = 22;
+/// Pillow's sums start at one half (rounding).
+pub(super) const HALF: i32 = 1 << (PRECISION_BITS - 1);
 
 /// Pillow's bicubic kernel (a = -0.5).
 fn bicubic(x: f64) -> f64 {
@@ -131,21 +134,29 @@ fn source_span(bounds: &[(usize, usize)]) -> Range<usize> {
     first..end.max(first)
 }
 
-struct FixedWeights {
-    bounds: Vec<(usize, usize)>,
-    ksize: usize,
-    values: Vec<i32>,
+/// 22-bit fixed point weights, `ksize` per output position.
+pub(super) struct FixedWeights {
+    /// Per output position: first source index and number of taps.
+    pub(super) bounds: Vec<(usize, usize)>,
+    pub(super) ksize: usize,
+    pub(super) values: Vec<i32>,
 }
 
 impl FixedWeights {
-    fn taps(&self, i: usize) -> &[i32] {
+    pub(super) fn taps(&self, i: usize) -> &[i32] {
         &self.values[i * self.ksize..i * self.ksize + self.bounds[i].1]
     }
 }
 
+/// Fixed point bicubic weights, for the kernels' tests.
+#[cfg(test)]
+pub(super) fn test_weights(in_size: usize, out_size: usize, positions: Range<usize>) -> FixedWeights {
+    Weights::bicubic(in_size, out_size, positions).fixed()
+}
+
 /// Pillow's clip8: the sum carries 22 fraction bits; floor, then clamp.
 #[inline(always)]
-fn clip8(sum: i32) -> u8 {
+pub(super) fn clip8(sum: i32) -> u8 {
     (sum >> PRECISION_BITS).clamp(0, 255) as u8
 }
 
@@ -175,7 +186,7 @@ pub fn bicubic_u8<const C: usize>(
     // Horizontal pass: the window's columns, over the rows in use.
     let (tmp, tmp_width) = if need_h {
         let horiz = Weights::bicubic(width, out_width, window.cols()).fixed();
-        (simd::horizontal::<C>(src, width, rows.clone(), &horiz), window.width)
+        (resample_kernels::horizontal::<C>(src, width, rows.clone(), &horiz), window.width)
     } else {
         // Pillow skips the pass; take the window's columns as they are.
         let cols = Window { y: rows.start, height: rows.len(), ..window };
@@ -185,122 +196,7 @@ pub fn bicubic_u8<const C: usize>(
     if !need_v {
         return tmp;
     }
-    simd::vertical::<C>(&tmp, tmp_width, rows.start, &vert)
-}
-
-/// Pillow's `ImagingResampleHorizontal_8bpc` / `Vertical_8bpc` inner loops.
-/// The same code is compiled twice, once with AVX2 enabled, so the
-/// compiler's vectoriser can use 8-lane 32-bit multiplies where the CPU has
-/// them; results are identical, it is integer arithmetic either way.
-mod simd {
-    use super::{clip8, FixedWeights, HALF};
-    use std::ops::Range;
-
-    #[inline(always)]
-    fn horizontal_body<const C: usize>(
-        src: &[u8],
-        width: usize,
-        rows: Range<usize>,
-        w: &FixedWeights,
-    ) -> Vec<u8> {
-        let out_width = w.bounds.len();
-        let mut out = vec![0u8; rows.len() * out_width * C];
-        for (y, out_row) in rows.zip(out.chunks_exact_mut(out_width * C)) {
-            let row = &src[y * width * C..(y + 1) * width * C];
-            for (i, px) in out_row.chunks_exact_mut(C).enumerate() {
-                let (xmin, taps) = w.bounds[i];
-                let k = w.taps(i);
-                let mut acc = [HALF; C];
-                for (t, pixel) in row[xmin * C..(xmin + taps) * C].chunks_exact(C).enumerate() {
-                    let kt = k[t];
-                    for c in 0..C {
-                        acc[c] += pixel[c] as i32 * kt;
-                    }
-                }
-                for c in 0..C {
-                    px[c] = clip8(acc[c]);
-                }
-            }
-        }
-        out
-    }
-
-    #[inline(always)]
-    fn vertical_body<const C: usize>(
-        tmp: &[u8],
-        width: usize,
-        first_row: usize,
-        w: &FixedWeights,
-    ) -> Vec<u8> {
-        let line = width * C;
-        let mut out = vec![0u8; w.bounds.len() * line];
-        let mut acc = vec![0i32; line];
-        for (i, out_row) in out.chunks_exact_mut(line).enumerate() {
-            let (ymin, _) = w.bounds[i];
-            acc.fill(HALF);
-            for (t, &kt) in w.taps(i).iter().enumerate() {
-                let y = ymin + t - first_row;
-                let row = &tmp[y * line..(y + 1) * line];
-                for (a, &p) in acc.iter_mut().zip(row) {
-                    *a += p as i32 * kt;
-                }
-            }
-            for (o, &a) in out_row.iter_mut().zip(&acc) {
-                *o = clip8(a);
-            }
-        }
-        out
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn horizontal_avx2<const C: usize>(
-        src: &[u8],
-        width: usize,
-        rows: Range<usize>,
-        w: &FixedWeights,
-    ) -> Vec<u8> {
-        horizontal_body::<C>(src, width, rows, w)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn vertical_avx2<const C: usize>(
-        tmp: &[u8],
-        width: usize,
-        first_row: usize,
-        w: &FixedWeights,
-    ) -> Vec<u8> {
-        vertical_body::<C>(tmp, width, first_row, w)
-    }
-
-    pub(super) fn horizontal<const C: usize>(
-        src: &[u8],
-        width: usize,
-        rows: Range<usize>,
-        w: &FixedWeights,
-    ) -> Vec<u8> {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2 (checked just above).
-            return unsafe { horizontal_avx2::<C>(src, width, rows, w) };
-        }
-        horizontal_body::<C>(src, width, rows, w)
-    }
-
-    pub(super) fn vertical<const C: usize>(
-        tmp: &[u8],
-        width: usize,
-        first_row: usize,
-        w: &FixedWeights,
-    ) -> Vec<u8> {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2 (checked just above).
-            return unsafe { vertical_avx2::<C>(tmp, width, first_row, w) };
-        }
-        vertical_body::<C>(tmp, width, first_row, w)
-    }
+    resample_kernels::vertical::<C>(&tmp, tmp_width, rows.start, &vert)
 }
 
 /// Pillow's `ROUND_UP` then the 16-bit store of Resample.c's 16bpc passes:
