@@ -127,6 +127,10 @@ def make_images(d):
     Image.fromarray(photo(70, 90)).save(d / "webp_lossless_90x70.webp", lossless=True)
     Image.fromarray(photo(70, 90)).save(d / "ppm_90x70.ppm")
     Image.fromarray(photo(70, 90)).convert("L").save(d / "pgm_90x70.pgm")
+    Image.fromarray(photo(70, 90)).quantize(40).save(d / "bmp8_palette_90x70.bmp")
+    Image.fromarray(photo(70, 90)).quantize(40).save(d / "tiff_palette_90x70.tif")
+    Image.fromarray(g16[:70, :90].copy()).save(d / "tiff16_grey_90x70.tif")
+    Image.fromarray(photo(70, 90)).save(d / "webp_lossy_90x70.webp", quality=80)
 
 
 def up_to_convert(n_px):

@@ -17,7 +17,7 @@ use rayon::prelude::*;
 use tch::{Kind, Tensor};
 
 use super::folder::Sample;
-use super::{load_image, ClipPreprocess, ImagesError, RgbConversion};
+use super::{load_image_for, ClipPreprocess, ImagesError, RgbConversion};
 
 /// How to batch a dataset.
 #[derive(Debug, Clone)]
@@ -190,7 +190,7 @@ fn build_batch(
         .par_chunks_mut(per_image)
         .zip(chunk.par_iter())
         .map(|(out, sample)| {
-            let img = load_image(&sample.path)?;
+            let img = load_image_for(&sample.path, preprocess)?;
             preprocess.write_tensor(&img, out);
             Ok(())
         })

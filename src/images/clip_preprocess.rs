@@ -10,7 +10,7 @@
 //! pixel and fused into one table lookup.
 
 use super::convert::{self, SamplesRef};
-use super::decode::{Mode, PilImage, Samples};
+use super::decode::{self, DecodeError, Mode, PilImage, Samples};
 use super::pillow_resize::{self, Window};
 
 /// CLIP's per-channel normalisation mean (R, G, B).
@@ -96,9 +96,43 @@ impl ClipPreprocess {
         3 * self.n_px * self.n_px
     }
 
+    /// The resize target and the crop window in it, for a source image size.
+    fn geometry(&self, width: usize, height: usize) -> ((usize, usize), Window) {
+        let n = self.n_px;
+        let (out_w, out_h) = resized_size(width, height, n);
+        let window = Window { x: crop_offset(out_w, n), y: crop_offset(out_h, n), width: n, height: n };
+        ((out_w, out_h), window)
+    }
+
+    /// The source pixels the output depends on, for images resized bicubic
+    /// (every mode but P and 1).
+    pub fn source_window(&self, width: usize, height: usize) -> Window {
+        let ((out_w, out_h), window) = self.geometry(width, height);
+        if (out_w, out_h) == (width, height) {
+            return window;
+        }
+        pillow_resize::bicubic_source_window(width, height, out_w, out_h, window)
+    }
+
+    /// Decodes an image file for this preprocessing: a JPEG only decodes
+    /// the part of the image that the centre crop depends on.
+    pub fn decode(&self, bytes: &[u8]) -> Result<PilImage, DecodeError> {
+        decode::decode_part(bytes, |w, h| Some(self.source_window(w, h)))
+    }
+
     /// The RGB pixels that ToTensor receives: `n_px * n_px * 3` bytes,
     /// row-major, i.e. `np.asarray(transform_up_to_convert(img))`.
+    ///
+    /// Panics if `img` was decoded for a smaller region than this
+    /// preprocessing needs (see [`ClipPreprocess::decode`]).
     pub fn rgb(&self, img: &PilImage) -> Vec<u8> {
+        if img.valid != Window::whole(img.width, img.height) {
+            assert!(
+                img.valid.contains(&self.source_window(img.width, img.height)),
+                "image decoded for another crop than n_px = {}",
+                self.n_px
+            );
+        }
         let converted;
         let img = match self.conversion {
             RgbConversion::OnLoad if img.mode != Mode::Rgb => {
@@ -108,13 +142,7 @@ impl ClipPreprocess {
             _ => img,
         };
         let n = self.n_px;
-        let (out_w, out_h) = resized_size(img.width, img.height, n);
-        let window = Window {
-            x: crop_offset(out_w, n),
-            y: crop_offset(out_h, n),
-            width: n,
-            height: n,
-        };
+        let ((out_w, out_h), window) = self.geometry(img.width, img.height);
         let mut rgb = Vec::with_capacity(n * n * 3);
         let palette = img.palette.as_deref();
         match &img.samples {

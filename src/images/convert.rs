@@ -90,7 +90,7 @@ pub fn to_rgb(img: &PilImage) -> PilImage {
     let mut rgb = Vec::with_capacity(img.width * img.height * 3);
     append_rgb(img.mode, (&img.samples).into(), img.palette.as_deref(), &mut rgb);
     let rgbx = rgb.chunks_exact(3).flat_map(|p| [p[0], p[1], p[2], 0]).collect();
-    PilImage::new_u8(Mode::Rgb, img.width, img.height, rgbx)
+    PilImage { valid: img.valid, ..PilImage::new_u8(Mode::Rgb, img.width, img.height, rgbx) }
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@
 use std::io::Cursor;
 
 use super::jpeg::{self, JpegPixels};
+use super::pillow_resize::Window;
 
 /// Pillow image modes that CLIP preprocessing distinguishes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +85,10 @@ pub struct PilImage {
     /// For [`Mode::P`]: 256 RGB entries. Entries the file does not define
     /// are Pillow's default (i, i, i).
     pub palette: Option<Vec<[u8; 3]>>,
+    /// The pixels that hold decoded values: the whole image, unless it was
+    /// decoded for a crop with [`decode_part`] (other pixels are then
+    /// unspecified).
+    pub valid: Window,
 }
 
 impl PilImage {
@@ -91,7 +96,19 @@ impl PilImage {
     pub fn new_u8(mode: Mode, width: usize, height: usize, data: Vec<u8>) -> PilImage {
         assert_ne!(mode, Mode::I16, "I;16 holds 16-bit samples");
         assert_eq!(data.len(), width * height * mode.bands(), "buffer size for {mode:?}");
-        PilImage { mode, width, height, samples: Samples::U8(data), palette: None }
+        PilImage { mode, width, height, samples: Samples::U8(data), palette: None, valid: Window::whole(width, height) }
+    }
+
+    fn new_u16(width: usize, height: usize, data: Vec<u16>) -> PilImage {
+        assert_eq!(data.len(), width * height, "buffer size for I;16");
+        PilImage {
+            mode: Mode::I16,
+            width,
+            height,
+            samples: Samples::U16(data),
+            palette: None,
+            valid: Window::whole(width, height),
+        }
     }
 
     /// The 8-bit samples; panics for `I;16`.
@@ -121,8 +138,20 @@ pub enum DecodeError {
 /// Decodes an image file's bytes. The format is taken from the content, as
 /// Pillow does, not from the file name.
 pub fn decode(bytes: &[u8]) -> Result<PilImage, DecodeError> {
+    decode_part(bytes, |_, _| None)
+}
+
+/// As [`decode`], for a caller that only uses the pixels in
+/// `region(width, height)`: JPEG files then skip the rows and columns
+/// outside it (libjpeg-turbo's partial decoding; the pixels inside are those
+/// of a full decode), other formats decode everything. See
+/// [`PilImage::valid`].
+pub fn decode_part(
+    bytes: &[u8],
+    region: impl FnOnce(usize, usize) -> Option<Window>,
+) -> Result<PilImage, DecodeError> {
     let image = if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
-        decode_jpeg(bytes)?
+        decode_jpeg(bytes, region)?
     } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
         decode_png(bytes)?
     } else {
@@ -134,8 +163,11 @@ pub fn decode(bytes: &[u8]) -> Result<PilImage, DecodeError> {
     Ok(image)
 }
 
-fn decode_jpeg(bytes: &[u8]) -> Result<PilImage, DecodeError> {
-    let img = jpeg::decode(bytes).map_err(DecodeError::Jpeg)?;
+fn decode_jpeg(
+    bytes: &[u8],
+    region: impl FnOnce(usize, usize) -> Option<Window>,
+) -> Result<PilImage, DecodeError> {
+    let img = jpeg::decode_region(bytes, region).map_err(DecodeError::Jpeg)?;
     let (mode, data) = match img.pixels {
         JpegPixels::Grey => (Mode::L, img.data),
         JpegPixels::Rgbx => (Mode::Rgb, img.data),
@@ -143,7 +175,7 @@ fn decode_jpeg(bytes: &[u8]) -> Result<PilImage, DecodeError> {
         // whether or not the Adobe marker is present.
         JpegPixels::Cmyk => (Mode::Cmyk, img.data.into_iter().map(|v| 255 - v).collect()),
     };
-    Ok(PilImage::new_u8(mode, img.width, img.height, data))
+    Ok(PilImage { valid: img.decoded, ..PilImage::new_u8(mode, img.width, img.height, data) })
 }
 
 fn decode_png(bytes: &[u8]) -> Result<PilImage, DecodeError> {
@@ -177,7 +209,7 @@ fn decode_png(bytes: &[u8]) -> Result<PilImage, DecodeError> {
             let data: Vec<u16> = rows()
                 .flat_map(|r| r[..width * 2].chunks_exact(2).map(|b| u16::from_be_bytes([b[0], b[1]])))
                 .collect();
-            PilImage { mode: Mode::I16, width, height, samples: Samples::U16(data), palette: None }
+            PilImage::new_u16(width, height, data)
         }
         (Ct::Grayscale, 1) => {
             let data = rows().flat_map(|r| unpack(r, 1, width).map(|v| v * 255)).collect();
@@ -244,13 +276,7 @@ fn decode_other(bytes: &[u8]) -> Result<PilImage, DecodeError> {
         D::ImageLumaA8(b) => PilImage::new_u8(Mode::LA, width, height, b.into_raw()),
         D::ImageRgb8(b) => PilImage::new_u8(Mode::Rgb, width, height, rgbx(b.as_raw())),
         D::ImageRgba8(b) => PilImage::new_u8(Mode::Rgba, width, height, b.into_raw()),
-        D::ImageLuma16(b) => PilImage {
-            mode: Mode::I16,
-            width,
-            height,
-            samples: Samples::U16(b.into_raw()),
-            palette: None,
-        },
+        D::ImageLuma16(b) => PilImage::new_u16(width, height, b.into_raw()),
         D::ImageLumaA16(b) => PilImage::new_u8(Mode::LA, width, height, high(b.as_raw())),
         D::ImageRgb16(b) => PilImage::new_u8(Mode::Rgb, width, height, rgbx(&high(b.as_raw()))),
         D::ImageRgba16(b) => PilImage::new_u8(Mode::Rgba, width, height, high(b.as_raw())),

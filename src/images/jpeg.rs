@@ -10,6 +10,8 @@
 
 use std::ffi::{c_char, c_int, c_uchar, c_ulong, CStr};
 
+use super::pillow_resize::Window;
+
 const MESSAGE_LEN: usize = 256;
 
 #[repr(C)]
@@ -34,10 +36,15 @@ extern "C" {
         info: *mut ToeJpegInfo,
         message: *mut c_char,
     ) -> *mut ToeJpeg;
-    fn toe_jpeg_read(
+    #[allow(clippy::too_many_arguments)]
+    fn toe_jpeg_read_region(
         handle: *mut ToeJpeg,
         dst: *mut c_uchar,
         stride: c_ulong,
+        x0: c_ulong,
+        y0: c_ulong,
+        width: c_ulong,
+        height: c_ulong,
         message: *mut c_char,
     ) -> c_int;
     fn toe_jpeg_close(handle: *mut ToeJpeg);
@@ -63,6 +70,9 @@ pub struct JpegImage {
     pub pixels: JpegPixels,
     /// Row-major, `width * bytes_per_pixel` bytes per row.
     pub data: Vec<u8>,
+    /// The pixels that were decoded (the whole image unless a region was
+    /// asked for); the others are 0.
+    pub decoded: Window,
     pub saw_adobe: bool,
 }
 
@@ -77,17 +87,23 @@ fn message_text(buf: &[c_char; MESSAGE_LEN]) -> String {
 
 /// Decodes a whole JPEG file held in memory. The error is libjpeg's message.
 pub fn decode(bytes: &[u8]) -> Result<JpegImage, String> {
+    decode_region(bytes, |_, _| None)
+}
+
+/// Decodes only the pixels in the window that `region(width, height)`
+/// returns (`None`: all), for callers that use part of the image; the
+/// returned buffer still has the whole image's size, and the decoded pixels
+/// equal those of a full decode.
+pub fn decode_region(
+    bytes: &[u8],
+    region: impl FnOnce(usize, usize) -> Option<Window>,
+) -> Result<JpegImage, String> {
     let mut info = ToeJpegInfo::default();
     let mut message = [0 as c_char; MESSAGE_LEN];
     // SAFETY: `bytes` outlives the handle (closed before returning), `info`
     // and `message` are valid for writes of their sizes.
     let handle = unsafe {
-        toe_jpeg_open(
-            bytes.as_ptr(),
-            bytes.len() as c_ulong,
-            &mut info,
-            message.as_mut_ptr(),
-        )
+        toe_jpeg_open(bytes.as_ptr(), bytes.len() as c_ulong, &mut info, message.as_mut_ptr())
     };
     if handle.is_null() {
         return Err(message_text(&message));
@@ -100,16 +116,35 @@ pub fn decode(bytes: &[u8]) -> Result<JpegImage, String> {
         (c, b) => return Err(format!("unexpected JPEG layout: {c} components, {b} bytes")),
     };
     let (width, height) = (info.width as usize, info.height as usize);
+    let whole = Window { x: 0, y: 0, width, height };
+    let decoded = match region(width, height) {
+        Some(w) if w.x + w.width <= width && w.y + w.height <= height => w,
+        _ => whole,
+    };
+    // Fancy upsampling treats the edges of a partial-width decode as image
+    // edges: decode one more column on each side than needed.
+    let x0 = decoded.x.saturating_sub(1);
+    let x1 = (decoded.x + decoded.width + 1).min(width);
     let stride = width * info.pixel_bytes as usize;
     let mut data = vec![0u8; stride * height];
-    // SAFETY: `data` holds `height` rows of `stride` bytes, which is exactly
-    // what libjpeg writes for the output format chosen in toe_jpeg_open.
-    let status =
-        unsafe { toe_jpeg_read(guard.0, data.as_mut_ptr(), stride as c_ulong, message.as_mut_ptr()) };
+    // SAFETY: `data` holds `height` rows of `stride` bytes, the whole image in
+    // the output format chosen in toe_jpeg_open; the shim writes inside it.
+    let status = unsafe {
+        toe_jpeg_read_region(
+            guard.0,
+            data.as_mut_ptr(),
+            stride as c_ulong,
+            x0 as c_ulong,
+            decoded.y as c_ulong,
+            (x1 - x0) as c_ulong,
+            decoded.height as c_ulong,
+            message.as_mut_ptr(),
+        )
+    };
     if status != 0 {
         return Err(message_text(&message));
     }
-    Ok(JpegImage { width, height, pixels, data, saw_adobe: info.saw_adobe != 0 })
+    Ok(JpegImage { width, height, pixels, data, decoded, saw_adobe: info.saw_adobe != 0 })
 }
 
 /// Closes the libjpeg handle on every path out of [`decode`].

@@ -130,24 +130,59 @@ struct toe_jpeg *toe_jpeg_open(
     return h;
 }
 
-/* Decodes every scanline into `dst` (height rows of `stride` bytes).
+/* Decodes the pixels of columns x0..x0+width and rows y0..y0+height into
+ * `dst`, which holds the whole image (output_height rows of `stride` bytes);
+ * other pixels of `dst` are not written, except that columns may extend to
+ * iMCU boundaries. Rows above and below the region are skipped (entropy
+ * decoded, so truncated data is still noticed, but not transformed).
+ * libjpeg documents that a partial-width decode equals the full decode
+ * except, with fancy upsampling, in the first and last column of the region:
+ * callers ask for one column more on each side than they need.
  * Returns 0 on success, -1 with `message` filled in on failure. */
-int toe_jpeg_read(struct toe_jpeg *h, unsigned char *dst, unsigned long stride, char *message) {
+int toe_jpeg_read_region(
+    struct toe_jpeg *h,
+    unsigned char *dst,
+    unsigned long stride,
+    unsigned long x0,
+    unsigned long y0,
+    unsigned long width,
+    unsigned long height,
+    char *message
+) {
+    JDIMENSION xoffset = (JDIMENSION)x0, cropped = (JDIMENSION)width;
+    int bytes_per_pixel;
     if (setjmp(h->err.jump)) {
         copy_message(message, h->err.message);
         return -1;
     }
-    if (!h->started) {
-        jpeg_start_decompress(&h->cinfo);
-        h->started = 1;
+    if (h->started) {
+        copy_message(message, "JPEG decoder used twice");
+        return -1;
     }
-    while (h->cinfo.output_scanline < h->cinfo.output_height) {
-        JSAMPROW row = dst + (size_t)h->cinfo.output_scanline * stride;
+    jpeg_start_decompress(&h->cinfo);
+    h->started = 1;
+    bytes_per_pixel = h->cinfo.output_components;
+    if (h->cinfo.out_color_space == JCS_EXT_RGBX) {
+        bytes_per_pixel = 4;
+    }
+    if (xoffset > 0 || cropped < h->cinfo.output_width) {
+        jpeg_crop_scanline(&h->cinfo, &xoffset, &cropped);
+    }
+    if (y0 > 0) {
+        jpeg_skip_scanlines(&h->cinfo, (JDIMENSION)y0);
+    }
+    while (h->cinfo.output_scanline < y0 + height &&
+           h->cinfo.output_scanline < h->cinfo.output_height) {
+        JSAMPROW row =
+            dst + (size_t)h->cinfo.output_scanline * stride + (size_t)xoffset * bytes_per_pixel;
         jpeg_read_scanlines(&h->cinfo, &row, 1);
         if (h->err.truncated) {
             copy_message(message, "image file is truncated (premature end of JPEG data)");
             return -1;
         }
+    }
+    if (h->cinfo.output_scanline < h->cinfo.output_height) {
+        jpeg_skip_scanlines(&h->cinfo, h->cinfo.output_height - h->cinfo.output_scanline);
     }
     /* Pillow also fails when only the end-of-image marker is missing. */
     jpeg_finish_decompress(&h->cinfo);

@@ -49,6 +49,17 @@ pub enum ImagesError {
 
 /// Reads and decodes one image file as Pillow's `Image.open` would see it.
 pub fn load_image(path: &Path) -> Result<PilImage, ImagesError> {
-    let bytes = std::fs::read(path).map_err(|source| ImagesError::Io { path: path.to_path_buf(), source })?;
+    let bytes = read(path)?;
     decode(&bytes).map_err(|source| ImagesError::Decode { path: path.to_path_buf(), source })
+}
+
+/// Reads and decodes one image file for `preprocess`, decoding only what
+/// its centre crop needs where the format allows (JPEG).
+pub fn load_image_for(path: &Path, preprocess: &ClipPreprocess) -> Result<PilImage, ImagesError> {
+    let bytes = read(path)?;
+    preprocess.decode(&bytes).map_err(|source| ImagesError::Decode { path: path.to_path_buf(), source })
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, ImagesError> {
+    std::fs::read(path).map_err(|source| ImagesError::Io { path: path.to_path_buf(), source })
 }

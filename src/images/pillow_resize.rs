@@ -53,6 +53,19 @@ pub struct Window {
 }
 
 impl Window {
+    /// All of a `width x height` image.
+    pub fn whole(width: usize, height: usize) -> Window {
+        Window { x: 0, y: 0, width, height }
+    }
+
+    /// Whether `other` lies inside this window.
+    pub fn contains(&self, other: &Window) -> bool {
+        other.x >= self.x
+            && other.y >= self.y
+            && other.x + other.width <= self.x + self.width
+            && other.y + other.height <= self.y + self.height
+    }
+
     fn cols(&self) -> Range<usize> {
         self.x..self.x + self.width
     }
@@ -163,6 +176,29 @@ pub(super) fn clip8(sum: i32) -> u8 {
 /// Whether Pillow runs each pass (`need_horizontal`, `need_vertical`).
 fn passes(src: (usize, usize), out: (usize, usize)) -> (bool, bool) {
     (src.0 != out.0, src.1 != out.1)
+}
+
+/// The source pixels that [`bicubic_u8`] / [`bicubic_u16`] read to produce
+/// `window` of a `width x height` -> `out_width x out_height` resize.
+pub fn bicubic_source_window(
+    width: usize,
+    height: usize,
+    out_width: usize,
+    out_height: usize,
+    window: Window,
+) -> Window {
+    let (need_h, need_v) = passes((width, height), (out_width, out_height));
+    let cols = if need_h {
+        source_span(&Weights::bicubic(width, out_width, window.cols()).bounds)
+    } else {
+        window.cols()
+    };
+    let rows = if need_v {
+        source_span(&Weights::bicubic(height, out_height, window.rows()).bounds)
+    } else {
+        window.rows()
+    };
+    Window { x: cols.start, y: rows.start, width: cols.len(), height: rows.len() }
 }
 
 /// Bicubic resize of an 8-bit image with `C` interleaved bands from
