@@ -9,7 +9,11 @@ use toe_pipe::images::{FolderOptions, ImageFolder, ImagesError};
 
 fn venv_python() -> PathBuf {
     let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(python.exists(), "{} is missing: run scripts/setup.sh", python.display());
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/setup.sh",
+        python.display()
+    );
     python
 }
 
@@ -29,10 +33,24 @@ ds = ImageFolder(root, loader=lambda p: p, allow_empty=True)
 print(json.dumps({"classes": ds.classes,
                   "samples": [[os.path.relpath(p, root), t] for p, t in ds.samples]}))
 "#;
-    let out = Command::new(venv_python()).arg("-c").arg(script).arg(root).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(venv_python())
+        .arg("-c")
+        .arg(script)
+        .arg(root)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let classes = v["classes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect();
+    let classes = v["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect();
     let samples = v["samples"]
         .as_array()
         .unwrap()
@@ -83,12 +101,27 @@ fn listing_matches_torchvision() {
     }
 
     let (classes, samples) = torchvision_listing(root);
-    let folder = ImageFolder::open_with(root, &FolderOptions { allow_empty_classes: true }).unwrap();
+    let folder = ImageFolder::open_with(
+        root,
+        &FolderOptions {
+            allow_empty_classes: true,
+        },
+    )
+    .unwrap();
     assert_eq!(folder.classes(), classes.as_slice());
     let ours: Vec<(String, i64)> = folder
         .samples()
         .iter()
-        .map(|s| (s.path.strip_prefix(root).unwrap().to_string_lossy().into_owned(), s.label))
+        .map(|s| {
+            (
+                s.path
+                    .strip_prefix(root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned(),
+                s.label,
+            )
+        })
         .collect();
     assert_eq!(ours, samples);
     assert!(samples.len() > 20, "the fixture should list many files");
@@ -101,7 +134,10 @@ fn errors_name_the_folder_and_the_layout() {
     let e = ImageFolder::open(&missing).unwrap_err();
     assert!(matches!(e, ImagesError::RootMissing { .. }), "{e}");
     let text = e.to_string();
-    assert!(text.contains("nope") && text.contains("<root>/<class>/<image>"), "{text}");
+    assert!(
+        text.contains("nope") && text.contains("<root>/<class>/<image>"),
+        "{text}"
+    );
 
     let empty = dir.path().join("empty");
     fs::create_dir_all(&empty).unwrap();
@@ -112,7 +148,10 @@ fn errors_name_the_folder_and_the_layout() {
 
     let file = dir.path().join("file.jpg");
     fs::write(&file, b"x").unwrap();
-    assert!(matches!(ImageFolder::open(&file).unwrap_err(), ImagesError::RootNotADirectory { .. }));
+    assert!(matches!(
+        ImageFolder::open(&file).unwrap_err(),
+        ImagesError::RootNotADirectory { .. }
+    ));
 
     let partial = dir.path().join("partial");
     touch(&partial, "cat/a.jpg");
@@ -121,7 +160,13 @@ fn errors_name_the_folder_and_the_layout() {
     let e = ImageFolder::open(&partial).unwrap_err();
     let text = e.to_string();
     assert!(text.contains("dog, emu") && text.contains(".jpg"), "{text}");
-    let ok = ImageFolder::open_with(&partial, &FolderOptions { allow_empty_classes: true }).unwrap();
+    let ok = ImageFolder::open_with(
+        &partial,
+        &FolderOptions {
+            allow_empty_classes: true,
+        },
+    )
+    .unwrap();
     assert_eq!(ok.classes(), ["cat", "dog", "emu"]);
     assert_eq!(ok.len(), 1);
 }

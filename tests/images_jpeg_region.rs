@@ -29,9 +29,22 @@ for w, h in [(500, 375), (375, 500), (333, 251), (641, 479), (17, 9), (1, 1), (1
 
 fn make_jpegs(dir: &Path) {
     let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(python.exists(), "{} is missing: run scripts/setup.sh", python.display());
-    let out = Command::new(python).arg("-c").arg(MAKE_JPEGS).arg(dir).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/setup.sh",
+        python.display()
+    );
+    let out = Command::new(python)
+        .arg("-c")
+        .arg(MAKE_JPEGS)
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn bytes_per_pixel(p: JpegPixels) -> usize {
@@ -45,12 +58,17 @@ fn bytes_per_pixel(p: JpegPixels) -> usize {
 fn region_pixels_equal_full_decode() {
     let dir = tempfile::tempdir().unwrap();
     make_jpegs(dir.path());
-    let mut files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
     assert!(files.len() >= 50, "{} files", files.len());
     let mut seed = 1u64;
     let mut next = |bound: usize| {
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((seed >> 33) as usize) % bound.max(1)
     };
     for path in &files {
@@ -63,7 +81,12 @@ fn region_pixels_equal_full_decode() {
             .collect();
         for _ in 0..6 {
             let (x, y) = (next(w), next(h));
-            regions.push(Window { x, y, width: 1 + next(w - x), height: 1 + next(h - y) });
+            regions.push(Window {
+                x,
+                y,
+                width: 1 + next(w - x),
+                height: 1 + next(h - y),
+            });
         }
         for region in regions {
             let part = decode_region(&bytes, |_, _| Some(region)).unwrap();

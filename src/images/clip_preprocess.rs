@@ -16,6 +16,8 @@ use super::pillow_resize::{self, Window};
 /// CLIP's per-channel normalisation mean (R, G, B).
 pub const CLIP_MEAN: [f32; 3] = [0.48145466, 0.4578275, 0.40821073];
 /// CLIP's per-channel normalisation standard deviation (R, G, B).
+// Written as in OpenAI's clip.py; torch rounds them to f32 the same way.
+#[allow(clippy::excessive_precision)]
 pub const CLIP_STD: [f32; 3] = [0.26862954, 0.26130258, 0.27577711];
 
 /// Where `convert("RGB")` happens relative to the transform.
@@ -47,7 +49,11 @@ pub struct ClipPreprocess {
 /// side becomes `n_px`, the longer `int(n_px * long / short)`. Returns
 /// (width, height).
 pub fn resized_size(width: usize, height: usize, n_px: usize) -> (usize, usize) {
-    let (short, long) = if width <= height { (width, height) } else { (height, width) };
+    let (short, long) = if width <= height {
+        (width, height)
+    } else {
+        (height, width)
+    };
     // Python: int * int is exact, `/` is the correctly rounded f64 quotient.
     let new_long = ((n_px as f64 * long as f64) / short as f64) as usize;
     if width <= height {
@@ -80,7 +86,11 @@ impl ClipPreprocess {
                 *out = ((v as f32) / 255.0 - CLIP_MEAN[c]) / CLIP_STD[c];
             }
         }
-        ClipPreprocess { n_px, conversion, lut }
+        ClipPreprocess {
+            n_px,
+            conversion,
+            lut,
+        }
     }
 
     pub fn n_px(&self) -> usize {
@@ -100,7 +110,12 @@ impl ClipPreprocess {
     fn geometry(&self, width: usize, height: usize) -> ((usize, usize), Window) {
         let n = self.n_px;
         let (out_w, out_h) = resized_size(width, height, n);
-        let window = Window { x: crop_offset(out_w, n), y: crop_offset(out_h, n), width: n, height: n };
+        let window = Window {
+            x: crop_offset(out_w, n),
+            y: crop_offset(out_h, n),
+            width: n,
+            height: n,
+        };
         ((out_w, out_h), window)
     }
 
@@ -128,7 +143,8 @@ impl ClipPreprocess {
     pub fn rgb(&self, img: &PilImage) -> Vec<u8> {
         if img.valid != Window::whole(img.width, img.height) {
             assert!(
-                img.valid.contains(&self.source_window(img.width, img.height)),
+                img.valid
+                    .contains(&self.source_window(img.width, img.height)),
                 "image decoded for another crop than n_px = {}",
                 self.n_px
             );
@@ -147,7 +163,8 @@ impl ClipPreprocess {
         let palette = img.palette.as_deref();
         match &img.samples {
             Samples::U16(src) => {
-                let px = pillow_resize::bicubic_u16(src, img.width, img.height, out_w, out_h, window);
+                let px =
+                    pillow_resize::bicubic_u16(src, img.width, img.height, out_w, out_h, window);
                 convert::append_rgb(img.mode, SamplesRef::U16(&px), palette, &mut rgb);
             }
             Samples::U8(src) => {
@@ -162,7 +179,11 @@ impl ClipPreprocess {
     /// `[3, n_px, n_px]` (channel planes), exactly as CLIP's transform.
     pub fn write_tensor(&self, img: &PilImage, out: &mut [f32]) {
         let plane = self.n_px * self.n_px;
-        assert_eq!(out.len(), 3 * plane, "output slice for one [3, n_px, n_px] image");
+        assert_eq!(
+            out.len(),
+            3 * plane,
+            "output slice for one [3, n_px, n_px] image"
+        );
         let rgb = self.rgb(img);
         let (r, rest) = out.split_at_mut(plane);
         let (g, b) = rest.split_at_mut(plane);

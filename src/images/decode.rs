@@ -13,14 +13,23 @@
 //!   byte; palettes stay `P`; tRNS does not change the pixels.
 //! * Other formats (BMP, TIFF, WebP, PPM/PGM) go through the `image` crate
 //!   and are mapped to L, LA, RGB, RGBA or I;16 by their decoded layout.
-//!   Palette BMP/TIFF files therefore become RGB (Pillow keeps them `P` and
-//!   resizes them nearest-neighbour), and lossy WebP is decoded by
-//!   `image-webp`, not libwebp: for those, pixels may differ from Pillow's.
+//!   Palette BMP files therefore become RGB: the same pixels as Pillow's
+//!   when converting to RGB on load (the default), not when CLIP's transform
+//!   alone resizes them (Pillow keeps them `P`, nearest-neighbour). Lossy
+//!   WebP is decoded by `image-webp`, not libwebp (equal on our test image,
+//!   not guaranteed). Palette TIFFs are not supported by the `tiff` crate.
+//!
+//! Like Pillow's `Image.open` (and torchvision), EXIF orientation is not
+//! applied.
 
 use std::io::Cursor;
 
 use super::jpeg::{self, JpegPixels};
 use super::pillow_resize::Window;
+
+/// Pillow refuses images above twice `Image.MAX_IMAGE_PIXELS`
+/// (DecompressionBombError); so do we, before allocating their pixels.
+pub const MAX_PIXELS: usize = 2 * 89_478_485;
 
 /// Pillow image modes that CLIP preprocessing distinguishes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,8 +104,19 @@ impl PilImage {
     /// An 8-bit image; panics if the buffer does not match the size.
     pub fn new_u8(mode: Mode, width: usize, height: usize, data: Vec<u8>) -> PilImage {
         assert_ne!(mode, Mode::I16, "I;16 holds 16-bit samples");
-        assert_eq!(data.len(), width * height * mode.bands(), "buffer size for {mode:?}");
-        PilImage { mode, width, height, samples: Samples::U8(data), palette: None, valid: Window::whole(width, height) }
+        assert_eq!(
+            data.len(),
+            width * height * mode.bands(),
+            "buffer size for {mode:?}"
+        );
+        PilImage {
+            mode,
+            width,
+            height,
+            samples: Samples::U8(data),
+            palette: None,
+            valid: Window::whole(width, height),
+        }
     }
 
     fn new_u16(width: usize, height: usize, data: Vec<u16>) -> PilImage {
@@ -133,6 +153,15 @@ pub enum DecodeError {
     Unsupported(String),
     #[error("empty image ({0}x{1})")]
     Empty(usize, usize),
+    #[error("image too large: {0}x{1} is above Pillow's limit of {MAX_PIXELS} pixels (decompression bomb)")]
+    TooLarge(usize, usize),
+}
+
+fn check_size(width: usize, height: usize) -> Result<(), DecodeError> {
+    if width.saturating_mul(height) > MAX_PIXELS {
+        return Err(DecodeError::TooLarge(width, height));
+    }
+    Ok(())
 }
 
 /// Decodes an image file's bytes. The format is taken from the content, as
@@ -167,7 +196,12 @@ fn decode_jpeg(
     bytes: &[u8],
     region: impl FnOnce(usize, usize) -> Option<Window>,
 ) -> Result<PilImage, DecodeError> {
-    let img = jpeg::decode_region(bytes, region).map_err(DecodeError::Jpeg)?;
+    let decoder = jpeg::JpegDecoder::open(bytes).map_err(DecodeError::Jpeg)?;
+    let (width, height) = (decoder.width(), decoder.height());
+    check_size(width, height)?;
+    let img = decoder
+        .decode(region(width, height))
+        .map_err(DecodeError::Jpeg)?;
     let (mode, data) = match img.pixels {
         JpegPixels::Grey => (Mode::L, img.data),
         JpegPixels::Rgbx => (Mode::Rgb, img.data),
@@ -175,7 +209,10 @@ fn decode_jpeg(
         // whether or not the Adobe marker is present.
         JpegPixels::Cmyk => (Mode::Cmyk, img.data.into_iter().map(|v| 255 - v).collect()),
     };
-    Ok(PilImage { valid: img.decoded, ..PilImage::new_u8(mode, img.width, img.height, data) })
+    Ok(PilImage {
+        valid: img.decoded,
+        ..PilImage::new_u8(mode, img.width, img.height, data)
+    })
 }
 
 fn decode_png(bytes: &[u8]) -> Result<PilImage, DecodeError> {
@@ -183,6 +220,7 @@ fn decode_png(bytes: &[u8]) -> Result<PilImage, DecodeError> {
     let mut decoder = png::Decoder::new(Cursor::new(bytes));
     decoder.set_transformations(png::Transformations::IDENTITY);
     let mut reader = decoder.read_info().map_err(err)?;
+    check_size(reader.info().width as usize, reader.info().height as usize)?;
     let size = reader
         .output_buffer_size()
         .ok_or_else(|| DecodeError::Png("image too large".into()))?;
@@ -207,18 +245,26 @@ fn decode_png(bytes: &[u8]) -> Result<PilImage, DecodeError> {
     let image = match (frame.color_type, depth) {
         (Ct::Grayscale, 16) => {
             let data: Vec<u16> = rows()
-                .flat_map(|r| r[..width * 2].chunks_exact(2).map(|b| u16::from_be_bytes([b[0], b[1]])))
+                .flat_map(|r| {
+                    r[..width * 2]
+                        .chunks_exact(2)
+                        .map(|b| u16::from_be_bytes([b[0], b[1]]))
+                })
                 .collect();
             PilImage::new_u16(width, height, data)
         }
         (Ct::Grayscale, 1) => {
-            let data = rows().flat_map(|r| unpack(r, 1, width).map(|v| v * 255)).collect();
+            let data = rows()
+                .flat_map(|r| unpack(r, 1, width).map(|v| v * 255))
+                .collect();
             PilImage::new_u8(Mode::Bilevel, width, height, data)
         }
         (Ct::Grayscale, bits) => {
             // L;2 and L;4 scale to the full byte range (x85, x17).
             let factor = 255 / ((1u16 << bits) - 1) as u8;
-            let data = rows().flat_map(|r| unpack(r, bits, width).map(move |v| v * factor)).collect();
+            let data = rows()
+                .flat_map(|r| unpack(r, bits, width).map(move |v| v * factor))
+                .collect();
             PilImage::new_u8(Mode::L, width, height, data)
         }
         (Ct::Indexed, bits) => {
@@ -236,7 +282,7 @@ fn decode_png(bytes: &[u8]) -> Result<PilImage, DecodeError> {
         (Ct::Rgb, _) | (Ct::Rgba, _) | (Ct::GrayscaleAlpha, _) => {
             let channels = frame.color_type.samples();
             let sample = depth as usize / 8; // 1 or 2 bytes; 16-bit keeps the high byte
-            // 16-bit grey + alpha opens as RGBA in Pillow (rawmode LA;16B).
+                                             // 16-bit grey + alpha opens as RGBA in Pillow (rawmode LA;16B).
             let mode = match (frame.color_type, sample) {
                 (Ct::GrayscaleAlpha, 1) => Mode::LA,
                 (Ct::Rgb, _) => Mode::Rgb,
@@ -267,8 +313,11 @@ fn decode_other(bytes: &[u8]) -> Result<PilImage, DecodeError> {
         other => DecodeError::Other(other.to_string()),
     })?;
     let (width, height) = (img.width() as usize, img.height() as usize);
+    check_size(width, height)?;
     let rgbx = |rgb: &[u8]| -> Vec<u8> {
-        rgb.chunks_exact(3).flat_map(|p| [p[0], p[1], p[2], 0]).collect()
+        rgb.chunks_exact(3)
+            .flat_map(|p| [p[0], p[1], p[2], 0])
+            .collect()
     };
     let high = |v: &[u16]| -> Vec<u8> { v.iter().map(|s| (s >> 8) as u8).collect() };
     Ok(match img {

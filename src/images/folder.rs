@@ -16,8 +16,9 @@ use std::path::{Path, PathBuf};
 use super::ImagesError;
 
 /// torchvision's `IMG_EXTENSIONS`.
-pub const IMG_EXTENSIONS: [&str; 9] =
-    [".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"];
+pub const IMG_EXTENSIONS: [&str; 9] = [
+    ".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp",
+];
 
 /// torchvision's `has_file_allowed_extension`: a case-insensitive suffix test.
 pub fn has_image_extension(name: &str) -> bool {
@@ -48,7 +49,10 @@ pub struct ImageFolder {
 }
 
 fn io_error(path: &Path, source: std::io::Error) -> ImagesError {
-    ImagesError::Io { path: path.to_path_buf(), source }
+    ImagesError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Entries of a directory split into sub-directories (following symlinks)
@@ -59,7 +63,9 @@ fn list_dir(dir: &Path) -> Result<(Vec<OsString>, Vec<OsString>), ImagesError> {
     for entry in fs::read_dir(dir).map_err(|e| io_error(dir, e))? {
         let entry = entry.map_err(|e| io_error(dir, e))?;
         // fs::metadata follows symlinks; a broken link counts as a file.
-        let is_dir = fs::metadata(entry.path()).map(|m| m.is_dir()).unwrap_or(false);
+        let is_dir = fs::metadata(entry.path())
+            .map(|m| m.is_dir())
+            .unwrap_or(false);
         if is_dir {
             dirs.push(entry.file_name());
         } else {
@@ -81,7 +87,10 @@ impl ImageFolder {
         ImageFolder::open_with(root, &FolderOptions::default())
     }
 
-    pub fn open_with(root: impl AsRef<Path>, options: &FolderOptions) -> Result<ImageFolder, ImagesError> {
+    pub fn open_with(
+        root: impl AsRef<Path>,
+        options: &FolderOptions,
+    ) -> Result<ImageFolder, ImagesError> {
         let root = root.as_ref().to_path_buf();
         match fs::metadata(&root) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -102,17 +111,30 @@ impl ImageFolder {
         for (label, class) in class_dirs.iter().enumerate() {
             let before = samples.len();
             for path in walk_sorted(&root.join(class))? {
-                samples.push(Sample { path, label: label as i64 });
+                samples.push(Sample {
+                    path,
+                    label: label as i64,
+                });
             }
             if samples.len() == before {
                 empty.push(class.to_string_lossy().into_owned());
             }
         }
         if !empty.is_empty() && !options.allow_empty_classes {
-            return Err(ImagesError::EmptyClasses { root, classes: empty });
+            return Err(ImagesError::EmptyClasses {
+                root,
+                classes: empty,
+            });
         }
-        let classes = class_dirs.iter().map(|c| c.to_string_lossy().into_owned()).collect();
-        Ok(ImageFolder { root, classes, samples })
+        let classes = class_dirs
+            .iter()
+            .map(|c| c.to_string_lossy().into_owned())
+            .collect();
+        Ok(ImageFolder {
+            root,
+            classes,
+            samples,
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -152,8 +174,10 @@ fn walk_sorted(class_dir: &Path) -> Result<Vec<PathBuf>, ImagesError> {
             continue;
         }
         let (dirs, files) = list_dir(&dir)?;
-        let mut images: Vec<OsString> =
-            files.into_iter().filter(|f| has_image_extension(&f.to_string_lossy())).collect();
+        let mut images: Vec<OsString> = files
+            .into_iter()
+            .filter(|f| has_image_extension(&f.to_string_lossy()))
+            .collect();
         sort_names(&mut images);
         stack.extend(dirs.iter().map(|d| dir.join(d)));
         folders.push((dir.as_os_str().as_encoded_bytes().to_vec(), dir, images));

@@ -87,64 +87,118 @@ fn message_text(buf: &[c_char; MESSAGE_LEN]) -> String {
 
 /// Decodes a whole JPEG file held in memory. The error is libjpeg's message.
 pub fn decode(bytes: &[u8]) -> Result<JpegImage, String> {
-    decode_region(bytes, |_, _| None)
+    JpegDecoder::open(bytes)?.decode(None)
 }
 
 /// Decodes only the pixels in the window that `region(width, height)`
-/// returns (`None`: all), for callers that use part of the image; the
-/// returned buffer still has the whole image's size, and the decoded pixels
-/// equal those of a full decode.
+/// returns (`None`: all); see [`JpegDecoder::decode`].
 pub fn decode_region(
     bytes: &[u8],
     region: impl FnOnce(usize, usize) -> Option<Window>,
 ) -> Result<JpegImage, String> {
-    let mut info = ToeJpegInfo::default();
-    let mut message = [0 as c_char; MESSAGE_LEN];
-    // SAFETY: `bytes` outlives the handle (closed before returning), `info`
-    // and `message` are valid for writes of their sizes.
-    let handle = unsafe {
-        toe_jpeg_open(bytes.as_ptr(), bytes.len() as c_ulong, &mut info, message.as_mut_ptr())
-    };
-    if handle.is_null() {
-        return Err(message_text(&message));
+    let decoder = JpegDecoder::open(bytes)?;
+    let window = region(decoder.width(), decoder.height());
+    decoder.decode(window)
+}
+
+/// A JPEG file whose header has been read.
+pub struct JpegDecoder<'a> {
+    handle: Handle,
+    info: ToeJpegInfo,
+    pixels: JpegPixels,
+    // libjpeg reads from these bytes until the handle is closed
+    _bytes: &'a [u8],
+}
+
+impl<'a> JpegDecoder<'a> {
+    /// Reads the header. The error is libjpeg's message.
+    pub fn open(bytes: &'a [u8]) -> Result<JpegDecoder<'a>, String> {
+        let mut info = ToeJpegInfo::default();
+        let mut message = [0 as c_char; MESSAGE_LEN];
+        // SAFETY: `bytes` outlives the handle (both live in the returned
+        // value), `info` and `message` are valid for writes of their sizes.
+        let handle = unsafe {
+            toe_jpeg_open(
+                bytes.as_ptr(),
+                bytes.len() as c_ulong,
+                &mut info,
+                message.as_mut_ptr(),
+            )
+        };
+        if handle.is_null() {
+            return Err(message_text(&message));
+        }
+        let handle = Handle(handle);
+        let pixels = match (info.components, info.pixel_bytes) {
+            (1, 1) => JpegPixels::Grey,
+            (3, 4) => JpegPixels::Rgbx,
+            (4, 4) => JpegPixels::Cmyk,
+            (c, b) => return Err(format!("unexpected JPEG layout: {c} components, {b} bytes")),
+        };
+        Ok(JpegDecoder {
+            handle,
+            info,
+            pixels,
+            _bytes: bytes,
+        })
     }
-    let guard = Handle(handle);
-    let pixels = match (info.components, info.pixel_bytes) {
-        (1, 1) => JpegPixels::Grey,
-        (3, 4) => JpegPixels::Rgbx,
-        (4, 4) => JpegPixels::Cmyk,
-        (c, b) => return Err(format!("unexpected JPEG layout: {c} components, {b} bytes")),
-    };
-    let (width, height) = (info.width as usize, info.height as usize);
-    let whole = Window { x: 0, y: 0, width, height };
-    let decoded = match region(width, height) {
-        Some(w) if w.x + w.width <= width && w.y + w.height <= height => w,
-        _ => whole,
-    };
-    // Fancy upsampling treats the edges of a partial-width decode as image
-    // edges: decode one more column on each side than needed.
-    let x0 = decoded.x.saturating_sub(1);
-    let x1 = (decoded.x + decoded.width + 1).min(width);
-    let stride = width * info.pixel_bytes as usize;
-    let mut data = vec![0u8; stride * height];
-    // SAFETY: `data` holds `height` rows of `stride` bytes, the whole image in
-    // the output format chosen in toe_jpeg_open; the shim writes inside it.
-    let status = unsafe {
-        toe_jpeg_read_region(
-            guard.0,
-            data.as_mut_ptr(),
-            stride as c_ulong,
-            x0 as c_ulong,
-            decoded.y as c_ulong,
-            (x1 - x0) as c_ulong,
-            decoded.height as c_ulong,
-            message.as_mut_ptr(),
-        )
-    };
-    if status != 0 {
-        return Err(message_text(&message));
+
+    pub fn width(&self) -> usize {
+        self.info.width as usize
     }
-    Ok(JpegImage { width, height, pixels, data, decoded, saw_adobe: info.saw_adobe != 0 })
+
+    pub fn height(&self) -> usize {
+        self.info.height as usize
+    }
+
+    pub fn pixels(&self) -> JpegPixels {
+        self.pixels
+    }
+
+    /// Decodes the pixels in `region` (all when `None` or when it does not
+    /// fit the image): rows outside are skipped and columns outside mostly
+    /// not transformed (libjpeg-turbo's partial decoding). The buffer has
+    /// the whole image's size; the decoded pixels equal a full decode's.
+    pub fn decode(self, region: Option<Window>) -> Result<JpegImage, String> {
+        let (width, height) = (self.width(), self.height());
+        let decoded = match region {
+            Some(w) if w.x + w.width <= width && w.y + w.height <= height => w,
+            _ => Window::whole(width, height),
+        };
+        // Fancy upsampling treats the edges of a partial-width decode as
+        // image edges: decode one more column on each side than needed.
+        let x0 = decoded.x.saturating_sub(1);
+        let x1 = (decoded.x + decoded.width + 1).min(width);
+        let stride = width * self.info.pixel_bytes as usize;
+        let mut data = vec![0u8; stride * height];
+        let mut message = [0 as c_char; MESSAGE_LEN];
+        // SAFETY: `data` holds `height` rows of `stride` bytes, the whole
+        // image in the output format chosen in toe_jpeg_open; the shim writes
+        // inside it. The handle is used once (decode takes `self`).
+        let status = unsafe {
+            toe_jpeg_read_region(
+                self.handle.0,
+                data.as_mut_ptr(),
+                stride as c_ulong,
+                x0 as c_ulong,
+                decoded.y as c_ulong,
+                (x1 - x0) as c_ulong,
+                decoded.height as c_ulong,
+                message.as_mut_ptr(),
+            )
+        };
+        if status != 0 {
+            return Err(message_text(&message));
+        }
+        Ok(JpegImage {
+            width,
+            height,
+            pixels: self.pixels,
+            data,
+            decoded,
+            saw_adobe: self.info.saw_adobe != 0,
+        })
+    }
 }
 
 /// Closes the libjpeg handle on every path out of [`decode`].

@@ -1,13 +1,29 @@
 //! Image datasets (ImageFolder) and CLIP preprocessing.
 //!
+//! What the original Python computes, to the pixel: `ImageFolder(root,
+//! transform=clip_preprocess)` opens each file with Pillow, converts it to
+//! RGB ([`RgbConversion::OnLoad`]; [`RgbConversion::InTransform`] gives
+//! `clip_preprocess(Image.open(path))` instead), then resizes bicubic,
+//! crops the centre and normalises. `tests/images_pillow_parity.rs` checks
+//! this against the venv's Pillow + torchvision on images of odd sizes and
+//! modes; they agree exactly.
+//!
 //! * [`folder`]: torchvision's `ImageFolder` layout (labels from sorted class
 //!   folders, files sorted, torchvision's extensions).
-//! * [`decode`]: files to Pillow-equivalent images (mode and samples); JPEG
-//!   through libjpeg-turbo ([`jpeg`]) like Pillow.
-//! * [`clip_preprocess`]: OpenAI CLIP's transform, pixel-exact against
-//!   Pillow + torchvision, built on [`pillow_resize`] and [`convert`].
+//! * [`decode`](mod@decode): files to Pillow-equivalent images (mode and samples); JPEG
+//!   through libjpeg-turbo ([`jpeg`], the decoder Pillow bundles; the build
+//!   needs its headers, Debian's `libjpeg62-turbo-dev`).
+//! * [`clip_preprocess`]: OpenAI CLIP's transform, built on
+//!   [`pillow_resize`] (Pillow's resampling arithmetic, computed for the
+//!   crop only) and [`convert`] (Pillow's mode conversions).
 //! * [`batches`]: parallel decode + preprocess into `[B, 3, n, n]` tensors
 //!   with bounded prefetch.
+//!
+//! Speed comes from doing less, never from other arithmetic: JPEGs decode
+//! only the rows and columns the crop reads, the resize computes only the
+//! cropped pixels, with AVX2 where the CPU has it (same integer sums), and
+//! ToTensor + Normalize is one table lookup. `cargo bench --bench images`
+//! compares against Pillow + torchvision.
 
 use std::path::{Path, PathBuf};
 
@@ -40,8 +56,13 @@ pub enum ImagesError {
     #[error("found no image file for the classes {} in {root}; {LAYOUT}", classes.join(", "))]
     EmptyClasses { root: PathBuf, classes: Vec<String> },
     #[error("cannot read {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
-    #[error("cannot decode image {path}: {source} (to leave out unreadable files, ask to skip them)")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot decode image {path}: {source} (to leave out unreadable files, ask to skip them)"
+    )]
     Decode { path: PathBuf, source: DecodeError },
     #[error("invalid image loading option: {0}")]
     InvalidOption(String),
@@ -50,16 +71,27 @@ pub enum ImagesError {
 /// Reads and decodes one image file as Pillow's `Image.open` would see it.
 pub fn load_image(path: &Path) -> Result<PilImage, ImagesError> {
     let bytes = read(path)?;
-    decode(&bytes).map_err(|source| ImagesError::Decode { path: path.to_path_buf(), source })
+    decode(&bytes).map_err(|source| ImagesError::Decode {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Reads and decodes one image file for `preprocess`, decoding only what
 /// its centre crop needs where the format allows (JPEG).
 pub fn load_image_for(path: &Path, preprocess: &ClipPreprocess) -> Result<PilImage, ImagesError> {
     let bytes = read(path)?;
-    preprocess.decode(&bytes).map_err(|source| ImagesError::Decode { path: path.to_path_buf(), source })
+    preprocess
+        .decode(&bytes)
+        .map_err(|source| ImagesError::Decode {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, ImagesError> {
-    std::fs::read(path).map_err(|source| ImagesError::Io { path: path.to_path_buf(), source })
+    std::fs::read(path).map_err(|source| ImagesError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }

@@ -56,7 +56,10 @@ fn horizontal_portable<const C: usize>(
         for (i, px) in out_row.chunks_exact_mut(C).enumerate() {
             let (xmin, taps) = w.bounds[i];
             let mut acc = [HALF; C];
-            for (pixel, &k) in row[xmin * C..(xmin + taps) * C].chunks_exact(C).zip(w.taps(i)) {
+            for (pixel, &k) in row[xmin * C..(xmin + taps) * C]
+                .chunks_exact(C)
+                .zip(w.taps(i))
+            {
                 for c in 0..C {
                     acc[c] += pixel[c] as i32 * k;
                 }
@@ -132,7 +135,11 @@ mod avx2 {
                 }
                 starts.push(start);
             }
-            Some(PairWeights { starts, pairs, lanes })
+            Some(PairWeights {
+                starts,
+                pairs,
+                lanes,
+            })
         }
     }
 
@@ -204,7 +211,10 @@ mod avx2 {
             }
             if i < out_width {
                 let a = position(row, i);
-                let sum = _mm256_add_epi32(_mm256_add_epi32(a, _mm256_permute2x128_si256::<0x11>(a, a)), half);
+                let sum = _mm256_add_epi32(
+                    _mm256_add_epi32(a, _mm256_permute2x128_si256::<0x11>(a, a)),
+                    half,
+                );
                 let v = _mm256_srai_epi32::<{ PRECISION_BITS as i32 }>(sum);
                 let bytes = _mm256_packus_epi16(_mm256_packs_epi32(v, v), v);
                 let lo = _mm_cvtsi128_si32(_mm256_castsi256_si128(bytes));
@@ -215,14 +225,20 @@ mod avx2 {
     }
 
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn vertical(tmp: &[u8], line: usize, first_row: usize, w: &FixedWeights) -> Vec<u8> {
+    pub(super) unsafe fn vertical(
+        tmp: &[u8],
+        line: usize,
+        first_row: usize,
+        w: &FixedWeights,
+    ) -> Vec<u8> {
         let mut out = vec![0u8; w.bounds.len() * line];
         let wide = line / 16 * 16;
         for (i, out_row) in out.chunks_exact_mut(line).enumerate() {
             let (ymin, _) = w.bounds[i];
             let taps = w.taps(i);
-            let rows: Vec<&[u8]> =
-                (0..taps.len()).map(|t| &tmp[(ymin + t - first_row) * line..(ymin + t - first_row + 1) * line]).collect();
+            let rows: Vec<&[u8]> = (0..taps.len())
+                .map(|t| &tmp[(ymin + t - first_row) * line..(ymin + t - first_row + 1) * line])
+                .collect();
             let mut x = 0;
             while x < wide {
                 let mut a = _mm256_set1_epi32(HALF);
@@ -271,9 +287,13 @@ mod tests {
     /// portable loops, over down- and upscales, windows and odd widths.
     #[test]
     fn fast_paths_equal_portable_loops() {
-        for &(w_in, h_in, w_out, h_out) in
-            &[(500, 375, 298, 224), (37, 23, 81, 60), (3, 5, 224, 40), (9, 300, 7, 31), (640, 2, 5, 300)]
-        {
+        for &(w_in, h_in, w_out, h_out) in &[
+            (500, 375, 298, 224),
+            (37, 23, 81, 60),
+            (3, 5, 224, 40),
+            (9, 300, 7, 31),
+            (640, 2, 5, 300),
+        ] {
             let src = pseudo_random(w_in * h_in * 4, (w_in * 31 + h_in) as u32);
             let cols = weights(w_in, w_out, 1..w_out);
             let rows_w = weights(h_in, h_out, 0..h_out);
