@@ -98,6 +98,9 @@ fn listing_matches_torchvision() {
     {
         std::os::unix::fs::symlink(root.join("zebra/sub"), root.join("apple/linked")).unwrap();
         std::os::unix::fs::symlink(root.join("b_c"), root.join("linked_class")).unwrap();
+        // a dangling link is listed as a file (and fails later, when read)
+        std::os::unix::fs::symlink(root.join("nowhere.jpg"), root.join("apple/dangling.jpg"))
+            .unwrap();
     }
 
     let (classes, samples) = torchvision_listing(root);

@@ -62,10 +62,14 @@ fn list_dir(dir: &Path) -> Result<(Vec<OsString>, Vec<OsString>), ImagesError> {
     let mut files = Vec::new();
     for entry in fs::read_dir(dir).map_err(|e| io_error(dir, e))? {
         let entry = entry.map_err(|e| io_error(dir, e))?;
-        // fs::metadata follows symlinks; a broken link counts as a file.
-        let is_dir = fs::metadata(entry.path())
-            .map(|m| m.is_dir())
-            .unwrap_or(false);
+        // The entry's type needs no stat (as Python's scandir); symlinks are
+        // followed, and a broken link counts as a file.
+        let kind = entry.file_type().map_err(|e| io_error(&entry.path(), e))?;
+        let is_dir = kind.is_dir()
+            || (kind.is_symlink()
+                && fs::metadata(entry.path())
+                    .map(|m| m.is_dir())
+                    .unwrap_or(false));
         if is_dir {
             dirs.push(entry.file_name());
         } else {
