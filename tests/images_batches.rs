@@ -44,7 +44,8 @@ fn batches_keep_order_labels_and_pixels() {
     let dir = tempfile::tempdir().unwrap();
     make_folder(dir.path(), &["ant", "bee", "cow"], 5);
     let folder = ImageFolder::open(dir.path()).unwrap();
-    let batches: Vec<_> = Batches::new(folder.samples().to_vec(), options(4, 24))
+    let batches: Vec<_> = folder
+        .batches(options(4, 24))
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();

@@ -13,7 +13,7 @@ use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::ImagesError;
+use super::{BatchOptions, Batches, ImagesError};
 
 /// torchvision's `IMG_EXTENSIONS`.
 pub const IMG_EXTENSIONS: [&str; 9] = [
@@ -160,6 +160,11 @@ impl ImageFolder {
 
     pub fn is_empty(&self) -> bool {
         self.samples.is_empty()
+    }
+
+    /// All samples as CLIP-preprocessed batches, in order.
+    pub fn batches(&self, options: BatchOptions) -> Result<Batches, ImagesError> {
+        Batches::new(self.samples.clone(), options)
     }
 }
 
