@@ -1,21 +1,14 @@
 //! ImageFolder listing against torchvision's `ImageFolder` (venv Python) and
 //! its error messages.
 
+use std::ffi::OsStr;
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use toe_pipe::images::{FolderOptions, ImageFolder, ImagesError};
 
-fn venv_python() -> PathBuf {
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run scripts/setup.sh",
-        python.display()
-    );
-    python
-}
+mod images_support;
+use images_support::run_python;
 
 fn touch(root: &Path, rel: &str) {
     let path = root.join(rel);
@@ -33,18 +26,8 @@ ds = ImageFolder(root, loader=lambda p: p, allow_empty=True)
 print(json.dumps({"classes": ds.classes,
                   "samples": [[os.path.relpath(p, root), t] for p, t in ds.samples]}))
 "#;
-    let out = Command::new(venv_python())
-        .arg("-c")
-        .arg(script)
-        .arg(root)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stdout = run_python(&[OsStr::new("-c"), OsStr::new(script), root.as_os_str()]);
+    let v: serde_json::Value = serde_json::from_slice(&stdout).unwrap();
     let classes = v["classes"]
         .as_array()
         .unwrap()

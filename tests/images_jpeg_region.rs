@@ -1,13 +1,16 @@
 //! Partial JPEG decoding (only the rows and columns a centre crop needs)
 //! must give the pixels of a full decode inside the region.
 
+use std::ffi::OsStr;
 use std::path::Path;
-use std::process::Command;
 
 use toe_pipe::images::jpeg::{decode, decode_region, JpegPixels};
 use toe_pipe::images::pillow_resize::Window;
 use toe_pipe::images::ClipPreprocess;
 use toe_pipe::images::RgbConversion;
+
+mod images_support;
+use images_support::run_python;
 
 const MAKE_JPEGS: &str = r#"
 import sys, numpy as np
@@ -28,23 +31,7 @@ for w, h in [(500, 375), (375, 500), (333, 251), (641, 479), (17, 9), (1, 1), (1
 "#;
 
 fn make_jpegs(dir: &Path) {
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run scripts/setup.sh",
-        python.display()
-    );
-    let out = Command::new(python)
-        .arg("-c")
-        .arg(MAKE_JPEGS)
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_python(&[OsStr::new("-c"), OsStr::new(MAKE_JPEGS), dir.as_os_str()]);
 }
 
 fn bytes_per_pixel(p: JpegPixels) -> usize {

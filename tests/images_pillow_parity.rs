@@ -7,24 +7,16 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
 use ndarray::{Array3, ArrayD};
 use ndarray_npy::read_npy;
 use toe_pipe::images::{decode, ClipPreprocess, DecodeError, RgbConversion};
 
-const SIZES: [usize; 3] = [224, 32, 7];
+mod images_support;
+use images_support::run_python;
 
-fn venv_python() -> PathBuf {
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run scripts/setup.sh (the venv holds the Pillow/torchvision reference)",
-        python.display()
-    );
-    python
-}
+const SIZES: [usize; 3] = [224, 32, 7];
 
 struct Reference {
     images: PathBuf,
@@ -45,18 +37,9 @@ fn make_reference() -> Reference {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("reference folder");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/images_pillow_reference.py");
-    let out = Command::new(venv_python())
-        .arg(&script)
-        .arg(&dir)
-        .args(SIZES.iter().map(|n| n.to_string()))
-        .output()
-        .expect("run the venv's python");
-    assert!(
-        out.status.success(),
-        "{} failed:\n{}",
-        script.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut args = vec![script.into_os_string(), dir.clone().into_os_string()];
+    args.extend(SIZES.iter().map(|n| n.to_string().into()));
+    run_python(&args);
     let manifest = std::fs::read_to_string(dir.join("manifest.json")).expect("manifest");
     Reference {
         images: dir.join("images"),
