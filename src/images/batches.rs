@@ -17,7 +17,7 @@ use rayon::prelude::*;
 use tch::{Kind, Tensor};
 
 use super::folder::Sample;
-use super::{load_image_for, ClipPreprocess, ImagesError, RgbConversion};
+use super::{read_file, ClipPreprocess, ImagesError, RgbConversion};
 
 /// How to batch a dataset.
 #[derive(Debug, Clone)]
@@ -208,14 +208,25 @@ fn build_batch(
     let data = unsafe {
         std::slice::from_raw_parts_mut(images.data_ptr() as *mut f32, chunk.len() * per_image)
     };
+    // Each worker reuses its file and pixel buffers from image to image.
     let results: Vec<Result<(), ImagesError>> = data
         .par_chunks_mut(per_image)
         .zip(chunk.par_iter())
-        .map(|(out, sample)| {
-            let img = load_image_for(&sample.path, preprocess)?;
-            preprocess.write_tensor(&img, out);
-            Ok(())
-        })
+        .map_init(
+            || (Vec::new(), Vec::new()),
+            |(file, pixels), (out, sample)| {
+                read_file(&sample.path, file)?;
+                let img = preprocess
+                    .decode_reusing(file, std::mem::take(pixels))
+                    .map_err(|source| ImagesError::Decode {
+                        path: sample.path.clone(),
+                        source,
+                    })?;
+                preprocess.write_tensor(&img, out);
+                *pixels = img.into_buffer();
+                Ok(())
+            },
+        )
         .collect();
 
     let mut kept = Vec::with_capacity(chunk.len());

@@ -9,6 +9,8 @@
 //! computed, see `pillow_resize.rs`); convert, ToTensor and Normalize are per
 //! pixel and fused into one table lookup.
 
+use std::cell::RefCell;
+
 use super::convert::{self, SamplesRef};
 use super::decode::{self, DecodeError, Mode, PilImage, Samples};
 use super::pillow_resize::{self, Window};
@@ -132,7 +134,13 @@ impl ClipPreprocess {
     /// Decodes an image file for this preprocessing: a JPEG only decodes
     /// the part of the image that the centre crop depends on.
     pub fn decode(&self, bytes: &[u8]) -> Result<PilImage, DecodeError> {
-        decode::decode_part(bytes, |w, h| Some(self.source_window(w, h)))
+        self.decode_reusing(bytes, Vec::new())
+    }
+
+    /// [`ClipPreprocess::decode`] into `buffer`'s memory (from an earlier
+    /// image's [`PilImage::into_buffer`]).
+    pub fn decode_reusing(&self, bytes: &[u8], buffer: Vec<u8>) -> Result<PilImage, DecodeError> {
+        decode::decode_part(bytes, |w, h| Some(self.source_window(w, h)), buffer)
     }
 
     /// The RGB pixels that ToTensor receives: `n_px * n_px * 3` bytes,
@@ -141,6 +149,32 @@ impl ClipPreprocess {
     /// Panics if `img` was decoded for a smaller region than this
     /// preprocessing needs (see [`ClipPreprocess::decode`]).
     pub fn rgb(&self, img: &PilImage) -> Vec<u8> {
+        self.with_rgb(img, <[u8]>::to_vec)
+    }
+
+    /// The normalised tensor of one image, written into `out` as
+    /// `[3, n_px, n_px]` (channel planes), exactly as CLIP's transform.
+    pub fn write_tensor(&self, img: &PilImage, out: &mut [f32]) {
+        let plane = self.n_px * self.n_px;
+        assert_eq!(
+            out.len(),
+            3 * plane,
+            "output slice for one [3, n_px, n_px] image"
+        );
+        let (r, rest) = out.split_at_mut(plane);
+        let (g, b) = rest.split_at_mut(plane);
+        self.with_rgb(img, |rgb| {
+            for (i, px) in rgb.chunks_exact(3).enumerate() {
+                r[i] = self.lut[0][px[0] as usize];
+                g[i] = self.lut[1][px[1] as usize];
+                b[i] = self.lut[2][px[2] as usize];
+            }
+        })
+    }
+
+    /// Runs `f` on [`ClipPreprocess::rgb`]'s pixels, held in this thread's
+    /// scratch buffers.
+    fn with_rgb<R>(&self, img: &PilImage, f: impl FnOnce(&[u8]) -> R) -> R {
         if img.valid != Window::whole(img.width, img.height) {
             assert!(
                 img.valid
@@ -157,42 +191,42 @@ impl ClipPreprocess {
             }
             _ => img,
         };
-        let n = self.n_px;
-        let ((out_w, out_h), window) = self.geometry(img.width, img.height);
-        let mut rgb = Vec::with_capacity(n * n * 3);
+        let (out_size, window) = self.geometry(img.width, img.height);
         let palette = img.palette.as_deref();
-        match &img.samples {
-            Samples::U16(src) => {
-                let px =
-                    pillow_resize::bicubic_u16(src, img.width, img.height, out_w, out_h, window);
-                convert::append_rgb(img.mode, SamplesRef::U16(&px), palette, &mut rgb);
+        SCRATCH.with_borrow_mut(|s| {
+            s.rgb.clear();
+            match &img.samples {
+                Samples::U16(src) => {
+                    let (w, h) = out_size;
+                    let px = pillow_resize::bicubic_u16(src, img.width, img.height, w, h, window);
+                    convert::append_rgb(img.mode, SamplesRef::U16(&px), palette, &mut s.rgb);
+                }
+                Samples::U8(src) => {
+                    let size = (img.width, img.height, out_size.0, out_size.1);
+                    resize_u8(img.mode, src, size, window, &mut s.rows, &mut s.pixels);
+                    convert::append_rgb(img.mode, SamplesRef::U8(&s.pixels), palette, &mut s.rgb);
+                }
             }
-            Samples::U8(src) => {
-                let px = resize_u8(img.mode, src, img.width, img.height, out_w, out_h, window);
-                convert::append_rgb(img.mode, SamplesRef::U8(&px), palette, &mut rgb);
-            }
-        }
-        rgb
+            f(&s.rgb)
+        })
     }
+}
 
-    /// The normalised tensor of one image, written into `out` as
-    /// `[3, n_px, n_px]` (channel planes), exactly as CLIP's transform.
-    pub fn write_tensor(&self, img: &PilImage, out: &mut [f32]) {
-        let plane = self.n_px * self.n_px;
-        assert_eq!(
-            out.len(),
-            3 * plane,
-            "output slice for one [3, n_px, n_px] image"
-        );
-        let rgb = self.rgb(img);
-        let (r, rest) = out.split_at_mut(plane);
-        let (g, b) = rest.split_at_mut(plane);
-        for (i, px) in rgb.chunks_exact(3).enumerate() {
-            r[i] = self.lut[0][px[0] as usize];
-            g[i] = self.lut[1][px[1] as usize];
-            b[i] = self.lut[2][px[2] as usize];
-        }
-    }
+/// Buffers reused from one image to the next on each thread. Allocating
+/// them per image costs more than the arithmetic: glibc gives blocks this
+/// large back to the system, and the next image faults them in again.
+#[derive(Default)]
+struct Scratch {
+    /// Rows after the horizontal pass.
+    rows: Vec<u8>,
+    /// The crop after resizing, in the image's mode.
+    pixels: Vec<u8>,
+    /// The crop as RGB.
+    rgb: Vec<u8>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
 /// `Image.resize((out_w, out_h), BICUBIC)` + crop for 8-bit modes, following
@@ -202,33 +236,32 @@ impl ClipPreprocess {
 fn resize_u8(
     mode: Mode,
     src: &[u8],
-    width: usize,
-    height: usize,
-    out_w: usize,
-    out_h: usize,
+    size: (usize, usize, usize, usize),
     window: Window,
-) -> Vec<u8> {
-    use pillow_resize::{bicubic_u8, nearest_u8};
+    scratch: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+) {
+    use pillow_resize::{bicubic_u8_into, nearest_u8};
+    let (width, height, out_w, out_h) = size;
     if (out_w, out_h) == (width, height) {
-        return pillow_resize::crop(src, width, mode.bands(), window);
+        *out = pillow_resize::crop(src, width, mode.bands(), window);
+        return;
     }
     match mode {
-        Mode::P | Mode::Bilevel => nearest_u8::<1>(src, width, height, out_w, out_h, window),
-        Mode::L => bicubic_u8::<1>(src, width, height, out_w, out_h, window),
-        Mode::Rgb | Mode::Cmyk => bicubic_u8::<4>(src, width, height, out_w, out_h, window),
+        Mode::P | Mode::Bilevel => *out = nearest_u8::<1>(src, width, height, out_w, out_h, window),
+        Mode::L => bicubic_u8_into::<1>(src, size, window, scratch, out),
+        Mode::Rgb | Mode::Cmyk => bicubic_u8_into::<4>(src, size, window, scratch, out),
         Mode::LA => {
             let mut pre = src.to_vec();
             convert::premultiply::<2>(&mut pre);
-            let mut px = bicubic_u8::<2>(&pre, width, height, out_w, out_h, window);
-            convert::unpremultiply::<2>(&mut px);
-            px
+            bicubic_u8_into::<2>(&pre, size, window, scratch, out);
+            convert::unpremultiply::<2>(out);
         }
         Mode::Rgba => {
             let mut pre = src.to_vec();
             convert::premultiply::<4>(&mut pre);
-            let mut px = bicubic_u8::<4>(&pre, width, height, out_w, out_h, window);
-            convert::unpremultiply::<4>(&mut px);
-            px
+            bicubic_u8_into::<4>(&pre, size, window, scratch, out);
+            convert::unpremultiply::<4>(out);
         }
         Mode::I16 => unreachable!("I;16 has 16-bit samples"),
     }

@@ -131,6 +131,14 @@ impl PilImage {
         }
     }
 
+    /// The sample memory, for reuse by [`decode_part`] (empty for `I;16`).
+    pub fn into_buffer(self) -> Vec<u8> {
+        match self.samples {
+            Samples::U8(v) => v,
+            Samples::U16(_) => Vec::new(),
+        }
+    }
+
     /// The 8-bit samples; panics for `I;16`.
     pub fn bytes(&self) -> &[u8] {
         match &self.samples {
@@ -167,20 +175,22 @@ fn check_size(width: usize, height: usize) -> Result<(), DecodeError> {
 /// Decodes an image file's bytes. The format is taken from the content, as
 /// Pillow does, not from the file name.
 pub fn decode(bytes: &[u8]) -> Result<PilImage, DecodeError> {
-    decode_part(bytes, |_, _| None)
+    decode_part(bytes, |_, _| None, Vec::new())
 }
 
 /// As [`decode`], for a caller that only uses the pixels in
 /// `region(width, height)`: JPEG files then skip the rows and columns
 /// outside it (libjpeg-turbo's partial decoding; the pixels inside are those
 /// of a full decode), other formats decode everything. See
-/// [`PilImage::valid`].
+/// [`PilImage::valid`]. JPEG pixels go into `buffer`'s memory (see
+/// [`PilImage::into_buffer`]; `Vec::new()` when there is none to reuse).
 pub fn decode_part(
     bytes: &[u8],
     region: impl FnOnce(usize, usize) -> Option<Window>,
+    buffer: Vec<u8>,
 ) -> Result<PilImage, DecodeError> {
     let image = if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
-        decode_jpeg(bytes, region)?
+        decode_jpeg(bytes, region, buffer)?
     } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
         decode_png(bytes)?
     } else {
@@ -195,23 +205,27 @@ pub fn decode_part(
 fn decode_jpeg(
     bytes: &[u8],
     region: impl FnOnce(usize, usize) -> Option<Window>,
+    buffer: Vec<u8>,
 ) -> Result<PilImage, DecodeError> {
     let decoder = jpeg::JpegDecoder::open(bytes).map_err(DecodeError::Jpeg)?;
     let (width, height) = (decoder.width(), decoder.height());
     check_size(width, height)?;
-    let img = decoder
-        .decode(region(width, height))
+    let mut img = decoder
+        .decode_into(region(width, height), buffer)
         .map_err(DecodeError::Jpeg)?;
-    let (mode, data) = match img.pixels {
-        JpegPixels::Grey => (Mode::L, img.data),
-        JpegPixels::Rgbx => (Mode::Rgb, img.data),
-        // Pillow reads 4-layer JPEGs with rawmode "CMYK;I" (inverted)
-        // whether or not the Adobe marker is present.
-        JpegPixels::Cmyk => (Mode::Cmyk, img.data.into_iter().map(|v| 255 - v).collect()),
+    let mode = match img.pixels {
+        JpegPixels::Grey => Mode::L,
+        JpegPixels::Rgbx => Mode::Rgb,
+        JpegPixels::Cmyk => {
+            // Pillow reads 4-layer JPEGs with rawmode "CMYK;I" (inverted)
+            // whether or not the Adobe marker is present.
+            img.data.iter_mut().for_each(|v| *v = 255 - *v);
+            Mode::Cmyk
+        }
     };
     Ok(PilImage {
         valid: img.decoded,
-        ..PilImage::new_u8(mode, img.width, img.height, data)
+        ..PilImage::new_u8(mode, img.width, img.height, img.data)
     })
 }
 

@@ -160,6 +160,16 @@ impl<'a> JpegDecoder<'a> {
     /// not transformed (libjpeg-turbo's partial decoding). The buffer has
     /// the whole image's size; the decoded pixels equal a full decode's.
     pub fn decode(self, region: Option<Window>) -> Result<JpegImage, String> {
+        self.decode_into(region, Vec::new())
+    }
+
+    /// [`JpegDecoder::decode`] into `buffer`'s memory (resized as needed),
+    /// for callers that decode many images.
+    pub fn decode_into(
+        self,
+        region: Option<Window>,
+        mut data: Vec<u8>,
+    ) -> Result<JpegImage, String> {
         let (width, height) = (self.width(), self.height());
         let decoded = match region {
             Some(w) if w.x + w.width <= width && w.y + w.height <= height => w,
@@ -170,7 +180,8 @@ impl<'a> JpegDecoder<'a> {
         let x0 = decoded.x.saturating_sub(1);
         let x1 = (decoded.x + decoded.width + 1).min(width);
         let stride = width * self.info.pixel_bytes as usize;
-        let mut data = vec![0u8; stride * height];
+        data.clear();
+        data.resize(stride * height, 0);
         let mut message = [0 as c_char; MESSAGE_LEN];
         // SAFETY: `data` holds `height` rows of `stride` bytes, the whole
         // image in the output format chosen in toe_jpeg_open; the shim writes

@@ -70,7 +70,8 @@ pub enum ImagesError {
 
 /// Reads and decodes one image file as Pillow's `Image.open` would see it.
 pub fn load_image(path: &Path) -> Result<PilImage, ImagesError> {
-    let bytes = read(path)?;
+    let mut bytes = Vec::new();
+    read_file(path, &mut bytes)?;
     decode(&bytes).map_err(|source| ImagesError::Decode {
         path: path.to_path_buf(),
         source,
@@ -80,7 +81,8 @@ pub fn load_image(path: &Path) -> Result<PilImage, ImagesError> {
 /// Reads and decodes one image file for `preprocess`, decoding only what
 /// its centre crop needs where the format allows (JPEG).
 pub fn load_image_for(path: &Path, preprocess: &ClipPreprocess) -> Result<PilImage, ImagesError> {
-    let bytes = read(path)?;
+    let mut bytes = Vec::new();
+    read_file(path, &mut bytes)?;
     preprocess
         .decode(&bytes)
         .map_err(|source| ImagesError::Decode {
@@ -89,9 +91,17 @@ pub fn load_image_for(path: &Path, preprocess: &ClipPreprocess) -> Result<PilIma
         })
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, ImagesError> {
-    std::fs::read(path).map_err(|source| ImagesError::Io {
+/// The contents of `path`, into `buffer` (replacing what it held).
+fn read_file(path: &Path, buffer: &mut Vec<u8>) -> Result<(), ImagesError> {
+    use std::io::Read;
+    let io = |source| ImagesError::Io {
         path: path.to_path_buf(),
         source,
-    })
+    };
+    buffer.clear();
+    std::fs::File::open(path)
+        .map_err(io)?
+        .read_to_end(buffer)
+        .map_err(io)?;
+    Ok(())
 }

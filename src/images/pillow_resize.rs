@@ -240,6 +240,21 @@ pub fn bicubic_u8<const C: usize>(
     out_height: usize,
     window: Window,
 ) -> Vec<u8> {
+    let (mut scratch, mut out) = (Vec::new(), Vec::new());
+    let size = (width, height, out_width, out_height);
+    bicubic_u8_into::<C>(src, size, window, &mut scratch, &mut out);
+    out
+}
+
+/// [`bicubic_u8`] writing into `out`, with `scratch` for the intermediate
+/// rows: callers that resize many images reuse both buffers.
+pub fn bicubic_u8_into<const C: usize>(
+    src: &[u8],
+    (width, height, out_width, out_height): (usize, usize, usize, usize),
+    window: Window,
+    scratch: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+) {
     assert_eq!(src.len(), width * height * C, "source buffer size");
     assert!(window.x + window.width <= out_width && window.y + window.height <= out_height);
     let (need_h, need_v) = passes((width, height), (out_width, out_height));
@@ -250,14 +265,12 @@ pub fn bicubic_u8<const C: usize>(
     } else {
         window.rows()
     };
-
-    // Horizontal pass: the window's columns, over the rows in use.
-    let (tmp, tmp_width) = if need_h {
+    // Horizontal pass, the window's columns over the rows in use, into
+    // `out` if it is the last pass, else into `scratch`.
+    let tmp = if need_v { &mut *scratch } else { &mut *out };
+    if need_h {
         let horiz = Weights::bicubic(width, out_width, window.cols()).fixed();
-        (
-            resample_kernels::horizontal::<C>(src, width, rows.clone(), &horiz),
-            window.width,
-        )
+        resample_kernels::horizontal::<C>(src, width, rows.clone(), &horiz, tmp);
     } else {
         // Pillow skips the pass; take the window's columns as they are.
         let cols = Window {
@@ -265,13 +278,12 @@ pub fn bicubic_u8<const C: usize>(
             height: rows.len(),
             ..window
         };
-        (crop(src, width, C, cols), window.width)
-    };
-
-    if !need_v {
-        return tmp;
+        tmp.clear();
+        crop_into(src, width, C, cols, tmp);
     }
-    resample_kernels::vertical::<C>(&tmp, tmp_width, rows.start, &vert)
+    if need_v {
+        resample_kernels::vertical::<C>(scratch, window.width, rows.start, &vert, out);
+    }
 }
 
 /// Pillow's `ROUND_UP` then the 16-bit store of Resample.c's 16bpc passes:
@@ -349,11 +361,16 @@ pub fn bicubic_u16(
 /// samples per pixel.
 pub fn crop<T: Copy>(src: &[T], width: usize, bands: usize, window: Window) -> Vec<T> {
     let mut out = Vec::with_capacity(window.width * window.height * bands);
+    crop_into(src, width, bands, window, &mut out);
+    out
+}
+
+/// [`crop`], appending to `out`.
+fn crop_into<T: Copy>(src: &[T], width: usize, bands: usize, window: Window, out: &mut Vec<T>) {
     for y in window.rows() {
         let start = (y * width + window.x) * bands;
         out.extend_from_slice(&src[start..start + window.width * bands]);
     }
-    out
 }
 
 /// Source index per output position for Pillow's nearest-neighbour resize

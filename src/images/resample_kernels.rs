@@ -9,38 +9,50 @@ use std::ops::Range;
 
 use super::pillow_resize::{clip8, FixedWeights, HALF};
 
+/// `out` resized to `len` bytes (reusing its memory), as a slice.
+fn reset(out: &mut Vec<u8>, len: usize) -> &mut [u8] {
+    out.clear();
+    out.resize(len, 0);
+    out
+}
+
 /// Horizontal pass: for each row in `rows` of `src` (`width` pixels of `C`
-/// bytes), the output positions of `w`.
+/// bytes), the output positions of `w`, into `out`.
 pub(super) fn horizontal<const C: usize>(
     src: &[u8],
     width: usize,
     rows: Range<usize>,
     w: &FixedWeights,
-) -> Vec<u8> {
+    out: &mut Vec<u8>,
+) {
+    let out = reset(out, rows.len() * w.bounds.len() * C);
     #[cfg(target_arch = "x86_64")]
     if C == 4 && std::arch::is_x86_feature_detected!("avx2") {
         if let Some(pairs) = avx2::PairWeights::new(w, width) {
             // SAFETY: AVX2 is available (checked above).
-            return unsafe { avx2::horizontal4(src, width, rows, &pairs) };
+            return unsafe { avx2::horizontal4(src, width, rows, &pairs, out) };
         }
     }
-    horizontal_portable::<C>(src, width, rows, w)
+    horizontal_portable::<C>(src, width, rows, w, out)
 }
 
 /// Vertical pass over the horizontally resampled rows `tmp` (rows
-/// `first_row..`, `width` pixels of `C` bytes), for the output rows of `w`.
+/// `first_row..`, `width` pixels of `C` bytes), for the output rows of `w`,
+/// into `out`.
 pub(super) fn vertical<const C: usize>(
     tmp: &[u8],
     width: usize,
     first_row: usize,
     w: &FixedWeights,
-) -> Vec<u8> {
+    out: &mut Vec<u8>,
+) {
+    let out = reset(out, w.bounds.len() * width * C);
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: AVX2 is available (checked above).
-        return unsafe { avx2::vertical(tmp, width * C, first_row, w) };
+        return unsafe { avx2::vertical(tmp, width * C, first_row, w, out) };
     }
-    vertical_portable::<C>(tmp, width, first_row, w)
+    vertical_portable::<C>(tmp, width, first_row, w, out)
 }
 
 fn horizontal_portable<const C: usize>(
@@ -48,9 +60,9 @@ fn horizontal_portable<const C: usize>(
     width: usize,
     rows: Range<usize>,
     w: &FixedWeights,
-) -> Vec<u8> {
+    out: &mut [u8],
+) {
     let out_width = w.bounds.len();
-    let mut out = vec![0u8; rows.len() * out_width * C];
     for (y, out_row) in rows.zip(out.chunks_exact_mut(out_width * C)) {
         let row = &src[y * width * C..(y + 1) * width * C];
         for (i, px) in out_row.chunks_exact_mut(C).enumerate() {
@@ -69,7 +81,6 @@ fn horizontal_portable<const C: usize>(
             }
         }
     }
-    out
 }
 
 fn vertical_portable<const C: usize>(
@@ -77,9 +88,9 @@ fn vertical_portable<const C: usize>(
     width: usize,
     first_row: usize,
     w: &FixedWeights,
-) -> Vec<u8> {
+    out: &mut [u8],
+) {
     let line = width * C;
-    let mut out = vec![0u8; w.bounds.len() * line];
     let mut acc = vec![0i32; line];
     for (i, out_row) in out.chunks_exact_mut(line).enumerate() {
         let (ymin, _) = w.bounds[i];
@@ -94,7 +105,6 @@ fn vertical_portable<const C: usize>(
             *o = clip8(a);
         }
     }
-    out
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -170,9 +180,9 @@ mod avx2 {
         width: usize,
         rows: Range<usize>,
         w: &PairWeights,
-    ) -> Vec<u8> {
+        out: &mut [u8],
+    ) {
         let out_width = w.starts.len();
-        let mut out = vec![0u8; rows.len() * out_width * 4];
         let half = _mm256_set1_epi32(HALF);
         let pairs = w.pairs;
         // Sum of one position's taps: even taps in the low half, odd taps in
@@ -221,7 +231,6 @@ mod avx2 {
                 out_row[i * 4..i * 4 + 4].copy_from_slice(&lo.to_le_bytes());
             }
         }
-        out
     }
 
     #[target_feature(enable = "avx2")]
@@ -230,8 +239,8 @@ mod avx2 {
         line: usize,
         first_row: usize,
         w: &FixedWeights,
-    ) -> Vec<u8> {
-        let mut out = vec![0u8; w.bounds.len() * line];
+        out: &mut [u8],
+    ) {
         let wide = line / 16 * 16;
         for (i, out_row) in out.chunks_exact_mut(line).enumerate() {
             let (ymin, _) = w.bounds[i];
@@ -261,7 +270,6 @@ mod avx2 {
                 out_row[x] = super::clip8(acc);
             }
         }
-        out
     }
 }
 
@@ -298,20 +306,22 @@ mod tests {
             let cols = weights(w_in, w_out, 1..w_out);
             let rows_w = weights(h_in, h_out, 0..h_out);
             let rows = 0..h_in;
-            let a = horizontal::<4>(&src, w_in, rows.clone(), &cols);
-            let b = horizontal_portable::<4>(&src, w_in, rows, &cols);
+            let mut a = Vec::new();
+            horizontal::<4>(&src, w_in, rows.clone(), &cols, &mut a);
+            let mut b = vec![0u8; a.len()];
+            horizontal_portable::<4>(&src, w_in, rows, &cols, &mut b);
             assert_eq!(a, b, "horizontal {w_in}x{h_in} -> {w_out}");
             let tmp_w = w_out - 1;
-            assert_eq!(
-                vertical::<4>(&a, tmp_w, 0, &rows_w),
-                vertical_portable::<4>(&a, tmp_w, 0, &rows_w),
-                "vertical {w_in}x{h_in} -> {h_out}"
-            );
+            let mut fast = Vec::new();
+            vertical::<4>(&a, tmp_w, 0, &rows_w, &mut fast);
+            let mut portable = vec![0u8; fast.len()];
+            vertical_portable::<4>(&a, tmp_w, 0, &rows_w, &mut portable);
+            assert_eq!(fast, portable, "vertical {w_in}x{h_in} -> {h_out}");
             let grey = pseudo_random(w_in * h_in, 7);
-            assert_eq!(
-                vertical::<1>(&grey, w_in, 0, &rows_w),
-                vertical_portable::<1>(&grey, w_in, 0, &rows_w)
-            );
+            vertical::<1>(&grey, w_in, 0, &rows_w, &mut fast);
+            let mut portable = vec![0u8; fast.len()];
+            vertical_portable::<1>(&grey, w_in, 0, &rows_w, &mut portable);
+            assert_eq!(fast, portable, "vertical grey");
         }
     }
 }
