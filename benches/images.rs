@@ -6,8 +6,9 @@
 //! Settings (environment): TOE_BENCH_IMAGES (default 320 JPEGs, ImageNet-like
 //! 500x375 and similar), TOE_BENCH_THREADS (2: rayon threads for toe-pipe,
 //! DataLoader workers for Python), TOE_BENCH_BATCH (64), TOE_BENCH_N_PX
-//! (224), TOE_BENCH_ROUNDS (3; each round runs Python then toe-pipe, so that
-//! load from other processes hits both alike).
+//! (224), TOE_BENCH_ROUNDS (5; each round runs Python then toe-pipe, so that
+//! load from other processes hits both alike; the median ratio is the
+//! result).
 //!
 //! Python side: `benches/images_pillow.py`, torchvision `ImageFolder` with
 //! OpenAI CLIP's transform through a `DataLoader`, timed after its workers
@@ -18,9 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use toe_pipe::images::{
-    load_image_for, BatchOptions, Batches, ClipPreprocess, ImageFolder, RgbConversion,
-};
+use toe_pipe::images::{BatchOptions, Batches, ClipPreprocess, ImageFolder, RgbConversion};
 
 fn setting(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -60,7 +59,7 @@ fn main() {
     let threads = setting("TOE_BENCH_THREADS", 2);
     let batch = setting("TOE_BENCH_BATCH", 64);
     let n_px = setting("TOE_BENCH_N_PX", 224);
-    let rounds = setting("TOE_BENCH_ROUNDS", 3).max(1);
+    let rounds = setting("TOE_BENCH_ROUNDS", 5).max(1);
 
     let dir = tempfile::tempdir().expect("temp dir");
     let data: PathBuf = dir.path().join("jpegs");
@@ -75,22 +74,28 @@ fn main() {
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
     );
 
-    // Where toe-pipe's time goes, one thread.
+    // Where toe-pipe's time goes, one thread (buffers reused as in batches).
     let preprocess = ClipPreprocess::new(n_px, RgbConversion::OnLoad);
     let (mut decode_s, mut preprocess_s) = (0.0, 0.0);
     let mut out = vec![0f32; preprocess.tensor_len()];
+    let mut pixels = Vec::new();
     for s in folder.samples() {
+        let bytes = std::fs::read(&s.path).expect("read");
         let t = Instant::now();
-        let img = load_image_for(&s.path, &preprocess).expect("decode");
+        let img = preprocess
+            .decode_reusing(&bytes, std::mem::take(&mut pixels))
+            .expect("decode");
         decode_s += t.elapsed().as_secs_f64();
         let t = Instant::now();
         preprocess.write_tensor(&img, &mut out);
         preprocess_s += t.elapsed().as_secs_f64();
+        pixels = img.into_buffer();
     }
     let per = |s: f64| 1e3 * s / folder.len() as f64;
     println!(
-        "toe-pipe, one thread: decode {:.2} ms/image (libjpeg-turbo, rows/columns the crop needs), \
-         resize+crop+normalise {:.2} ms/image",
+        "toe-pipe, one thread: {:.2} ms/image = decode {:.2} (libjpeg-turbo, the rows/columns \
+         the crop needs) + resize, crop, normalise {:.2}",
+        per(decode_s + preprocess_s),
         per(decode_s),
         per(preprocess_s)
     );
@@ -100,6 +105,7 @@ fn main() {
         "round", "Pillow+torchvision/s", "toe-pipe images/s", "ratio"
     );
     let (mut py_rates, mut rs_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let mut py_one_process = Vec::new();
     for round in 1..=rounds {
         let line = python(&[
             "bench",
@@ -112,6 +118,11 @@ fn main() {
         let py = v["dataloader_images_per_s"]
             .as_f64()
             .expect("images per second");
+        py_one_process.push(
+            v["one_process_ms_per_image"]
+                .as_f64()
+                .expect("ms per image"),
+        );
 
         let options = BatchOptions {
             batch_size: batch,
@@ -135,5 +146,9 @@ fn main() {
         median(py_rates),
         median(rs_rates),
         median(ratios)
+    );
+    println!(
+        "Pillow+torchvision, one process without DataLoader: {:.2} ms/image (median of rounds)",
+        median(py_one_process)
     );
 }

@@ -7,7 +7,8 @@ times Pillow + torchvision on it.
   python benches/images_pillow.py bench DIR WORKERS BATCH N_PX
       torchvision ImageFolder + OpenAI CLIP's transform through a torch
       DataLoader (num_workers=WORKERS, batches of BATCH, workers started and
-      warmed up before timing); prints one JSON line with images per second.
+      warmed up before timing); prints one JSON line with images per second,
+      and the time per image in one process without a DataLoader.
       (A multiprocessing pool was slower: its results travel pickled through
       pipes, where the DataLoader uses shared memory.)
 """
@@ -69,6 +70,12 @@ def bench(root, workers, batch, n_px):
     ds = ImageFolder(root, transform=clip_transform(n_px))
     n = len(ds)
     result = {"images": n}
+
+    # One process, no DataLoader: where the time goes per image.
+    t = time.perf_counter()
+    for i in range(n):
+        ds[i]
+    result["one_process_ms_per_image"] = 1e3 * (time.perf_counter() - t) / n
 
     # Time the second epoch of persistent workers: steady-state throughput.
     loader = DataLoader(ds, batch_size=batch, num_workers=workers, shuffle=False, persistent_workers=True)
