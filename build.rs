@@ -38,8 +38,8 @@ fn build_jpeg_shim() {
     {
         panic!(
             "cannot compile src/images/jpeg_shim.c against libjpeg ({e}).\n\
-             toe-pipe decodes JPEG with libjpeg-turbo; install its headers: \
-             `apt-get install libjpeg62-turbo-dev` (Debian/Ubuntu: libjpeg-dev)"
+             toe-pipe decodes JPEG with libjpeg-turbo; install its headers \
+             (Debian, Ubuntu: `apt-get install libjpeg-dev`)"
         );
     }
     println!("cargo:rustc-link-lib=jpeg");
