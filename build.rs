@@ -29,4 +29,23 @@ fn main() {
             lib.display()
         );
     }
+    build_jpeg_shim();
+}
+
+/// JPEG decoding goes through libjpeg-turbo, the decoder Pillow bundles, so
+/// that CLIP preprocessing sees Pillow's pixels bit for bit (src/images/jpeg.rs).
+fn build_jpeg_shim() {
+    println!("cargo:rerun-if-changed=src/images/jpeg_shim.c");
+    if let Err(e) = cc::Build::new()
+        .file("src/images/jpeg_shim.c")
+        .warnings(true)
+        .try_compile("toe_jpeg_shim")
+    {
+        panic!(
+            "cannot compile src/images/jpeg_shim.c against libjpeg ({e}).\n\
+             toe-pipe decodes JPEG with libjpeg-turbo; install its headers \
+             (Debian, Ubuntu: `apt-get install libjpeg-dev`)"
+        );
+    }
+    println!("cargo:rustc-link-lib=jpeg");
 }
