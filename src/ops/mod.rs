@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::spec::{ArtifactKind, ParamValue};
 
 mod class_stats;
+mod embed_images;
 mod embed_text;
 mod evaluate;
 mod import_outliers;
@@ -224,6 +225,7 @@ impl Registry {
             Box::new(world_classes::WorldClasses),
             Box::new(class_stats::ClassStats),
             Box::new(embed_text::EmbedText),
+            Box::new(embed_images::EmbedImages),
             Box::new(mahalanobis_select::MahalanobisSelect),
             Box::new(outliers_description::OutliersDescription),
             Box::new(import_outliers::ImportOutliers),
