@@ -154,5 +154,10 @@ fn whole_toe_pipeline_then_one_edit() {
     assert!(ws.run("pipeline.toml").ran().is_empty());
 
     let edited = ws.toe(&["run", "pipeline.toml", "--set", "desc_noise=0.03"]).ok();
-    assert_eq!(edited.ran(), set(["head_description", "eval_description", "report"]), "{}", edited.all());
+    // The head and its evaluation re-run; the report too unless the new
+    // metrics are byte-identical (early cutoff: tiny sets often give equal
+    // metrics). Nothing else runs.
+    let ran = edited.ran();
+    assert!(ran.contains("head_description") && ran.contains("eval_description"), "{}", edited.all());
+    assert!(ran.is_subset(&set(["head_description", "eval_description", "report"])), "{}", edited.all());
 }
