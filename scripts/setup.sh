@@ -13,6 +13,14 @@ stamp="$venv/.toe-pipe-requirements"
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 
+# JPEG decoding links the system libjpeg-turbo (Pillow's decoder, so CLIP
+# preprocessing sees Pillow's pixels); its headers are needed to build.
+if ! printf '#include <stdio.h>\n#include <jpeglib.h>\n' | ${CC:-cc} -E -x c - >/dev/null 2>&1; then
+    log "the libjpeg headers are missing; install them with:"
+    log "  sudo apt-get install libjpeg-dev   (Debian/Ubuntu; libjpeg-turbo-devel on Fedora)"
+    exit 1
+fi
+
 if [ ! -x "$venv/bin/python" ]; then
     command -v "$python" >/dev/null || { log "no $python on PATH; install Python 3.9+ (e.g. apt install python3 python3-venv)"; exit 1; }
     log "creating $venv"
