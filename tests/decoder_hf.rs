@@ -2,7 +2,8 @@
 //! BertGenerationDecoder (`is_decoder=True, add_cross_attention=True`) on a
 //! tiny random configuration built in Python at test time: same logits to
 //! 1e-4, same greedy/top-k generation as a Python port of the original
-//! code, and our saved state dicts load strictly into HF.
+//! code, ZOC `{'net': state_dict}` checkpoints read from and written for
+//! PyTorch (our saved state dicts load strictly into HF).
 
 mod decoder_common;
 
@@ -11,7 +12,8 @@ use std::path::Path;
 
 use tch::{Device, Kind, Tensor};
 use toe_pipe::decoder::{
-    clip_to_encoder_states, generate_topk, BertGenerationDecoder, DecoderConfig, GenerateOptions,
+    clip_to_encoder_states, generate_topk, load_decoder, save_decoder_with_epoch, BertGenerationDecoder,
+    DecoderConfig, GenerateOptions,
 };
 
 /// Builds the HF model, perturbs every parameter (so LayerNorm and biases
@@ -33,6 +35,8 @@ with torch.no_grad():
     model.lm_head.bias.mul_(20.0)
 sd = model.state_dict()
 save_file({k: v.clone().contiguous() for k, v in sd.items()}, out + "/hf_decoder.safetensors")
+# ZOC's train_decoder.py checkpoint layout
+torch.save({"net": sd, "epoch": 99, "validation loss": 1.25}, out + "/model_epoch100.pt")
 
 ids = torch.randint(3, 100, (3, 7))
 ids[:, 0] = cfg.bos_token_id
@@ -74,7 +78,9 @@ const LOAD_OURS: &str = r#"
 import sys, torch
 from safetensors.torch import load_file
 from transformers import BertGenerationConfig, BertGenerationDecoder
-sd = load_file(sys.argv[1])
+ckpt = torch.load(sys.argv[1], weights_only=True)
+sd = ckpt["net"]
+assert ckpt["epoch"] == 7 and abs(ckpt["validation loss"] - 0.75) < 1e-12, ckpt.keys()
 io = load_file(sys.argv[2])
 cfg = BertGenerationConfig(vocab_size=50, hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
                            intermediate_size=48, max_position_embeddings=16, is_decoder=True,
@@ -100,9 +106,12 @@ fn logits_and_generation_match_hugging_face() {
     let Some(py) = decoder_common::python_with(&["torch", "transformers", "safetensors"]) else { return };
     let dir = tempfile::tempdir().unwrap();
     decoder_common::run_python(&py, BUILD_HF, &[dir.path().to_str().unwrap()]);
-    let weights_path = dir.path().join("hf_decoder.safetensors");
-    let weights = Tensor::read_safetensors(&weights_path).unwrap();
-    let model = BertGenerationDecoder::from_weights(&weights, Some(4), Device::Cpu, &weights_path).unwrap();
+    let model = load_decoder(&dir.path().join("model_epoch100.pt"), Some(4), Device::Cpu).unwrap();
+    // The same weights through safetensors.
+    let from_st = load_decoder(&dir.path().join("hf_decoder.safetensors"), Some(4), Device::Cpu).unwrap();
+    for ((n, a), (_, b)) in model.state_dict().iter().zip(&from_st.state_dict()) {
+        assert!(a.equal(b), "{n} differs between the .pt and .safetensors files");
+    }
     let c = model.config();
     assert_eq!(
         (c.vocab_size, c.hidden_size, c.num_hidden_layers, c.intermediate_size, c.max_position_embeddings),
@@ -173,9 +182,13 @@ fn saved_state_dict_loads_strictly_into_hugging_face() {
     let ids = Tensor::randint_low(3, 50, [2, 6], (Kind::Int64, Device::Cpu));
     let enc = Tensor::randn([2, 1, 32], (Kind::Float, Device::Cpu));
     let logits = tch::no_grad(|| model.forward(&ids, &enc, None, false).unwrap());
-    let sd_path = dir.path().join("ours.safetensors");
-    let owned: Vec<(String, Tensor)> = model.state_dict().into_iter().map(|(n, t)| (n, t.copy())).collect();
-    Tensor::write_safetensors(&owned, &sd_path).unwrap();
+    let sd_path = dir.path().join("ours.pt");
+    save_decoder_with_epoch(&model, &sd_path, 7, Some(0.75)).unwrap();
+    // And back: our own file loads to identical weights.
+    let reloaded = load_decoder(&sd_path, Some(2), Device::Cpu).unwrap();
+    for ((n, a), (_, b)) in model.state_dict().iter().zip(&reloaded.state_dict()) {
+        assert!(a.equal(b), "{n} changed in a save/load round trip");
+    }
     let io_path = dir.path().join("io.safetensors");
     Tensor::write_safetensors(&[("ids", &ids), ("enc", &enc), ("logits", &logits)], &io_path).unwrap();
     let out = decoder_common::run_python(&py, LOAD_OURS, &[sd_path.to_str().unwrap(), io_path.to_str().unwrap()]);

@@ -4,9 +4,11 @@
 
 mod decoder_common;
 
+use std::path::Path;
+
 use tch::{Device, Kind, Tensor};
 use toe_pipe::decoder::{
-    evaluate_loss, generate_topk, outlier_words, train_decoder, BertGenerationDecoder, CaptionSet, DecoderConfig, DecoderTokenizer,
+    evaluate_loss, generate_topk, load_decoder, outlier_words, save_decoder, train_decoder, BertGenerationDecoder, CaptionSet, DecoderConfig, DecoderTokenizer,
     GenerateOptions, TrainOptions, WordVocab,
 };
 
@@ -93,11 +95,9 @@ fn fine_tunes_a_saved_model_keeping_the_best_validation_epoch() {
     train_decoder(&mut model, &set, None, &opts(5)).unwrap();
 
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("decoder.safetensors");
-    let owned: Vec<(String, Tensor)> = model.state_dict().into_iter().map(|(n, t)| (n, t.copy())).collect();
-    Tensor::write_safetensors(&owned, &path).unwrap();
-    let weights = Tensor::read_safetensors(&path).unwrap();
-    let mut loaded = BertGenerationDecoder::from_weights(&weights, Some(2), Device::Cpu, &path).unwrap();
+    let path = dir.path().join("model_epoch5.pt");
+    save_decoder(&model, &path).unwrap();
+    let mut loaded = load_decoder(&path, Some(2), Device::Cpu).unwrap();
     let l0 = evaluate_loss(&model, &set, 64).unwrap();
     assert!((evaluate_loss(&loaded, &set, 64).unwrap() - l0).abs() < 1e-6);
 
@@ -142,6 +142,10 @@ fn bad_caption_sets_are_clear_errors() {
     let set = CaptionSet { clip_embeds: &wide, captions: &ids, image_of_caption: &image };
     let err = format!("{:#}", train_decoder(&mut model, &set, None, &opts(1)).unwrap_err());
     assert!(err.contains("not a multiple"), "{err}");
+
+    let missing = Path::new("/nonexistent/model_epoch100.pt");
+    let err = format!("{:#}", load_decoder(missing, None, Device::Cpu).unwrap_err());
+    assert!(err.contains("/nonexistent/model_epoch100.pt"), "{err}");
 }
 
 /// HF's loss (labels = input ids with pads set to -100, shifted inside the

@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use tch::{Device, Tensor};
 
 use super::bert_generation::BertGenerationDecoder;
+use crate::formats::{load_state_dict, save_pt, PtValue};
 
 fn is_safetensors(path: &Path) -> bool {
     path.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors"))
@@ -20,7 +21,7 @@ pub fn read_weights(path: &Path) -> Result<Vec<(String, Tensor)>> {
     if is_safetensors(path) {
         Tensor::read_safetensors(path).with_context(|| format!("reading decoder weights {}", path.display()))
     } else {
-        crate::formats::load_state_dict(path).with_context(|| format!("reading decoder checkpoint {}", path.display()))
+        load_state_dict(path).with_context(|| format!("reading decoder checkpoint {}", path.display()))
     }
 }
 
@@ -35,13 +36,34 @@ pub fn load_decoder(path: &Path, num_heads: Option<i64>, device: Device) -> Resu
 /// format, `torch.save({'net': state_dict})`, which
 /// `BertGenerationDecoder.load_state_dict(torch.load(path)['net'])` loads.
 pub fn save_decoder(model: &BertGenerationDecoder, path: &Path) -> Result<()> {
+    save(model, path, None)
+}
+
+/// As [`save_decoder`], with the extra entries ZOC's `train_decoder.py`
+/// writes next to `'net'`: `'epoch'` and `'validation loss'` (`.pt` only).
+pub fn save_decoder_with_epoch(
+    model: &BertGenerationDecoder,
+    path: &Path,
+    epoch: usize,
+    validation_loss: Option<f64>,
+) -> Result<()> {
+    save(model, path, Some((epoch, validation_loss)))
+}
+
+fn save(model: &BertGenerationDecoder, path: &Path, epoch: Option<(usize, Option<f64>)>) -> Result<()> {
     let state = model.state_dict();
     if is_safetensors(path) {
         // safetensors refuses aliases that share memory: give each its own.
         let owned: Vec<(String, Tensor)> = state.into_iter().map(|(n, t)| (n, t.copy())).collect();
-        Tensor::write_safetensors(&owned, path).with_context(|| format!("writing decoder weights {}", path.display()))
-    } else {
-        crate::formats::save_nested_state_dicts_pt(path, &[("net".to_string(), state)])
-            .with_context(|| format!("writing decoder checkpoint {}", path.display()))
+        return Tensor::write_safetensors(&owned, path)
+            .with_context(|| format!("writing decoder weights {}", path.display()));
     }
+    let mut entries = vec![("net".to_string(), PtValue::state_dict(&state))];
+    if let Some((epoch, loss)) = epoch {
+        entries.push(("epoch".to_string(), PtValue::Int(epoch as i64)));
+        if let Some(loss) = loss {
+            entries.push(("validation loss".to_string(), PtValue::Float(loss)));
+        }
+    }
+    save_pt(path, &PtValue::Dict(entries)).with_context(|| format!("writing decoder checkpoint {}", path.display()))
 }

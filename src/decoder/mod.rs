@@ -5,6 +5,8 @@
 //! * [`BertGenerationDecoder`] (bert_generation.rs): the model, with HF's
 //!   parameter names, loading ZOC checkpoints by name;
 //! * [`DecoderConfig`]: its shape, read off the weights or given;
+//! * [`checkpoint`]: ZOC checkpoints (`torch.save({'net': state_dict})`)
+//!   and safetensors, read and written;
 //! * [`DecoderTokenizer`]: the vocabulary, either BertGeneration's
 //!   sentencepiece model ([`SentencePieceModel`]) or a word-level one built
 //!   from captions ([`WordVocab`]);
@@ -14,6 +16,7 @@
 //!   what the `train_decoder` op calls).
 
 pub mod bert_generation;
+pub mod checkpoint;
 pub mod config;
 pub mod generate;
 pub mod sentencepiece;
@@ -22,6 +25,7 @@ pub mod train;
 pub mod word_vocab;
 
 pub use bert_generation::{clip_to_encoder_states, BertGenerationDecoder, DecoderCache};
+pub use checkpoint::{load_decoder, read_weights, save_decoder, save_decoder_with_epoch};
 pub use config::DecoderConfig;
 pub use generate::{generate_topk, outlier_words, GenerateOptions, Generated};
 pub use sentencepiece::SentencePieceModel;
