@@ -227,3 +227,26 @@ fn outlier_words_are_the_kept_ranks_decoded_in_order() {
     let empty = generate_topk(&model, &embeds.narrow(0, 0, 0), &o).unwrap();
     assert_eq!(empty.kept.size(), vec![0, 4, 3]);
 }
+
+#[test]
+fn reduced_precision_generation_runs_and_training_refuses_it() {
+    let (embeds, captions, image) = toy_world();
+    let vocab = WordVocab::build(&captions, 1);
+    let mut model = tiny_model(&vocab, 3);
+    let ids = Tensor::from_slice(&[2i64, 4, 5, 6]).view([1, 4]);
+    let enc = toe_pipe::decoder::clip_to_encoder_states(&embeds.narrow(0, 0, 1), 32, Kind::Float).unwrap();
+    let full = tch::no_grad(|| model.forward(&ids, &enc, None, false).unwrap());
+    model.set_kind(Kind::BFloat16);
+    assert_eq!(model.kind(), Kind::BFloat16);
+    let enc16 = enc.to_kind(Kind::BFloat16);
+    let half = tch::no_grad(|| model.forward(&ids, &enc16, None, false).unwrap()).to_kind(Kind::Float);
+    let d = (&half - &full).abs().max().double_value(&[]);
+    assert!(d < 0.1, "bf16 logits differ by {d}");
+    let g = generate_topk(&model, &embeds, &GenerateOptions { top_k: 6, keep_from: 3, ..Default::default() }).unwrap();
+    assert_eq!(g.kept.size(), vec![16, 9, 3]);
+
+    let caps: Vec<Vec<i64>> = captions.iter().map(|c| vocab.encode_caption(c, 12).unwrap()).collect();
+    let set = CaptionSet { clip_embeds: &embeds, captions: &caps, image_of_caption: &image };
+    let err = format!("{:#}", train_decoder(&mut model, &set, None, &opts(1)).unwrap_err());
+    assert!(err.contains("fp32"), "{err}");
+}

@@ -218,6 +218,9 @@ pub fn train_decoder(
     if let Some(v) = val {
         v.validate("validation captions", vocab)?;
     }
+    if model.kind() != Kind::Float {
+        bail!("train the decoder in fp32 (its weights are {:?}); cast for generation afterwards", model.kind());
+    }
     if opts.batch_size == 0 || opts.epochs == 0 {
         bail!("training needs a positive batch size and number of epochs");
     }
