@@ -192,7 +192,7 @@ fn loss_equals_hugging_face_shifted_lm_loss() {
     let owned: Vec<(String, Tensor)> = model.state_dict().into_iter().map(|(n, t)| (n, t.copy())).collect();
     Tensor::write_safetensors(&owned, &sd_path).unwrap();
     let len = ids.iter().map(Vec::len).max().unwrap();
-    let flat: Vec<i64> = ids.iter().flat_map(|c| c.iter().copied().chain(std::iter::repeat(0).take(len - c.len()))).collect();
+    let flat: Vec<i64> = ids.iter().flat_map(|c| c.iter().copied().chain(std::iter::repeat_n(0, len - c.len()))).collect();
     let id_tensor = Tensor::from_slice(&flat).view([ids.len() as i64, len as i64]);
     let rows = Tensor::from_slice(&image.iter().map(|&i| i as i64).collect::<Vec<_>>());
     let clip = embeds.index_select(0, &rows);

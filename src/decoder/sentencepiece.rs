@@ -374,7 +374,7 @@ impl Normalizer {
                 bail!("precompiled_charsmap is truncated");
             }
             let trie_bytes = u32::from_le_bytes([map[0], map[1], map[2], map[3]]) as usize;
-            if trie_bytes % 4 != 0 || 4 + trie_bytes > map.len() {
+            if !trie_bytes.is_multiple_of(4) || 4 + trie_bytes > map.len() {
                 bail!("precompiled_charsmap has a bad trie size {trie_bytes}");
             }
             let trie = map[4..4 + trie_bytes]

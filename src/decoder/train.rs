@@ -149,7 +149,7 @@ fn batch_ids(set: &CaptionSet, order: &[usize], pad: i64, device: Device) -> Ten
     for &i in order {
         let c = &set.captions[i];
         flat.extend_from_slice(c);
-        flat.extend(std::iter::repeat(pad).take(len - c.len()));
+        flat.extend(std::iter::repeat_n(pad, len - c.len()));
     }
     Tensor::from_slice(&flat).view([order.len() as i64, len as i64]).to_device(device)
 }
