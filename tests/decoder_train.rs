@@ -219,7 +219,8 @@ fn outlier_words_are_the_kept_ranks_decoded_in_order() {
     let g = generate_topk(&model, &embeds.narrow(0, 0, 7), &o).unwrap();
     assert_eq!(kept.eq_tensor(&g.greedy.unsqueeze(-1)).any().int64_value(&[]), 0);
 
-    let other = WordVocab::build(&["just three words"], 1);
+    let bigger: Vec<String> = (0..20).map(|i| format!("word{i}")).collect();
+    let other = WordVocab::build(&bigger, 1);
     let err = format!("{:#}", outlier_words(&model, &other, &embeds, &o).unwrap_err());
     assert!(err.contains("do not belong together"), "{err}");
     let err = format!("{:#}", generate_topk(&model, &embeds, &GenerateOptions { top_k: 500, ..o.clone() }).unwrap_err());

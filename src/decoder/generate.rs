@@ -148,12 +148,16 @@ pub fn outlier_words(
     clip_embeds: &Tensor,
     opts: &GenerateOptions,
 ) -> Result<Vec<String>> {
-    if tokenizer.vocab_size() as i64 != model.config().vocab_size {
+    let (tokens, vocab) = (tokenizer.vocab_size() as i64, model.config().vocab_size);
+    if tokens > vocab {
         bail!(
-            "the tokenizer has {} tokens but the decoder's vocabulary has {}; they do not belong together",
-            tokenizer.vocab_size(),
-            model.config().vocab_size
+            "the tokenizer has {tokens} tokens but the decoder's vocabulary has {vocab}; they do not belong together"
         );
+    }
+    if tokens < vocab {
+        // A model vocabulary padded past the tokenizer's: ids beyond it
+        // decode to "" (which the non-semantic filter drops).
+        tracing::warn!("the tokenizer has {tokens} tokens, the decoder {vocab}; ids beyond the tokenizer decode to \"\"");
     }
     let generated = generate_topk(model, clip_embeds, opts)?;
     let ids = Vec::<i64>::try_from(generated.kept.flatten(0, -1))?;
