@@ -13,6 +13,8 @@
 //!   (vocabulary 100, width 128, 2 layers, batch 128, captions of 14 tokens).
 //!
 //! Each figure is the best of three timed runs (the machine may be shared).
+//! The machine's OpenMP settings apply to both sides alike (on a shared,
+//! oversubscribed machine `OMP_WAIT_POLICY=PASSIVE` steadies both).
 //! `DECODER_BENCH_IMAGES` (default 8) sets the number of images;
 //! `DECODER_BENCH_SKIP_PYTHON=1` times only our side.
 
@@ -22,7 +24,7 @@ use std::time::Instant;
 
 use tch::{Device, Kind, Tensor};
 use toe_pipe::decoder::{
-    generate_topk, train_decoder, BertGenerationDecoder, CaptionSet, DecoderConfig, GenerateOptions, TrainOptions,
+    clip_to_encoder_states, generate_topk, train_decoder, BertGenerationDecoder, CaptionSet, DecoderConfig, GenerateOptions, TrainOptions,
 };
 
 const PYTHON_SIDE: &str = r#"
@@ -119,6 +121,24 @@ fn main() {
             .fold(f64::INFINITY, f64::min);
         ours.push((format!("gen_{mode}"), images as f64 / best));
     }
+    // Ours without the key/value cache (re-running the growing sequence as
+    // the HF loop does), to show what the cache buys at this batch size.
+    let enc = clip_to_encoder_states(&clip, 1024, Kind::Float).expect("encoder states");
+    let no_cache = (0..3)
+        .map(|_| {
+            let t = Instant::now();
+            tch::no_grad(|| {
+                let mut seq = Tensor::full([images, 1], 2, (Kind::Int64, Device::Cpu));
+                for _ in 0..9 {
+                    let logits = big.forward(&seq, &enc, None, false).expect("forward").select(1, -1);
+                    let _ = logits.topk(55, -1, true, true);
+                    seq = Tensor::cat(&[seq, logits.argmax(-1, true)], 1);
+                }
+            });
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min);
+    ours.push(("gen_greedy_no_cache".into(), images as f64 / no_cache));
     drop(big);
 
     let config = DecoderConfig {
@@ -140,17 +160,18 @@ fn main() {
     ours.push(("train_step_ms".into(), best_epoch / 20.0 * 1000.0));
 
     let theirs = python_side(threads, images);
-    println!("{:<34} {:>12} {:>12} {:>8}", "", "toe-pipe", "HF (Python)", "ratio");
+    println!("{:<36} {:>12} {:>12} {:>8}", "", "toe-pipe", "HF (Python)", "ratio");
     for (key, value) in &ours {
         let (label, unit, higher_is_better) = match key.as_str() {
             "gen_greedy" => ("generation, real greedy", "img/s", true),
+            "gen_greedy_no_cache" => ("  same, ours without KV cache", "img/s", true),
             "gen_bos_only" => ("generation, original [BOS]-only", "img/s", true),
             _ => ("train step, demo decoder", "ms", false),
         };
         let other = theirs.as_ref().and_then(|t| t.iter().find(|(k, _)| k == key)).map(|(_, v)| *v);
         let ratio = other.map(|o| if higher_is_better { value / o } else { o / value });
         println!(
-            "{:<34} {:>12} {:>12} {:>8}",
+            "{:<36} {:>12} {:>12} {:>8}",
             format!("{label} ({unit})"),
             format!("{value:.3}"),
             other.map_or("-".into(), |o| format!("{o:.3}")),
