@@ -167,6 +167,7 @@ fn logits_and_generation_match_hugging_face() {
 fn saved_state_dict_loads_strictly_into_hugging_face() {
     let Some(py) = decoder_common::python_with(&["torch", "transformers", "safetensors"]) else { return };
     let dir = tempfile::tempdir().unwrap();
+    let rng = decoder_common::rng_lock();
     tch::manual_seed(3);
     let mut config = DecoderConfig::small(50, 32, 3, 2);
     config.intermediate_size = 48;
@@ -182,6 +183,7 @@ fn saved_state_dict_loads_strictly_into_hugging_face() {
     let ids = Tensor::randint_low(3, 50, [2, 6], (Kind::Int64, Device::Cpu));
     let enc = Tensor::randn([2, 1, 32], (Kind::Float, Device::Cpu));
     let logits = tch::no_grad(|| model.forward(&ids, &enc, None, false).unwrap());
+    drop(rng);
     let sd_path = dir.path().join("ours.pt");
     save_decoder_with_epoch(&model, &sd_path, 7, Some(0.75)).unwrap();
     // And back: our own file loads to identical weights.
@@ -204,6 +206,7 @@ fn tiny_weights(prefix: &str) -> Vec<(String, Tensor)> {
 
 #[test]
 fn loads_zoc_prefixed_state_dicts_and_names_bad_tensors() {
+    let _rng = decoder_common::rng_lock();
     let src = Path::new("model_epoch100.pt");
     // ZOC's {'net': state_dict}, flattened with '.', plus a non-weight entry.
     let mut weights = tiny_weights("net.");
@@ -244,6 +247,7 @@ fn loads_zoc_prefixed_state_dicts_and_names_bad_tensors() {
 
 #[test]
 fn untied_lm_head_is_kept_separate() {
+    let _rng = decoder_common::rng_lock();
     let src = Path::new("untied.safetensors");
     let mut weights = tiny_weights("");
     for (n, t) in weights.iter_mut() {

@@ -207,6 +207,8 @@ fn restore(model: &BertGenerationDecoder, weights: &HashMap<String, Tensor>) {
 
 /// Train `model` (freshly initialised or loaded from a checkpoint) on
 /// captions of CLIP image embeddings; logs and returns the loss per epoch.
+/// Seeding sets libtorch's generator, which is global to the process:
+/// results repeat exactly unless another thread draws from it meanwhile.
 pub fn train_decoder(
     model: &mut BertGenerationDecoder,
     train: &CaptionSet,
