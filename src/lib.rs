@@ -1,6 +1,7 @@
 //! toe-pipe: Textual Outlier Exposure for visual OoD detection as a DAG of
 //! cached stages. The library holds everything; `main.rs` is a thin CLI.
 
+pub mod decoder;
 pub mod formats;
 pub mod graph;
 pub mod images;
