@@ -22,20 +22,23 @@ impl Hash {
         Hash(*blake3::hash(b).as_bytes())
     }
     pub fn hex(&self) -> String {
-        self.to_string()
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = String::with_capacity(64);
+        for b in self.0 {
+            out.push(DIGITS[(b >> 4) as usize] as char);
+            out.push(DIGITS[(b & 15) as usize] as char);
+        }
+        out
     }
     /// The first 12 hex digits, for listings.
     pub fn short(&self) -> String {
-        self.to_string()[..12].to_owned()
+        self.hex()[..12].to_owned()
     }
 }
 
 impl fmt::Display for Hash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in self.0 {
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
+        f.write_str(&self.hex())
     }
 }
 
@@ -51,10 +54,16 @@ impl FromStr for Hash {
         if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(format!("{s:?} is not a 64-digit hex blake3 hash"));
         }
+        fn nibble(c: u8) -> u8 {
+            match c {
+                b'0'..=b'9' => c - b'0',
+                b'a'..=b'f' => c - b'a' + 10,
+                _ => c - b'A' + 10, // checked above to be a hex digit
+            }
+        }
         let mut out = [0u8; 32];
-        for (i, chunk) in s.as_bytes().chunks(2).enumerate() {
-            let hex = std::str::from_utf8(chunk).map_err(|e| e.to_string())?;
-            out[i] = u8::from_str_radix(hex, 16).map_err(|e| e.to_string())?;
+        for (i, pair) in s.as_bytes().chunks_exact(2).enumerate() {
+            out[i] = nibble(pair[0]) << 4 | nibble(pair[1]);
         }
         Ok(Hash(out))
     }
@@ -265,5 +274,7 @@ mod tests {
         let h = Hash::of_bytes(b"x");
         assert_eq!(h.to_string().parse::<Hash>().unwrap(), h);
         assert!("zz".parse::<Hash>().is_err());
+        assert_eq!(h.hex().to_uppercase().parse::<Hash>().unwrap(), h);
+        assert_eq!(h.hex(), blake3::hash(b"x").to_hex().as_str());
     }
 }

@@ -100,13 +100,17 @@ impl StatCache {
                 _ => todo.push(i),
             }
         }
-        let fresh: Vec<(usize, Hash)> = todo
-            .par_iter()
-            .map(|&i| {
-                let path = if root_is_dir { abs.join(&entries[i].rel) } else { abs.to_path_buf() };
-                hash::hash_file(&path).map(|h| (i, h)).map_err(|e| annotate(e, &path))
-            })
-            .collect::<io::Result<_>>()?;
+        let hash_one = |&i: &usize| {
+            let path = if root_is_dir { abs.join(&entries[i].rel) } else { abs.to_path_buf() };
+            hash::hash_file(&path).map(|h| (i, h)).map_err(|e| annotate(e, &path))
+        };
+        // In parallel only when there is more than one file to read (big
+        // files are parallel inside `hash_file`).
+        let fresh: Vec<(usize, Hash)> = if todo.len() > 1 {
+            todo.par_iter().map(hash_one).collect::<io::Result<_>>()?
+        } else {
+            todo.iter().map(hash_one).collect::<io::Result<_>>()?
+        };
         for &(i, h) in &fresh {
             hashes[i] = Some(h);
         }
