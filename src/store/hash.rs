@@ -107,12 +107,42 @@ pub enum EntryType {
     Dir,
 }
 
+/// The parts of a `stat` that toe-pipe uses (kept small: a 100k-file
+/// folder means 100k of these, sorted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileInfo {
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub ino: u64,
+    pub dev: u64,
+    pub nlink: u64,
+}
+
+impl FileInfo {
+    pub fn of(m: &Metadata) -> FileInfo {
+        FileInfo {
+            size: m.size(),
+            mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+            ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
+            ino: m.ino(),
+            dev: m.dev(),
+            nlink: m.nlink(),
+        }
+    }
+
+    /// Same file (hard links of one inode).
+    pub fn same_inode(&self, other: &FileInfo) -> bool {
+        self.dev == other.dev && self.ino == other.ino
+    }
+}
+
 /// One entry found by [`walk`]. `rel` is relative to the walked root.
 #[derive(Debug, Clone)]
 pub struct WalkEntry {
     pub rel: PathBuf,
     pub ty: EntryType,
-    pub meta: Metadata,
+    pub info: FileInfo,
 }
 
 /// How to treat symbolic links inside a tree.
@@ -167,7 +197,7 @@ fn walk_dir(abs: &Path, rel: &Path, symlinks: Symlinks, ancestors: &[(u64, u64)]
         } else if !meta.is_file() {
             return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{} is not a regular file or folder", path.display())));
         }
-        entries.push(WalkEntry { rel: rel_path, ty, meta });
+        entries.push(WalkEntry { rel: rel_path, ty, info: FileInfo::of(&meta) });
     }
     let nested: Vec<io::Result<Vec<WalkEntry>>> =
         subdirs.par_iter().map(|(p, r, chain)| walk_dir(p, r, symlinks, chain)).collect();
@@ -228,7 +258,7 @@ pub fn hash_path(path: &Path, symlinks: Symlinks) -> io::Result<Hash> {
 pub fn disk_size(path: &Path) -> u64 {
     match fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => walk(path, Symlinks::Reject)
-            .map(|es| es.iter().filter(|e| e.ty == EntryType::File).map(|e| e.meta.len()).sum())
+            .map(|es| es.iter().filter(|e| e.ty == EntryType::File).map(|e| e.info.size).sum())
             .unwrap_or(0),
         Ok(m) => m.len(),
         Err(_) => 0,

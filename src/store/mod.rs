@@ -223,7 +223,7 @@ impl Store {
         let is_dir = meta.is_dir();
         let (hash, size) = if is_dir {
             let entries = hash::walk(tmp, Symlinks::Reject)?;
-            let size = entries.iter().filter(|e| e.ty == EntryType::File).map(|e| e.meta.len()).sum();
+            let size = entries.iter().filter(|e| e.ty == EntryType::File).map(|e| e.info.size).sum();
             (hash::hash_tree(tmp, Symlinks::Reject)?, size)
         } else {
             (hash::hash_file(tmp)?, meta.len())
