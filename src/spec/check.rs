@@ -38,24 +38,22 @@ pub fn check(p: &mut Pipeline, catalog: Option<&OpCatalog>, opts: &CheckOptions)
     if opts.sources {
         sources(p, &mut diags);
     }
-    let dag = match Dag::build(p) {
-        Ok(dag) => Some(dag),
-        Err(cycles) => {
-            for cycle in cycles {
-                let names: Vec<&str> = cycle.iter().map(|&i| p.nodes[i].id.as_str()).collect();
-                let first = &p.nodes[cycle[0]];
-                let msg = if cycle.len() == 2 {
-                    format!("node `{}` reads its own output (cycle: {})", first.id, names.join(" -> "))
-                } else {
-                    format!("the pipeline has a cycle: {}", names.join(" -> "))
-                };
-                diags.push(p.diagnostic(&first.span, Some(&first.id), msg).with_fix("remove one of these inputs; a pipeline must be a DAG"));
-            }
-            None
+    let dag = Dag::build(p);
+    if let Err(cycles) = &dag {
+        for cycle in cycles {
+            let names: Vec<&str> = cycle.iter().map(|&i| p.nodes[i].id.as_str()).collect();
+            let first = &p.nodes[cycle[0]];
+            let msg = if cycle.len() == 2 {
+                format!("node `{}` reads its own output (cycle: {})", first.id, names.join(" -> "))
+            } else {
+                format!("the pipeline has a cycle: {}", names.join(" -> "))
+            };
+            diags.push(p.diagnostic(&first.span, Some(&first.id), msg).with_fix("remove one of these inputs; a pipeline must be a DAG"));
         }
-    };
+    }
     diags.into_result()?;
-    Ok(dag.expect("no cycles when there are no diagnostics"))
+    // Cycles were reported just above, so this is the DAG.
+    dag.map_err(|_| Diagnostics::default())
 }
 
 /// "an integer", "a string".
