@@ -40,6 +40,17 @@ pub fn worker_exe() -> anyhow::Result<PathBuf> {
             exe.display()
         );
     }
+    // `cargo run` rebuilds only `toe-pipe`; an older worker may carry
+    // older ops.
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if let (Some(cli), Some(worker)) = (modified(&me), modified(&exe)) {
+        if cli.duration_since(worker).is_ok_and(|d| d.as_secs() > 60) {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                eprintln!("warning: {} is older than {}; if ops changed, rebuild both with `cargo build --bins`", exe.display(), me.display())
+            });
+        }
+    }
     Ok(exe)
 }
 

@@ -46,9 +46,15 @@ fn action_label(p: &Pipeline, i: usize) -> String {
 
 fn text(p: &Pipeline, order: &[usize]) -> String {
     let mut s = format!("pipeline {} ({} nodes, in run order)\n", p.name, p.nodes.len());
+    if let Some(d) = &p.description {
+        let _ = writeln!(s, "{d}");
+    }
     for &i in order {
         let n = &p.nodes[i];
         let _ = writeln!(s, "{}  [{}]", n.id, action_label(p, i));
+        if let Some(doc) = &n.doc {
+            let _ = writeln!(s, "    # {doc}");
+        }
         for (port, input) in &n.inputs {
             for r in &input.refs {
                 let what = match r {
@@ -105,6 +111,8 @@ fn dot(p: &Pipeline, order: &[usize]) -> String {
 #[derive(Serialize)]
 struct JsonDag<'a> {
     pipeline: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<&'a str>,
     nodes: Vec<JsonNode<'a>>,
     edges: Vec<JsonEdge<'a>>,
 }
@@ -116,6 +124,8 @@ struct JsonNode<'a> {
     op: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     cmd: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    doc: Option<&'a str>,
     device: String,
     require_gpu: bool,
     params: BTreeMap<&'a str, &'a crate::spec::ParamValue>,
@@ -160,6 +170,7 @@ fn json<'a>(p: &'a Pipeline, order: &[usize]) -> JsonDag<'a> {
             id: &n.id,
             op,
             cmd,
+            doc: n.doc.as_deref(),
             device: n.device.to_string(),
             require_gpu: n.require_gpu,
             params: n.params.iter().map(|(k, v)| (k.as_str(), &v.value)).collect(),
@@ -167,5 +178,5 @@ fn json<'a>(p: &'a Pipeline, order: &[usize]) -> JsonDag<'a> {
             outputs: n.outputs.iter().map(|(k, o)| (k.as_str(), JsonOutput { kind: o.kind_or_file().to_string(), path: o.path.as_ref().map(|p| p.display().to_string()) })).collect(),
         });
     }
-    JsonDag { pipeline: &p.name, nodes, edges }
+    JsonDag { pipeline: &p.name, description: p.description.as_deref(), nodes, edges }
 }

@@ -70,10 +70,11 @@ impl Engine<'_> {
         }
         let unique: BTreeSet<&PathBuf> = paths.iter().map(|(a, ..)| a).collect();
         let cache = self.store.statcache();
-        let results: Vec<(PathBuf, Result<crate::store::Hash, String>)> = unique
-            .into_par_iter()
-            .map(|abs| (abs.clone(), cache.hash_source(abs, verify).map(|h| h.hash).map_err(|e| e.to_string())))
-            .collect();
+        let hash = |abs: &PathBuf| (abs.clone(), cache.hash_source(abs, verify).map(|h| h.hash).map_err(|e| e.to_string()));
+        // rayon's idle workers spin for a while after a parallel call, which
+        // on a small machine costs a no-op run more than it saves.
+        let results: Vec<(PathBuf, Result<crate::store::Hash, String>)> =
+            if unique.len() > 1 { unique.into_par_iter().map(hash).collect() } else { unique.into_iter().map(hash).collect() };
         let mut hashes = SourceHashes::new();
         let mut errors = Vec::new();
         for (abs, r) in results {

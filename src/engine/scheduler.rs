@@ -500,8 +500,7 @@ impl Scheduler<'_, '_> {
                 self.outcomes[i] = Outcome::Ran { seconds, device: run.slot.label() };
                 self.state[i] = NodeState::Finished;
             }
-            Err(msg) if interrupted => {
-                let _ = msg;
+            Err(_) if interrupted => {
                 self.progress.node("stopped", &id, "");
                 self.outcomes[i] = Outcome::Interrupted;
                 self.state[i] = NodeState::Finished;

@@ -38,24 +38,22 @@ pub fn check(p: &mut Pipeline, catalog: Option<&OpCatalog>, opts: &CheckOptions)
     if opts.sources {
         sources(p, &mut diags);
     }
-    let dag = match Dag::build(p) {
-        Ok(dag) => Some(dag),
-        Err(cycles) => {
-            for cycle in cycles {
-                let names: Vec<&str> = cycle.iter().map(|&i| p.nodes[i].id.as_str()).collect();
-                let first = &p.nodes[cycle[0]];
-                let msg = if cycle.len() == 2 {
-                    format!("node `{}` reads its own output (cycle: {})", first.id, names.join(" -> "))
-                } else {
-                    format!("the pipeline has a cycle: {}", names.join(" -> "))
-                };
-                diags.push(p.diagnostic(&first.span, Some(&first.id), msg).with_fix("remove one of these inputs; a pipeline must be a DAG"));
-            }
-            None
+    let dag = Dag::build(p);
+    if let Err(cycles) = &dag {
+        for cycle in cycles {
+            let names: Vec<&str> = cycle.iter().map(|&i| p.nodes[i].id.as_str()).collect();
+            let first = &p.nodes[cycle[0]];
+            let msg = if cycle.len() == 2 {
+                format!("node `{}` reads its own output (cycle: {})", first.id, names.join(" -> "))
+            } else {
+                format!("the pipeline has a cycle: {}", names.join(" -> "))
+            };
+            diags.push(p.diagnostic(&first.span, Some(&first.id), msg).with_fix("remove one of these inputs; a pipeline must be a DAG"));
         }
-    };
+    }
     diags.into_result()?;
-    Ok(dag.expect("no cycles when there are no diagnostics"))
+    // Cycles were reported just above, so this is the DAG.
+    dag.map_err(|_| Diagnostics::default())
 }
 
 /// "an integer", "a string".
@@ -196,7 +194,12 @@ fn ops(p: &mut Pipeline, catalog: &OpCatalog, diags: &mut Diagnostics) {
                 diags.push(p.diagnostic(&input.span, Some(&node.id), format!("op `{name}` has no input `{port}`")).with_fix(hint));
                 continue;
             };
-            if input.refs.len() != 1 && !spec.list {
+            if !spec.list && input.is_list && input.refs.len() == 1 {
+                diags.push(
+                    p.diagnostic(&input.span, Some(&node.id), format!("input `{port}` of op `{name}` takes one artifact, not a list"))
+                        .with_fix("write the reference as a string, without [ ]"),
+                );
+            } else if input.refs.len() != 1 && !spec.list {
                 diags.push(
                     p.diagnostic(&input.span, Some(&node.id), format!("input `{port}` of op `{name}` takes one artifact, not {}", input.refs.len()))
                         .with_fix("connect a single `node.output` (or one source path)"),
@@ -339,5 +342,73 @@ fn sources(p: &Pipeline, diags: &mut Diagnostics) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::{Op, OpContext, ParamSpec, ParamType, PortSpec, Registry};
+    use crate::spec::{load, LoadOptions, ParamValue};
+
+    struct Scale;
+    impl Op for Scale {
+        fn name(&self) -> &'static str {
+            "scale"
+        }
+        fn version(&self) -> u32 {
+            1
+        }
+        fn summary(&self) -> &'static str {
+            "multiply"
+        }
+        fn params(&self) -> Vec<ParamSpec> {
+            vec![ParamSpec::with_default("factor", ParamType::Float, ParamValue::Float(2.0), "by how much")]
+        }
+        fn inputs(&self) -> Vec<PortSpec> {
+            vec![PortSpec::new("x", ArtifactKind::Npy, "numbers")]
+        }
+        fn outputs(&self) -> Vec<PortSpec> {
+            vec![PortSpec::new("y", ArtifactKind::Npy, "scaled"), PortSpec::new("log", ArtifactKind::Text, "notes")]
+        }
+        fn run(&self, _: &OpContext) -> anyhow::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn checked(text: &str) -> Result<Pipeline, Diagnostics> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        std::fs::write(&path, text).unwrap();
+        let mut registry = Registry::new();
+        registry.register(Box::new(Scale));
+        let mut p = load(&path, &LoadOptions::default())?;
+        check(&mut p, Some(&registry.catalog()), &CheckOptions::default())?;
+        Ok(p)
+    }
+
+    const BASE: &str = "[[node]]\nid = \"gen\"\ncmd = \"echo > ${out.x}\"\noutputs.x = \"npy\"\n\n[[node]]\nid = \"s\"\nop = \"scale\"\ninputs.x = \"gen.x\"\n";
+
+    #[test]
+    fn op_nodes_get_defaults_and_their_outputs() {
+        let p = checked(BASE).unwrap();
+        let s = &p.nodes[1];
+        assert_eq!(s.params["factor"].value, ParamValue::Float(2.0));
+        assert_eq!(s.outputs["y"].kind, Some(ArtifactKind::Npy));
+        assert_eq!(s.outputs["log"].path, None);
+        let p = checked(&format!("{BASE}params.factor = 3\n")).unwrap();
+        assert_eq!(p.nodes[1].params["factor"].value, ParamValue::Float(3.0));
+    }
+
+    #[test]
+    fn op_nodes_are_checked_against_the_catalog() {
+        let err = checked(&format!("{BASE}params.factor = \"3\"\n")).unwrap_err().to_string();
+        assert!(err.contains("p.toml:10:17: error in node `s`: param `factor` of op `scale` must be a float"), "{err}");
+        let err = checked(&BASE.replace("inputs.x = \"gen.x\"", "inputs.x = [\"gen.x\"]")).unwrap_err().to_string();
+        assert!(err.contains("takes one artifact, not a list"), "{err}");
+        let err = checked(&BASE.replace("outputs.x = \"npy\"", "outputs.x = \"json\"")).unwrap_err().to_string();
+        assert!(err.contains("input `x` of op `scale` wants npy, but gen.x is json"), "{err}");
+        let err = checked(&BASE.replace("outputs.x = \"npy\"", "outputs.x = \"file\"")).map(|_| ());
+        assert!(err.is_ok(), "a plain file may feed any file port");
     }
 }

@@ -11,11 +11,10 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use super::hash::{walk, EntryType, Hash, Symlinks};
+use super::hash::{walk, EntryType, FileInfo, Hash, Symlinks};
 use super::{remove_any, Store};
 
 #[derive(Debug, Clone)]
@@ -132,12 +131,12 @@ fn list_logs(store: &Store) -> Vec<Hash> {
 
 /// (bytes freed by removing it, bytes still held by other hard links)
 fn object_bytes(path: &Path) -> (u64, u64) {
-    let files: Vec<fs::Metadata> = match fs::symlink_metadata(path) {
+    let files: Vec<FileInfo> = match fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => walk(path, Symlinks::Reject)
-            .map(|es| es.into_iter().filter(|e| e.ty == EntryType::File).map(|e| e.meta).collect())
+            .map(|es| es.into_iter().filter(|e| e.ty == EntryType::File).map(|e| e.info).collect())
             .unwrap_or_default(),
-        Ok(m) => vec![m],
+        Ok(m) => vec![FileInfo::of(&m)],
         Err(_) => vec![],
     };
-    files.iter().fold((0, 0), |(freed, linked), m| if m.nlink() > 1 { (freed, linked + m.len()) } else { (freed + m.len(), linked) })
+    files.iter().fold((0, 0), |(freed, linked), f| if f.nlink > 1 { (freed, linked + f.size) } else { (freed + f.size, linked) })
 }

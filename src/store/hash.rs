@@ -22,20 +22,23 @@ impl Hash {
         Hash(*blake3::hash(b).as_bytes())
     }
     pub fn hex(&self) -> String {
-        self.to_string()
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = String::with_capacity(64);
+        for b in self.0 {
+            out.push(DIGITS[(b >> 4) as usize] as char);
+            out.push(DIGITS[(b & 15) as usize] as char);
+        }
+        out
     }
     /// The first 12 hex digits, for listings.
     pub fn short(&self) -> String {
-        self.to_string()[..12].to_owned()
+        self.hex()[..12].to_owned()
     }
 }
 
 impl fmt::Display for Hash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in self.0 {
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
+        f.write_str(&self.hex())
     }
 }
 
@@ -51,10 +54,16 @@ impl FromStr for Hash {
         if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(format!("{s:?} is not a 64-digit hex blake3 hash"));
         }
+        fn nibble(c: u8) -> u8 {
+            match c {
+                b'0'..=b'9' => c - b'0',
+                b'a'..=b'f' => c - b'a' + 10,
+                _ => c - b'A' + 10, // checked above to be a hex digit
+            }
+        }
         let mut out = [0u8; 32];
-        for (i, chunk) in s.as_bytes().chunks(2).enumerate() {
-            let hex = std::str::from_utf8(chunk).map_err(|e| e.to_string())?;
-            out[i] = u8::from_str_radix(hex, 16).map_err(|e| e.to_string())?;
+        for (i, pair) in s.as_bytes().chunks_exact(2).enumerate() {
+            out[i] = nibble(pair[0]) << 4 | nibble(pair[1]);
         }
         Ok(Hash(out))
     }
@@ -78,17 +87,82 @@ impl<'de> Deserialize<'de> for Hash {
 const PARALLEL_THRESHOLD: u64 = 1 << 20;
 
 /// Hash one file's contents.
+///
+/// Large files are hashed on all cores. A file already in the page cache is
+/// memory-mapped (no copy); a file mostly on disk is read sequentially in
+/// big blocks by one thread while the others hash the previous block, since
+/// page faults spread over a mapping by several threads read a cold file at
+/// a fraction of the disk's sequential speed.
 pub fn hash_file(path: &Path) -> io::Result<Hash> {
-    let len = fs::metadata(path)?.len();
+    let mut file = fs::File::open(path)?;
+    let len = file.metadata()?.len();
     let mut hasher = blake3::Hasher::new();
-    if len >= PARALLEL_THRESHOLD {
+    if len < PARALLEL_THRESHOLD {
+        let mut buf = Vec::with_capacity(len as usize);
+        file.read_to_end(&mut buf)?;
+        hasher.update(&buf);
+    } else if resident_fraction(&file, len) > 0.9 {
         hasher.update_mmap_rayon(path)?;
     } else {
-        let mut buf = Vec::with_capacity(len as usize);
-        fs::File::open(path)?.read_to_end(&mut buf)?;
-        hasher.update(&buf);
+        hash_streaming(&mut file, &mut hasher)?;
     }
     Ok(Hash(*hasher.finalize().as_bytes()))
+}
+
+/// The fraction of a file's pages that are in the page cache (`mincore`).
+fn resident_fraction(file: &fs::File, len: u64) -> f64 {
+    use std::os::unix::io::AsRawFd;
+    let Ok(len) = usize::try_from(len) else { return 0.0 };
+    // SAFETY: a read-only private mapping that is only passed to mincore
+    // and unmapped before returning; no memory is read through it.
+    unsafe {
+        let ptr = libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_PRIVATE, file.as_raw_fd(), 0);
+        if ptr == libc::MAP_FAILED {
+            return 0.0;
+        }
+        let page = libc::sysconf(libc::_SC_PAGESIZE).max(1) as usize;
+        let mut pages = vec![0u8; len.div_ceil(page)];
+        let rc = libc::mincore(ptr, len, pages.as_mut_ptr());
+        libc::munmap(ptr, len);
+        if rc != 0 {
+            return 0.0;
+        }
+        pages.iter().filter(|&&p| p & 1 == 1).count() as f64 / pages.len() as f64
+    }
+}
+
+/// Read the file in 8 MiB blocks on this thread, hashing each block on the
+/// rayon pool while the next one is read.
+fn hash_streaming(file: &mut fs::File, hasher: &mut blake3::Hasher) -> io::Result<()> {
+    use std::os::unix::io::AsRawFd;
+    const BLOCK: usize = 8 << 20;
+    // SAFETY: advisory call on a descriptor we own.
+    unsafe {
+        libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL);
+    }
+    let read_block = |file: &mut fs::File, buf: &mut Vec<u8>| -> io::Result<usize> {
+        buf.resize(BLOCK, 0);
+        let mut n = 0;
+        while n < BLOCK {
+            match file.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(n)
+    };
+    let (mut current, mut next) = (Vec::new(), Vec::new());
+    let mut filled = read_block(file, &mut current)?;
+    while filled > 0 {
+        let (read, ()) = rayon::join(|| read_block(file, &mut next), || {
+            hasher.update_rayon(&current[..filled]);
+        });
+        filled = read?;
+        std::mem::swap(&mut current, &mut next);
+    }
+    Ok(())
 }
 
 /// What a tree entry is.
@@ -98,12 +172,42 @@ pub enum EntryType {
     Dir,
 }
 
+/// The parts of a `stat` that toe-pipe uses (kept small: a 100k-file
+/// folder means 100k of these, sorted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileInfo {
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub ino: u64,
+    pub dev: u64,
+    pub nlink: u64,
+}
+
+impl FileInfo {
+    pub fn of(m: &Metadata) -> FileInfo {
+        FileInfo {
+            size: m.size(),
+            mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+            ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
+            ino: m.ino(),
+            dev: m.dev(),
+            nlink: m.nlink(),
+        }
+    }
+
+    /// Same file (hard links of one inode).
+    pub fn same_inode(&self, other: &FileInfo) -> bool {
+        self.dev == other.dev && self.ino == other.ino
+    }
+}
+
 /// One entry found by [`walk`]. `rel` is relative to the walked root.
 #[derive(Debug, Clone)]
 pub struct WalkEntry {
     pub rel: PathBuf,
     pub ty: EntryType,
-    pub meta: Metadata,
+    pub info: FileInfo,
 }
 
 /// How to treat symbolic links inside a tree.
@@ -158,7 +262,7 @@ fn walk_dir(abs: &Path, rel: &Path, symlinks: Symlinks, ancestors: &[(u64, u64)]
         } else if !meta.is_file() {
             return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{} is not a regular file or folder", path.display())));
         }
-        entries.push(WalkEntry { rel: rel_path, ty, meta });
+        entries.push(WalkEntry { rel: rel_path, ty, info: FileInfo::of(&meta) });
     }
     let nested: Vec<io::Result<Vec<WalkEntry>>> =
         subdirs.par_iter().map(|(p, r, chain)| walk_dir(p, r, symlinks, chain)).collect();
@@ -219,7 +323,7 @@ pub fn hash_path(path: &Path, symlinks: Symlinks) -> io::Result<Hash> {
 pub fn disk_size(path: &Path) -> u64 {
     match fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => walk(path, Symlinks::Reject)
-            .map(|es| es.iter().filter(|e| e.ty == EntryType::File).map(|e| e.meta.len()).sum())
+            .map(|es| es.iter().filter(|e| e.ty == EntryType::File).map(|e| e.info.size).sum())
             .unwrap_or(0),
         Ok(m) => m.len(),
         Err(_) => 0,
@@ -240,6 +344,20 @@ mod tests {
         let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
         fs::write(&big, &data).unwrap();
         assert_eq!(hash_file(&big).unwrap().0, *blake3::hash(&data).as_bytes());
+    }
+
+    #[test]
+    fn streaming_and_mapped_hashes_agree() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("big");
+        let data: Vec<u8> = (0..(17 << 20) + 123u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        fs::write(&f, &data).unwrap();
+        let mut streamed = blake3::Hasher::new();
+        hash_streaming(&mut fs::File::open(&f).unwrap(), &mut streamed).unwrap();
+        assert_eq!(streamed.finalize(), blake3::hash(&data));
+        assert_eq!(hash_file(&f).unwrap().0, *blake3::hash(&data).as_bytes());
+        let r = resident_fraction(&fs::File::open(&f).unwrap(), data.len() as u64);
+        assert!((0.0..=1.0).contains(&r));
     }
 
     #[test]
@@ -265,5 +383,7 @@ mod tests {
         let h = Hash::of_bytes(b"x");
         assert_eq!(h.to_string().parse::<Hash>().unwrap(), h);
         assert!("zz".parse::<Hash>().is_err());
+        assert_eq!(h.hex().to_uppercase().parse::<Hash>().unwrap(), h);
+        assert_eq!(h.hex(), blake3::hash(b"x").to_hex().as_str());
     }
 }

@@ -3,8 +3,8 @@
 //! ```text
 //! STORE                    marker and format version
 //! lock                     flock held by the one run allowed at a time
-//! objects/ab/cdef…         artifacts by blake3 hash (files read-only;
-//!                          directories are trees)
+//! objects/ab/cdef…         artifacts by blake3 hash (read-only; a
+//!                          directory output is a tree)
 //! actions/ab/cdef….json    action cache + lineage: one record per action key
 //! logs/ab/cdef….log        stdout+stderr of the last attempt of an action
 //! refs/PIPELINE.json       last run of each node of a pipeline
@@ -223,7 +223,7 @@ impl Store {
         let is_dir = meta.is_dir();
         let (hash, size) = if is_dir {
             let entries = hash::walk(tmp, Symlinks::Reject)?;
-            let size = entries.iter().filter(|e| e.ty == EntryType::File).map(|e| e.meta.len()).sum();
+            let size = entries.iter().filter(|e| e.ty == EntryType::File).map(|e| e.info.size).sum();
             (hash::hash_tree(tmp, Symlinks::Reject)?, size)
         } else {
             (hash::hash_file(tmp)?, meta.len())
@@ -237,20 +237,25 @@ impl Store {
         if let Some(parent) = dest.parent() {
             fs::create_dir_all(parent)?;
         }
-        if let Err(e) = fs::rename(tmp, &dest) {
+        match fs::rename(tmp, &dest) {
+            // Directories are sealed only now: moving a read-only
+            // directory to another parent is not allowed.
+            Ok(()) if is_dir => set_dir_modes(&dest, 0o555)?,
+            Ok(()) => {}
             // Another node committed the same content first.
-            if fs::symlink_metadata(&dest).is_ok() {
-                remove_any(tmp)?;
-            } else {
-                return Err(annotate(e, &dest));
-            }
+            Err(_) if fs::symlink_metadata(&dest).is_ok() => remove_any(tmp)?,
+            Err(e) => return Err(annotate(e, &dest)),
         }
         Ok(Committed { hash, size, is_dir })
     }
 
     /// Remove an object (gc, or a corrupt one found by verify).
     pub fn remove_object(&self, h: &Hash) -> io::Result<()> {
-        remove_any(&self.object_path(h))
+        let path = self.object_path(h);
+        if fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+            set_dir_modes(&path, 0o755)?;
+        }
+        remove_any(&path)
     }
 }
 
@@ -273,7 +278,18 @@ fn list_sharded(dir: &Path, ext: &str) -> Vec<Hash> {
     out
 }
 
-/// Files read-only (directories stay writable so gc can remove them).
+/// Set the mode of a directory and every directory below it.
+fn set_dir_modes(root: &Path, mode: u32) -> io::Result<()> {
+    for e in hash::walk(root, Symlinks::Reject)? {
+        if e.ty == EntryType::Dir {
+            fs::set_permissions(root.join(&e.rel), fs::Permissions::from_mode(mode))?;
+        }
+    }
+    fs::set_permissions(root, fs::Permissions::from_mode(mode))
+}
+
+/// Make the files of an output read-only (directories are sealed after
+/// they are moved into place, see `commit`).
 fn make_read_only(path: &Path) -> io::Result<()> {
     let meta = fs::symlink_metadata(path)?;
     if meta.is_dir() {

@@ -6,17 +6,15 @@
 //! One cache file per source path, in a small binary format (a 100k-file
 //! folder loads in milliseconds; JSON would not).
 
-use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rayon::prelude::*;
 
-use super::hash::{self, annotate, EntryType, Hash, Symlinks, WalkEntry};
+use super::hash::{self, annotate, EntryType, FileInfo, Hash, Symlinks, WalkEntry};
 
 /// A file's identity as far as the cache is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,13 +26,8 @@ pub struct Stamp {
 }
 
 impl Stamp {
-    pub fn of(meta: &fs::Metadata) -> Stamp {
-        Stamp {
-            size: meta.size(),
-            mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
-            ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
-            ino: meta.ino(),
-        }
+    pub fn of(f: &FileInfo) -> Stamp {
+        Stamp { size: f.size, mtime_ns: f.mtime_ns, ctime_ns: f.ctime_ns, ino: f.ino }
     }
 }
 
@@ -44,11 +37,26 @@ impl Stamp {
 /// again next time rather than trusted.
 const RACY_NS: i64 = 2_000_000_000;
 
+/// One row of a cache file; `rel` indexes into the file's bytes. Rows are
+/// sorted by `rel` (bytes), as [`hash::walk`] sorts entries, so lookups are
+/// a merge of two sorted lists rather than a hash map of 100k keys.
 #[derive(Debug, Clone)]
-struct Cached {
+struct Row {
+    rel: std::ops::Range<usize>,
     stamp: Stamp,
     hash: Hash,
     trusted: bool,
+}
+
+struct CacheFile {
+    data: Vec<u8>,
+    rows: Vec<Row>,
+}
+
+impl CacheFile {
+    fn rel(&self, row: &Row) -> &[u8] {
+        &self.data[row.rel.clone()]
+    }
 }
 
 /// The result of hashing one source path.
@@ -80,46 +88,58 @@ impl StatCache {
     pub fn hash_source(&self, abs: &Path, verify: bool) -> io::Result<SourceHash> {
         let meta = fs::metadata(abs).map_err(|e| annotate(e, abs))?;
         let cache_path = self.cache_file(abs);
-        let old = if verify { HashMap::new() } else { read_cache(&cache_path).unwrap_or_default() };
+        let old = if verify { None } else { read_cache(&cache_path) };
         let now = now_ns();
 
         let (entries, root_is_dir): (Vec<WalkEntry>, bool) = if meta.is_dir() {
             (hash::walk(abs, Symlinks::Follow)?, true)
         } else {
-            (vec![WalkEntry { rel: PathBuf::new(), ty: EntryType::File, meta }], false)
+            (vec![WalkEntry { rel: PathBuf::new(), ty: EntryType::File, info: FileInfo::of(&meta) }], false)
         };
 
         let mut hashes: Vec<Option<Hash>> = vec![None; entries.len()];
         let mut todo = Vec::new();
+        let mut row = 0;
         for (i, e) in entries.iter().enumerate() {
             if e.ty != EntryType::File {
                 continue;
             }
-            match old.get(e.rel.as_os_str().as_bytes()) {
-                Some(c) if c.trusted && c.stamp == Stamp::of(&e.meta) => hashes[i] = Some(c.hash),
+            let key = e.rel.as_os_str().as_bytes();
+            let cached = old.as_ref().and_then(|c| {
+                while row < c.rows.len() && c.rel(&c.rows[row]) < key {
+                    row += 1;
+                }
+                c.rows.get(row).filter(|r| c.rel(r) == key)
+            });
+            match cached {
+                Some(c) if c.trusted && c.stamp == Stamp::of(&e.info) => hashes[i] = Some(c.hash),
                 _ => todo.push(i),
             }
         }
-        let fresh: Vec<(usize, Hash)> = todo
-            .par_iter()
-            .map(|&i| {
-                let path = if root_is_dir { abs.join(&entries[i].rel) } else { abs.to_path_buf() };
-                hash::hash_file(&path).map(|h| (i, h)).map_err(|e| annotate(e, &path))
-            })
-            .collect::<io::Result<_>>()?;
+        let hash_one = |&i: &usize| {
+            let path = if root_is_dir { abs.join(&entries[i].rel) } else { abs.to_path_buf() };
+            hash::hash_file(&path).map(|h| (i, h)).map_err(|e| annotate(e, &path))
+        };
+        // In parallel only when there is more than one file to read (big
+        // files are parallel inside `hash_file`).
+        let fresh: Vec<(usize, Hash)> = if todo.len() > 1 {
+            todo.par_iter().map(hash_one).collect::<io::Result<_>>()?
+        } else {
+            todo.iter().map(hash_one).collect::<io::Result<_>>()?
+        };
         for &(i, h) in &fresh {
             hashes[i] = Some(h);
         }
 
         let files = entries.iter().filter(|e| e.ty == EntryType::File).count();
-        let gone = old.len() != files;
-        let racy_left = entries.iter().any(|e| e.ty == EntryType::File && Stamp::of(&e.meta).mtime_ns > now - RACY_NS);
+        let gone = old.as_ref().map_or(0, |c| c.rows.len()) != files;
+        let racy_left = entries.iter().any(|e| e.ty == EntryType::File && e.info.mtime_ns.max(e.info.ctime_ns) > now - RACY_NS);
         if !fresh.is_empty() || gone || racy_left {
             let rows: Vec<(&[u8], Stamp, Hash, bool)> = entries
                 .iter()
                 .zip(&hashes)
                 .filter_map(|(e, h)| {
-                    let stamp = Stamp::of(&e.meta);
+                    let stamp = Stamp::of(&e.info);
                     h.map(|h| (e.rel.as_os_str().as_bytes(), stamp, h, stamp.mtime_ns <= now - RACY_NS && stamp.ctime_ns <= now - RACY_NS))
                 })
                 .collect();
@@ -164,23 +184,28 @@ fn write_cache(path: &Path, rows: &[(&[u8], Stamp, Hash, bool)]) -> io::Result<(
     super::write_atomic(path, &buf)
 }
 
-fn read_cache(path: &Path) -> Option<HashMap<Vec<u8>, Cached>> {
+fn read_cache(path: &Path) -> Option<CacheFile> {
     let data = fs::read(path).ok()?;
     let mut r = Reader { data: &data, pos: 0 };
     if r.take(8)? != MAGIC {
         return None;
     }
     let n = r.u64()? as usize;
-    let mut map = HashMap::with_capacity(n.min(1 << 24));
+    let mut rows = Vec::with_capacity(n.min(1 << 24));
     for _ in 0..n {
         let len = r.u32()? as usize;
-        let rel = r.take(len)?.to_vec();
+        let start = r.pos;
+        r.take(len)?;
         let stamp = Stamp { size: r.u64()?, mtime_ns: r.u64()? as i64, ctime_ns: r.u64()? as i64, ino: r.u64()? };
         let hash = Hash(r.take(32)?.try_into().ok()?);
         let trusted = r.take(1)?[0] == 1;
-        map.insert(rel, Cached { stamp, hash, trusted });
+        rows.push(Row { rel: start..start + len, stamp, hash, trusted });
     }
-    Some(map)
+    // Written sorted; a file that is not is treated as no cache.
+    if rows.windows(2).any(|w| data[w[0].rel.clone()] >= data[w[1].rel.clone()]) {
+        return None;
+    }
+    Some(CacheFile { data, rows })
 }
 
 struct Reader<'a> {

@@ -119,6 +119,23 @@ impl Ws {
     }
 }
 
+impl Drop for Ws {
+    /// Stored directories are read-only; make them removable again so the
+    /// temp dir can be deleted when the tests do not run as root.
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        fn unseal(dir: &Path) {
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    unseal(&e.path());
+                }
+            }
+        }
+        unseal(self.dir.path());
+    }
+}
+
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(rd) = std::fs::read_dir(dir) else { return };
     for e in rd.flatten() {
