@@ -3,11 +3,11 @@
 
 use anyhow::{Context, Result};
 
-use super::world_generate::{world_config, world_params};
+use super::world_generate::world_params;
 use super::{Op, OpContext, ParamSpec, PortSpec};
 use crate::formats;
 use crate::spec::ArtifactKind;
-use crate::world::{descriptors_json, id_class_names};
+use crate::world::{descriptors_json, id_class_names, WorldConfig};
 
 pub struct WorldClasses;
 
@@ -34,9 +34,8 @@ impl Op for WorldClasses {
         ]
     }
     fn run(&self, ctx: &OpContext) -> Result<()> {
-        let mut params = ctx.clone();
-        params.params.insert("seed".into(), crate::spec::ParamValue::Int(0));
-        let cfg = world_config(&params)?;
+        // Names and descriptors do not depend on the seed.
+        let cfg = WorldConfig::new(0, ctx.param_i64("image_size")? as usize, &ctx.param_str_list("id_classes")?)?;
         formats::write_strings(ctx.output("class_names")?, &id_class_names(&cfg))?;
         let path = ctx.output("descriptors")?;
         std::fs::write(path, descriptors_json(&cfg)).with_context(|| format!("writing {}", path.display()))
