@@ -92,7 +92,7 @@ fn corpus_has_coco_captions_that_name_a_shape() {
     assert_eq!(annotations.len(), 50);
     for (img, ann) in images.iter().zip(annotations) {
         assert_eq!(img["id"], ann["image_id"]);
-        assert!(tmp.path().join(img["file_name"].as_str().unwrap()).is_file());
+        assert!(tmp.path().join("images").join(img["file_name"].as_str().unwrap()).is_file());
         let caption = ann["caption"].as_str().unwrap();
         let names_a_shape = toe_pipe::world::ALL_SHAPES.iter().any(|s| caption.split(' ').any(|w| w == s.name()));
         assert!(names_a_shape, "{caption}");

@@ -22,6 +22,7 @@ mod text_clean;
 #[rustfmt::skip]
 mod text_tables;
 pub mod tokenizer;
+pub mod train;
 mod transformer;
 mod vit;
 pub mod weights;

@@ -2,12 +2,14 @@
 //! string `.npy` arrays, `.pt` files written by `torch.save`, and TorchScript
 //! archives. Pickled data goes through a safe unpickler that never runs code.
 
+pub mod coco;
 pub mod npy;
 pub mod npy_strings;
 pub mod pickle;
 pub mod torch_pt;
 pub mod torchscript;
 
+pub use coco::CaptionCorpus;
 pub use npy::{
     array_to_tensor, read_npy, read_npy_header, read_npy_tensor, tensor_to_array, write_npy,
     write_npy_tensor, NpyElement, NpyHeader,

@@ -27,6 +27,7 @@ mod io;
 mod mahalanobis_select;
 mod outliers_description;
 mod report;
+mod train_clip;
 mod train_oe;
 mod world_classes;
 mod world_generate;
@@ -188,6 +189,15 @@ impl OpContext {
             _ => bail!("param `{name}` is not a list"),
         }
     }
+    pub fn param_i64_list(&self, name: &str) -> anyhow::Result<Vec<i64>> {
+        match self.param(name)? {
+            ParamValue::List(items) => items
+                .iter()
+                .map(|v| v.as_i64().with_context(|| format!("param `{name}` has a non-integer element")))
+                .collect(),
+            _ => bail!("param `{name}` is not a list"),
+        }
+    }
     pub fn is_cuda(&self) -> bool {
         self.device == "cuda"
     }
@@ -229,6 +239,7 @@ impl Registry {
             Box::new(mahalanobis_select::MahalanobisSelect),
             Box::new(outliers_description::OutliersDescription),
             Box::new(import_outliers::ImportOutliers),
+            Box::new(train_clip::TrainClip),
             Box::new(train_oe::TrainOe),
             Box::new(evaluate::Evaluate),
             Box::new(report::Report),

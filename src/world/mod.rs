@@ -216,7 +216,7 @@ fn write_corpus(cfg: &WorldConfig, count: usize, dir: &Path) -> Result<SetSummar
         })
         .collect::<Result<_>>()?;
     let coco = CocoCaptions {
-        images: (0..count).map(|i| CocoImage { id: i, file_name: format!("images/{i:06}.png") }).collect(),
+        images: (0..count).map(|i| CocoImage { id: i, file_name: format!("{i:06}.png") }).collect(),
         annotations: captions
             .into_iter()
             .enumerate()
