@@ -12,11 +12,12 @@ fn main() {
     // libtorch_cuda is only reached through static registration, so the
     // linker's --as-needed would drop it and CUDA would look absent at run
     // time. Keep it explicitly when the wheel has it (the PyPI wheel does).
-    // Only the binaries that run torch code get it: the `toe-pipe` CLI never
+    // Only the binaries that run torch code get it (worker, tests, benches,
+    // examples, which may run on a GPU): the `toe-pipe` CLI never
     // calls into libtorch, and loading libtorch costs ~0.35 s of static
     // initialisers per process, which would dominate every no-op run.
     if lib.join("libtorch_cuda.so").exists() {
-        for scope in ["-bin=toe-pipe-worker", "-tests"] {
+        for scope in ["-bin=toe-pipe-worker", "-tests", "-benches", "-examples"] {
             println!("cargo:rustc-link-arg{scope}=-Wl,--no-as-needed");
             println!("cargo:rustc-link-arg{scope}=-L{}", lib.display());
             println!("cargo:rustc-link-arg{scope}=-ltorch_cuda");
