@@ -99,6 +99,8 @@ pub fn run(cli: &Cli, a: &RunArgs) -> CmdResult {
     }
     if ran == 0 && restored == 0 && failed == 0 && skipped == 0 {
         eprintln!("nothing to do: {fresh} nodes fresh ({secs:.3}s)");
+        show(p);
+        return Ok(ExitCode::SUCCESS);
     } else {
         let mut parts = vec![format!("{ran} ran"), format!("{restored} restored"), format!("{fresh} fresh")];
         if failed > 0 {
@@ -109,5 +111,20 @@ pub fn run(cli: &Cli, a: &RunArgs) -> CmdResult {
         }
         eprintln!("{} {secs:.2}s: {}", if report.success() { "done in" } else { "run failed after" }, parts.join(", "));
     }
+    if report.success() {
+        show(p);
+    }
     Ok(if report.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Print the outputs the pipeline asks to see (`show = [...]`), e.g. the
+/// results table, after a successful run, including one with nothing to do.
+fn show(p: &crate::spec::Pipeline) {
+    for rel in &p.show {
+        let path = p.workspace.join(rel);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => println!("\n{}:\n\n{}", rel.display(), text.trim_end()),
+            Err(e) => eprintln!("warning: cannot show {}: {e}", path.display()),
+        }
+    }
 }

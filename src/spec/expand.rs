@@ -120,6 +120,7 @@ impl Expander {
             None => file_dir.clone(),
         };
         let require_gpu_all = header.as_ref().and_then(|h| h.require_gpu).unwrap_or(false);
+        let show_raw = header.as_ref().and_then(|h| h.show.clone()).unwrap_or_default();
         let description = header.and_then(|h| h.description);
 
         // Variables, with command-line overrides applied before resolving so
@@ -176,8 +177,34 @@ impl Expander {
             self.err(&span, Some(&id), msg, "give every node a unique id; in a for_each template put the loop variable in the id, e.g. id = \"eval_${ood}\"");
         }
 
-        let pipeline = Pipeline { name, description, file, workspace, nodes, source: self.source.clone(), broken: self.broken };
+        let show = self.show_paths(&show_raw, &nodes);
+        let pipeline = Pipeline { name, description, file, workspace, nodes, show, source: self.source.clone(), broken: self.broken };
         Ok((pipeline, self.diags))
+    }
+
+    /// `show` entries must be the `path` of some node's output, so that a
+    /// typo is caught before anything runs.
+    fn show_paths(&mut self, raw: &[Spanned<String>], nodes: &[Node]) -> Vec<PathBuf> {
+        let mut paths = Vec::new();
+        for entry in raw {
+            let path = match workspace_relative(entry.get_ref()) {
+                Ok(p) => p,
+                Err(m) => {
+                    self.err(&entry.span(), None, format!("show: {m}"), "list output paths inside the workspace, e.g. \"results/table.md\"");
+                    continue;
+                }
+            };
+            let written = nodes.iter().any(|n| n.outputs.values().any(|o| o.path.as_deref() == Some(path.as_path())));
+            if !written {
+                // A node left out for its own errors may be the writer.
+                if self.broken.is_empty() {
+                    self.err(&entry.span(), None, format!("show: no node writes {:?}", entry.get_ref()), "name the `path` of a node's output, e.g. outputs.table = { path = \"results/table.md\" }");
+                }
+                continue;
+            }
+            paths.push(path);
+        }
+        paths
     }
 
     fn finish(self) -> Diagnostics {
@@ -205,7 +232,7 @@ impl Expander {
         let id_span = raw.id.span();
         let template_id = raw.id.get_ref().clone();
         // The loop variables and their values.
-        let mut loops: Vec<(String, Vec<String>)> = Vec::new();
+        let mut loops: Vec<(String, Vec<ParamValue>)> = Vec::new();
         let mut ok = true;
         for (name, values) in &raw.for_each {
             let vspan = values.span();
@@ -225,7 +252,7 @@ impl Expander {
             };
             let mut expanded = Vec::new();
             for item in items {
-                match vars::list_element(item, globals) {
+                match vars::list_values(item, globals) {
                     Ok(v) => expanded.extend(v),
                     Err(e) => {
                         self.var_err(&vspan, Some(&template_id), e);
@@ -255,7 +282,7 @@ impl Expander {
             for scope in &combos {
                 for v in values {
                     let mut s = scope.clone();
-                    s.insert(name.clone(), VarValue::Scalar(ParamValue::Str(v.clone())));
+                    s.insert(name.clone(), VarValue::Scalar(v.clone()));
                     next.push(s);
                 }
             }

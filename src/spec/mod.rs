@@ -285,6 +285,9 @@ pub struct Pipeline {
     pub workspace: PathBuf,
     /// Nodes in file order (templates expanded in place).
     pub nodes: Vec<Node>,
+    /// Workspace-relative output paths that `run` prints when it finishes
+    /// (`show = [...]` under `[pipeline]`), e.g. the results table.
+    pub show: Vec<PathBuf>,
     /// The file's text, to turn spans into line:col in later checks.
     pub source: SourceMap,
     /// Ids (glob patterns) of nodes left out because they had errors, so

@@ -30,6 +30,8 @@ pub struct RawHeader {
     pub workspace: Option<Spanned<String>>,
     /// Make every gpu node require a GPU.
     pub require_gpu: Option<bool>,
+    /// Materialised outputs (workspace paths) that `run` prints at the end.
+    pub show: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Deserialize)]

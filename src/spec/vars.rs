@@ -15,14 +15,16 @@ use super::ParamValue;
 #[derive(Debug, Clone, PartialEq)]
 pub enum VarValue {
     Scalar(ParamValue),
-    List(Vec<String>),
+    /// Strings and numbers, each keeping its type (`seeds = [0, 1]` loops
+    /// give integer params).
+    List(Vec<ParamValue>),
 }
 
 impl VarValue {
     pub fn describe(&self) -> String {
         match self {
             VarValue::Scalar(v) => v.to_string(),
-            VarValue::List(items) => format!("{items:?}"),
+            VarValue::List(items) => format!("{:?}", items.iter().map(ParamValue::to_plain_string).collect::<Vec<_>>()),
         }
     }
 }
@@ -212,14 +214,25 @@ pub fn list_element(s: &str, scope: &Scope) -> Result<Vec<String>, VarError> {
     let Some((list_name, values)) = list_var else {
         return Ok(vec![scalar(s, scope)?]);
     };
+    let values = values.clone();
     values
         .iter()
         .map(|value| {
             let mut local = scope.clone();
-            local.insert(list_name.to_owned(), VarValue::Scalar(ParamValue::Str(value.clone())));
+            local.insert(list_name.to_owned(), VarValue::Scalar(value.clone()));
             scalar(s, &local)
         })
         .collect()
+}
+
+/// Like [`list_element`], but an element that is exactly `${list}` keeps
+/// the list's typed values (for `for_each` values and list variables).
+pub fn list_values(s: &str, scope: &Scope) -> Result<Vec<ParamValue>, VarError> {
+    match whole_var(s, scope)? {
+        Some(VarValue::List(items)) => Ok(items),
+        Some(VarValue::Scalar(v)) => Ok(vec![v]),
+        None => Ok(list_element(s, scope)?.into_iter().map(ParamValue::Str).collect()),
+    }
 }
 
 /// If `s` is exactly `${name}`, the variable's typed value.
@@ -236,16 +249,14 @@ pub fn param(value: &ParamValue, scope: &Scope) -> Result<ParamValue, VarError> 
     Ok(match value {
         ParamValue::Str(s) => match whole_var(s, scope)? {
             Some(VarValue::Scalar(v)) => v,
-            Some(VarValue::List(items)) => ParamValue::List(items.into_iter().map(ParamValue::Str).collect()),
+            Some(VarValue::List(items)) => ParamValue::List(items),
             None => ParamValue::Str(scalar(s, scope)?),
         },
         ParamValue::List(items) => {
             let mut out = Vec::with_capacity(items.len());
             for item in items {
                 match item {
-                    ParamValue::Str(s) if whole_var(s, scope)?.is_none() => {
-                        out.extend(list_element(s, scope)?.into_iter().map(ParamValue::Str))
-                    }
+                    ParamValue::Str(s) => out.extend(list_values(s, scope)?),
                     other => out.push(param(other, scope)?),
                 }
             }
@@ -310,8 +321,8 @@ pub fn resolve_globals(raw: &BTreeMap<String, ParamValue>) -> Result<Scope, (Str
                 let mut out = Vec::new();
                 for item in items {
                     match item {
-                        ParamValue::Str(s) => out.extend(list_element(s, done).map_err(err)?),
-                        ParamValue::Int(_) | ParamValue::Float(_) | ParamValue::Bool(_) => out.push(item.to_plain_string()),
+                        ParamValue::Str(s) => out.extend(list_values(s, done).map_err(err)?),
+                        ParamValue::Int(_) | ParamValue::Float(_) | ParamValue::Bool(_) => out.push(item.clone()),
                         _ => return Err(err(verr("list variables hold strings or numbers, not nested arrays or tables", "flatten the list"))),
                     }
                 }
