@@ -11,7 +11,7 @@ use toml::Spanned;
 use super::diag::{Diagnostic, Diagnostics, SourceMap, Span};
 use super::raw::{LenientFile, OneOrMany, RawFile, RawNode};
 use super::vars::{self, Scope, VarError, VarValue};
-use super::{Action, ArtifactKind, Device, Input, InputRef, Node, Output, Param, ParamValue, Pipeline};
+use super::{Action, ArtifactKind, Device, Input, InputRef, Node, Output, Param, ParamValue, Pipeline, SourceHelp};
 
 /// Settings that come from the command line rather than the file.
 #[derive(Debug, Clone, Default)]
@@ -157,6 +157,8 @@ impl Expander {
             }
         };
 
+        let sources_help = self.sources_help(raw.sources_help, &globals, &workspace);
+
         let mut nodes = Vec::new();
         for raw_node in raw.node {
             let span = raw_node.span();
@@ -176,8 +178,23 @@ impl Expander {
             self.err(&span, Some(&id), msg, "give every node a unique id; in a for_each template put the loop variable in the id, e.g. id = \"eval_${ood}\"");
         }
 
-        let pipeline = Pipeline { name, description, file, workspace, nodes, source: self.source.clone(), broken: self.broken };
+        let pipeline = Pipeline { name, description, file, workspace, nodes, source: self.source.clone(), broken: self.broken, sources_help };
         Ok((pipeline, self.diags))
+    }
+
+    /// `[sources_help]` with variables filled in; keys resolved like source
+    /// paths, so they follow `--set data=...`.
+    fn sources_help(&mut self, raw: BTreeMap<String, Spanned<String>>, globals: &Scope, workspace: &Path) -> Vec<SourceHelp> {
+        let mut out = Vec::new();
+        for (key, text) in raw {
+            let span = text.span();
+            match (vars::scalar(&key, globals), vars::scalar(text.get_ref(), globals)) {
+                (Ok(path), Ok(text)) if !path.is_empty() => out.push(SourceHelp { abs: normalize(&workspace.join(path)), text }),
+                (Ok(_), Ok(_)) => self.err(&span, None, "a [sources_help] key is an empty path", "write the source path the text is about, e.g. \"${data}/datasets/Imagenet\" = \"...\""),
+                (Err(e), _) | (_, Err(e)) => self.var_err(&span, None, e),
+            }
+        }
+        out
     }
 
     fn finish(self) -> Diagnostics {
@@ -315,7 +332,9 @@ impl Expander {
             }
             match vars::param(value.get_ref(), scope) {
                 Ok(v) => {
-                    params.insert(name.clone(), Param { value: v, span: value.span() });
+                    let whole_var = matches!(value.get_ref(), ParamValue::Str(s) if matches!(vars::whole_var(s, scope), Ok(Some(_))));
+                    let from_text_var = whole_var && matches!(&v, ParamValue::Str(_) | ParamValue::List(_));
+                    params.insert(name.clone(), Param { value: v, span: value.span(), from_text_var });
                 }
                 Err(e) => self.var_err(&value.span(), node, e),
             }

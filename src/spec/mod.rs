@@ -290,6 +290,16 @@ pub struct Pipeline {
     /// Ids (glob patterns) of nodes left out because they had errors, so
     /// that references to them are not reported a second time.
     pub broken: Vec<String>,
+    /// `[sources_help]`: guidance for missing sources, by path.
+    pub sources_help: Vec<SourceHelp>,
+}
+
+/// One `[sources_help]` entry: the text applies to a source at `abs` or
+/// anywhere under it.
+#[derive(Debug, Clone)]
+pub struct SourceHelp {
+    pub abs: PathBuf,
+    pub text: String,
 }
 
 impl Pipeline {
@@ -304,6 +314,16 @@ impl Pipeline {
     /// A workspace-relative path made absolute.
     pub fn workspace_path(&self, rel: &Path) -> PathBuf {
         self.workspace.join(rel)
+    }
+
+    /// The `[sources_help]` text for a source path: the entry with the
+    /// longest path that is the source itself or a folder above it.
+    pub fn source_help(&self, abs: &Path) -> Option<&str> {
+        self.sources_help
+            .iter()
+            .filter(|h| abs.starts_with(&h.abs))
+            .max_by_key(|h| h.abs.components().count())
+            .map(|h| h.text.as_str())
     }
 
     /// A diagnostic located at `span` of this pipeline's file.
@@ -397,6 +417,10 @@ pub enum Action {
 pub struct Param {
     pub value: ParamValue,
     pub span: Span,
+    /// Written as exactly `"${var}"` of a text variable. Loop and list
+    /// variables are text, so a param that takes a number reads such a
+    /// value as one (`params.seed = "${seed}"` under `for_each.seed`).
+    pub from_text_var: bool,
 }
 
 /// What feeds one input port.
