@@ -26,7 +26,9 @@ impl Op for WorldGenerate {
         "world_generate"
     }
     fn version(&self) -> u32 {
-        1
+        // 2: COCO-style bare file names in the corpus; captions name
+        // colours and backgrounds less often.
+        2
     }
     fn summary(&self) -> &'static str {
         "draw one dataset of the demo world (corpus, id_train, id_val, ood_near, ood_scenes, ood_textures)"

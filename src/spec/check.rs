@@ -36,7 +36,7 @@ pub fn check(p: &mut Pipeline, catalog: Option<&OpCatalog>, opts: &CheckOptions)
     commands(p, &mut diags);
     output_paths(p, opts.store.as_deref(), &mut diags);
     if opts.sources {
-        sources(p, &mut diags);
+        sources(p, catalog, &mut diags);
     }
     let dag = Dag::build(p);
     if let Err(cycles) = &dag {
@@ -328,20 +328,60 @@ fn output_paths(p: &Pipeline, store: Option<&Path>, diags: &mut Diagnostics) {
     }
 }
 
-/// Every source path exists. All missing ones are listed.
-fn sources(p: &Pipeline, diags: &mut Diagnostics) {
+/// Every source path exists. All missing ones are listed, each path once
+/// (at its first use, naming the other nodes that read it), with the
+/// pipeline's `[sources_help]` text for it as the fix.
+fn sources(p: &Pipeline, catalog: Option<&OpCatalog>, diags: &mut Diagnostics) {
+    struct Missing<'a> {
+        abs: &'a Path,
+        /// (node, port, path as written, span) of every use, in file order.
+        uses: Vec<(&'a str, &'a str, &'a str, &'a super::Span)>,
+        /// What the first op port that reads it wants, when known.
+        want: Option<&'static str>,
+    }
+    let mut missing: Vec<Missing> = Vec::new();
     for node in &p.nodes {
         for (port, input) in &node.inputs {
             for r in &input.refs {
                 let InputRef::Source { path, abs } = r else { continue };
-                if std::fs::symlink_metadata(abs).is_err() {
-                    diags.push(
-                        p.diagnostic(&input.span, Some(&node.id), format!("source `{port}` = {path} does not exist (looked for {})", abs.display()))
-                            .with_fix("put the data there (data/README.md says where each dataset and checkpoint comes from), or change the path or its variable with --set"),
-                    );
+                if std::fs::symlink_metadata(abs).is_ok() {
+                    continue;
                 }
+                let want = match (&node.action, catalog) {
+                    (Action::Op { name, .. }, Some(c)) => c.get(name).and_then(|info| info.input(port)).map(|spec| if spec.kind == ArtifactKind::Dir { "a directory" } else { "a file" }),
+                    _ => None,
+                };
+                let entry = match missing.iter_mut().position(|m| m.abs == abs.as_path()) {
+                    Some(i) => &mut missing[i],
+                    None => {
+                        missing.push(Missing { abs, uses: Vec::new(), want: None });
+                        missing.last_mut().expect("just pushed")
+                    }
+                };
+                entry.want = entry.want.or(want);
+                entry.uses.push((&node.id, port, path, &input.span));
             }
         }
+    }
+    for m in missing {
+        let (node, port, path, span) = m.uses[0];
+        let mut msg = format!("source `{port}` = {path} does not exist (looked for {}{})", m.want.map(|w| format!("{w} at ")).unwrap_or_default(), m.abs.display());
+        let mut others: Vec<&str> = Vec::new();
+        for &(n, ..) in &m.uses[1..] {
+            if n != node && !others.contains(&n) {
+                others.push(n);
+            }
+        }
+        if !others.is_empty() {
+            let shown: Vec<String> = others.iter().take(6).map(|n| format!("`{n}`")).collect();
+            let more = if others.len() > 6 { format!(" and {} more", others.len() - 6) } else { String::new() };
+            msg.push_str(&format!("; also read by {}{more}", shown.join(", ")));
+        }
+        let fix = match p.source_help(m.abs) {
+            Some(help) => format!("{help} (or change the path or its variable with --set)"),
+            None => "put the data there (data/README.md says where each dataset and checkpoint comes from), or change the path or its variable with --set".to_owned(),
+        };
+        diags.push(p.diagnostic(span, Some(node), msg).with_fix(fix));
     }
 }
 
@@ -377,13 +417,17 @@ mod tests {
     }
 
     fn checked(text: &str) -> Result<Pipeline, Diagnostics> {
+        checked_with(text, &CheckOptions::default())
+    }
+
+    fn checked_with(text: &str, opts: &CheckOptions) -> Result<Pipeline, Diagnostics> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.toml");
         std::fs::write(&path, text).unwrap();
         let mut registry = Registry::new();
         registry.register(Box::new(Scale));
         let mut p = load(&path, &LoadOptions::default())?;
-        check(&mut p, Some(&registry.catalog()), &CheckOptions::default())?;
+        check(&mut p, Some(&registry.catalog()), opts)?;
         Ok(p)
     }
 
@@ -410,5 +454,49 @@ mod tests {
         assert!(err.contains("input `x` of op `scale` wants npy, but gen.x is json"), "{err}");
         let err = checked(&BASE.replace("outputs.x = \"npy\"", "outputs.x = \"file\"")).map(|_| ());
         assert!(err.is_ok(), "a plain file may feed any file port");
+    }
+
+    #[test]
+    fn loop_values_feed_number_params() {
+        let text = "[vars]\nfactors = [3, 2]\n\n[[node]]\nid = \"gen\"\ncmd = \"echo > ${out.x}\"\noutputs.x = \"npy\"\n\n[[node]]\nid = \"s_${f}\"\nfor_each.f = \"${factors}\"\nop = \"scale\"\ninputs.x = \"gen.x\"\nparams.factor = \"${f}\"\n";
+        let p = checked(text).unwrap();
+        assert_eq!(p.nodes[1].params["factor"].value, ParamValue::Float(3.0));
+        assert_eq!(p.nodes[2].params["factor"].value, ParamValue::Float(2.0));
+        let err = checked(&text.replace("[3, 2]", "[3, \"half\"]")).unwrap_err().to_string();
+        assert!(err.contains("error in node `s_half`: param `factor` of op `scale` must be a float, found string \"half\""), "{err}");
+    }
+
+    #[test]
+    fn each_missing_source_once_with_its_help() {
+        let text = r#"
+[vars]
+data = "nowhere"
+
+[sources_help]
+"${data}/models" = "the models: see data/README.md, section 'Models'"
+
+[[node]]
+id = "a"
+cmd = "cat ${in.m} ${in.t} > ${out.x}"
+sources.m = "${data}/models/clip.pt"
+sources.t = "${data}/table.txt"
+outputs.x = "npy"
+
+[[node]]
+id = "b"
+op = "scale"
+sources.x = "${data}/models/clip.pt"
+"#;
+        let opts = CheckOptions { sources: true, store: None };
+        let err = checked_with(text, &opts).unwrap_err();
+        assert_eq!(err.len(), 2, "{err}");
+        let clip = err.0.iter().find(|d| d.message.contains("clip.pt")).unwrap();
+        assert_eq!(clip.node.as_deref(), Some("a"));
+        assert!(clip.message.starts_with("source `m` = nowhere/models/clip.pt does not exist (looked for a file at "), "{}", clip.message);
+        assert!(clip.message.ends_with("; also read by `b`"), "{}", clip.message);
+        assert_eq!(clip.fix.as_deref(), Some("the models: see data/README.md, section 'Models' (or change the path or its variable with --set)"));
+        let table = err.0.iter().find(|d| d.message.contains("table.txt")).unwrap();
+        assert!(table.fix.as_deref().unwrap().starts_with("put the data there (data/README.md"), "{table}");
+        assert!(checked_with(text, &CheckOptions::default()).is_ok(), "without `sources`, paths are not looked at");
     }
 }

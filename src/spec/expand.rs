@@ -11,7 +11,7 @@ use toml::Spanned;
 use super::diag::{Diagnostic, Diagnostics, SourceMap, Span};
 use super::raw::{LenientFile, OneOrMany, RawFile, RawNode};
 use super::vars::{self, Scope, VarError, VarValue};
-use super::{Action, ArtifactKind, Device, Input, InputRef, Node, Output, Param, ParamValue, Pipeline};
+use super::{Action, ArtifactKind, Device, Input, InputRef, Node, Output, Param, ParamValue, Pipeline, SourceHelp};
 
 /// Settings that come from the command line rather than the file.
 #[derive(Debug, Clone, Default)]
@@ -158,6 +158,8 @@ impl Expander {
             }
         };
 
+        let sources_help = self.sources_help(raw.sources_help, &globals, &workspace);
+
         let mut nodes = Vec::new();
         for raw_node in raw.node {
             let span = raw_node.span();
@@ -178,7 +180,7 @@ impl Expander {
         }
 
         let show = self.show_paths(&show_raw, &nodes);
-        let pipeline = Pipeline { name, description, file, workspace, nodes, show, source: self.source.clone(), broken: self.broken };
+        let pipeline = Pipeline { name, description, file, workspace, nodes, show, source: self.source.clone(), broken: self.broken, sources_help };
         Ok((pipeline, self.diags))
     }
 
@@ -205,6 +207,21 @@ impl Expander {
             paths.push(path);
         }
         paths
+    }
+
+    /// `[sources_help]` with variables filled in; keys resolved like source
+    /// paths, so they follow `--set data=...`.
+    fn sources_help(&mut self, raw: BTreeMap<String, Spanned<String>>, globals: &Scope, workspace: &Path) -> Vec<SourceHelp> {
+        let mut out = Vec::new();
+        for (key, text) in raw {
+            let span = text.span();
+            match (vars::scalar(&key, globals), vars::scalar(text.get_ref(), globals)) {
+                (Ok(path), Ok(text)) if !path.is_empty() => out.push(SourceHelp { abs: normalize(&workspace.join(path)), text }),
+                (Ok(_), Ok(_)) => self.err(&span, None, "a [sources_help] key is an empty path", "write the source path the text is about, e.g. \"${data}/datasets/Imagenet\" = \"...\""),
+                (Err(e), _) | (_, Err(e)) => self.var_err(&span, None, e),
+            }
+        }
+        out
     }
 
     fn finish(self) -> Diagnostics {
@@ -519,9 +536,18 @@ fn override_value(old: &ParamValue, value: &str) -> Result<ParamValue, String> {
         ParamValue::Int(_) => ParamValue::Int(value.parse().map_err(|_| format!("{value:?} is not an integer"))?),
         ParamValue::Float(_) => ParamValue::Float(value.parse().map_err(|_| format!("{value:?} is not a number"))?),
         ParamValue::Bool(_) => ParamValue::Bool(value.parse().map_err(|_| format!("{value:?} is not true or false"))?),
-        ParamValue::List(_) => ParamValue::List(
-            value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| ParamValue::Str(s.to_owned())).collect(),
-        ),
+        // Elements take the type the file's list has (all its elements
+        // share one), so `--set seeds=1,2` stays a list of integers.
+        ParamValue::List(items) => {
+            let model = items.first().filter(|first| items.iter().all(|i| std::mem::discriminant(i) == std::mem::discriminant(*first)));
+            let parts = value.split(',').map(str::trim).filter(|s| !s.is_empty());
+            ParamValue::List(match model {
+                Some(first @ (ParamValue::Int(_) | ParamValue::Float(_) | ParamValue::Bool(_))) => {
+                    parts.map(|s| override_value(first, s)).collect::<Result<_, _>>()?
+                }
+                _ => parts.map(|s| ParamValue::Str(s.to_owned())).collect(),
+            })
+        }
         ParamValue::Table(_) => return Err("tables cannot be overridden".into()),
     })
 }

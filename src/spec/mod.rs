@@ -293,6 +293,16 @@ pub struct Pipeline {
     /// Ids (glob patterns) of nodes left out because they had errors, so
     /// that references to them are not reported a second time.
     pub broken: Vec<String>,
+    /// `[sources_help]`: guidance for missing sources, by path.
+    pub sources_help: Vec<SourceHelp>,
+}
+
+/// One `[sources_help]` entry: the text applies to a source at `abs` or
+/// anywhere under it.
+#[derive(Debug, Clone)]
+pub struct SourceHelp {
+    pub abs: PathBuf,
+    pub text: String,
 }
 
 impl Pipeline {
@@ -307,6 +317,16 @@ impl Pipeline {
     /// A workspace-relative path made absolute.
     pub fn workspace_path(&self, rel: &Path) -> PathBuf {
         self.workspace.join(rel)
+    }
+
+    /// The `[sources_help]` text for a source path: the entry with the
+    /// longest path that is the source itself or a folder above it.
+    pub fn source_help(&self, abs: &Path) -> Option<&str> {
+        self.sources_help
+            .iter()
+            .filter(|h| abs.starts_with(&h.abs))
+            .max_by_key(|h| h.abs.components().count())
+            .map(|h| h.text.as_str())
     }
 
     /// A diagnostic located at `span` of this pipeline's file.

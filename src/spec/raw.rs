@@ -18,6 +18,10 @@ pub struct RawFile {
     pub vars: BTreeMap<String, Spanned<ParamValue>>,
     #[serde(default)]
     pub node: Vec<Spanned<RawNode>>,
+    /// Source path (variables allowed) -> what it is and where to get it;
+    /// the fix shown when a source at or under that path is missing.
+    #[serde(default)]
+    pub sources_help: BTreeMap<String, Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
