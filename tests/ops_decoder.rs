@@ -61,6 +61,16 @@ outputs.model = {{ path = "out/decoder" }}
 outputs.log = {{ path = "out/decoder_log.json" }}
 
 [[node]]
+id = "finetuned"
+op = "train_decoder"
+sources.clip = "models/clip.pt"
+inputs.corpus = "corpus.images"
+inputs.init = "decoder.model"
+params = {{ epochs = 1, lr = 0.001, batch_size = 32, val_fraction = 0.2 }}
+outputs.model = {{ path = "out/finetuned" }}
+outputs.log = {{ path = "out/finetuned_log.json" }}
+
+[[node]]
 id = "words"
 op = "outliers_word"
 inputs.model = "decoder.model"
@@ -104,7 +114,10 @@ fn train_decoder_then_word_outliers_and_captions() {
     write_tiny_clip(&ws.path("models/clip.pt"));
     ws.write("pipeline.toml", &pipeline());
     let first = ws.run("pipeline.toml");
-    assert!(first.stdout.contains("epoch 4/4") || first.stderr.contains("epoch 4/4") || first.ran().contains("decoder"), "{}", first.all());
+    assert!(first.ran().contains("decoder") && first.ran().contains("words"), "{}", first.all());
+    // Progress per epoch in the node's log.
+    let log = ws.toe(&["log", "decoder"]).ok().stdout;
+    assert!(log.contains("epoch 1/4: train loss") && log.contains("epoch 4/4: train loss"), "{log}");
 
     // The model folder: checkpoint, word vocabulary, config with the heads.
     let dir = ws.path("out/decoder");
@@ -126,6 +139,14 @@ fn train_decoder_then_word_outliers_and_captions() {
     assert_eq!(log["images"], 300);
     assert_eq!(log["train_captions"].as_u64().unwrap() + log["val_captions"].as_u64().unwrap(), 300);
 
+    // Fine-tuning from the folder keeps its tokenizer and shape, and starts
+    // from its weights (below the first epoch's loss from scratch).
+    assert_eq!(ws.read("out/finetuned/vocab.json"), ws.read("out/decoder/vocab.json"));
+    assert_eq!(ws.read("out/finetuned/config.json"), ws.read("out/decoder/config.json"));
+    let tuned: serde_json::Value = serde_json::from_str(&ws.read("out/finetuned_log.json")).unwrap();
+    let tuned_val = tuned["epochs"][0]["val_loss"].as_f64().unwrap();
+    assert!(tuned_val < val[0], "fine-tuned val loss {tuned_val} vs {val:?}");
+
     // The checkpoint loads here (shape from the weights, heads given) and
     // through the folder (heads from config.json).
     let model = load_decoder(&dir.join("model.pt"), Some(2), Device::Cpu).unwrap();
@@ -144,8 +165,8 @@ fn train_decoder_then_word_outliers_and_captions() {
         assert_eq!(out.trim().rsplit(' ').next().unwrap(), (kept - 1).to_string(), "ZOC's 'epoch' is 0-based: {out}");
     }
 
-    // Word outliers: no class names, nothing non-semantic, no duplicates,
-    // words of the vocabulary; five sentences per word with templates.
+    // Word outliers: no class names, nothing non-semantic, no special
+    // tokens, no duplicates, words of the vocabulary; five sentences per word with templates.
     let words = formats::read_strings(&ws.path("out/words.npy")).unwrap();
     assert!(!words.is_empty());
     let blocked = non_semantic_words();
@@ -153,6 +174,7 @@ fn train_decoder_then_word_outliers_and_captions() {
     for w in &words {
         assert!(!["circle", "star", "square"].contains(&w.as_str()), "class name {w} among the outliers");
         assert!(!blocked.contains(w), "non-semantic word {w:?} among the outliers");
+        assert!(!["<s>", "</s>", "<pad>", "<unk>"].contains(&w.as_str()), "special token {w} among the outliers");
         assert!(tokens.contains(w.as_str()), "{w:?} is not in the vocabulary");
     }
     assert_eq!(words.iter().collect::<HashSet<_>>().len(), words.len());
@@ -294,7 +316,7 @@ fn greedy_captions_with_the_cache_equal_step_by_step_decoding() {
 }
 
 #[test]
-fn sentencepiece_captions_decode_as_sentencepiece_does() {
+fn sentencepiece_decoding_matches_the_package_and_trains_through_the_op() {
     let Some(py) = decoder_common::python_with(&["sentencepiece"]) else { return };
     let dir = tempfile::tempdir().unwrap();
     let script = r#"
@@ -320,4 +342,45 @@ for _ in range(20):
         let ids: Vec<i64> = ids.split_whitespace().map(|s| s.parse().unwrap()).collect();
         assert_eq!(spm.decode_text(&ids), want.trim(), "ids {ids:?}");
     }
+
+    // train_decoder with that tokenizer: the folder carries spiece.model,
+    // and the captions decode through it.
+    let ws = Ws::new();
+    write_tiny_clip(&ws.path("models/clip.pt"));
+    std::fs::copy(dir.path().join("sp.model"), ws.path("models/sp.model")).unwrap();
+    ws.write(
+        "pipeline.toml",
+        &format!(
+            r#"
+[pipeline]
+name = "spm"
+[[node]]
+id = "corpus"
+op = "world_generate"
+params = {{ seed = 2, image_size = 32, id_classes = {ID_CLASSES}, set = "corpus", count = 40 }}
+[[node]]
+id = "decoder"
+op = "train_decoder"
+sources.clip = "models/clip.pt"
+sources.tokenizer = "models/sp.model"
+inputs.corpus = "corpus.images"
+params = {{ epochs = 1, hidden = 32, layers = 1, heads = 2 }}
+outputs.model = {{ path = "out/decoder" }}
+[[node]]
+id = "captions"
+op = "caption_images"
+inputs.model = "decoder.model"
+sources.features = "data/features.npy"
+params.max_tokens = 6
+outputs.captions = {{ path = "out/captions.npy" }}
+"#
+        ),
+    );
+    write_inputs(&ws);
+    ws.run("pipeline.toml");
+    assert_eq!(std::fs::read(ws.path("out/decoder/spiece.model")).unwrap(), std::fs::read(ws.path("models/sp.model")).unwrap());
+    assert!(!ws.path("out/decoder/vocab.json").exists());
+    let config: serde_json::Value = serde_json::from_str(&ws.read("out/decoder/config.json")).unwrap();
+    assert_eq!(config["vocab_size"], spm.vocab_size() as i64);
+    assert_eq!(formats::read_strings(&ws.path("out/captions.npy")).unwrap().len(), 3);
 }

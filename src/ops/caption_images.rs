@@ -8,7 +8,7 @@
 use anyhow::{Context, Result};
 
 use super::io::read_features;
-use super::outliers_word::{model_dir_params, open_model_dir, positive_param};
+use super::outliers_word::{model_dir_params, open_model_dir, positive_param, set_threads, threads_param};
 use super::{Op, OpContext, ParamSpec, ParamType, PortSpec};
 use crate::decoder::generate_captions;
 use crate::formats;
@@ -31,6 +31,7 @@ impl Op for CaptionImages {
         p.extend([
             ParamSpec::with_default("max_tokens", ParamType::Int, ParamValue::Int(20), "most new tokens per caption (BLIP-2's max_new_tokens in the original: 20)"),
             ParamSpec::with_default("batch_size", ParamType::Int, ParamValue::Int(64), "images per decoder pass"),
+            threads_param(),
         ]);
         p
     }
@@ -46,6 +47,7 @@ impl Op for CaptionImages {
     fn run(&self, ctx: &OpContext) -> Result<()> {
         let max_tokens = positive_param(ctx, "max_tokens")? as usize;
         let batch_size = positive_param(ctx, "batch_size")? as usize;
+        set_threads(ctx)?;
         let features_path = ctx.input("features")?;
         let features = read_features(features_path)?;
         let dir = open_model_dir(ctx)?;

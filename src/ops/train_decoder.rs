@@ -34,6 +34,7 @@ use serde::Deserialize;
 use tch::{Device, Kind, Tensor};
 
 use super::io::{device, write_json};
+use super::outliers_word::{positive_param, set_threads, threads_param};
 use super::{Op, OpContext, ParamSpec, ParamType, PortSpec};
 use crate::clip;
 use crate::decoder::model_dir::{ModelTokenizer, DEFAULT_CHECKPOINT};
@@ -181,14 +182,6 @@ fn split_images(n: usize, fraction: f64, seed: u64) -> Vec<bool> {
     is_val
 }
 
-fn positive(ctx: &OpContext, name: &str) -> Result<i64> {
-    let v = ctx.param_i64(name)?;
-    if v <= 0 {
-        bail!("node {}: param `{name}` must be positive, got {v}", ctx.node);
-    }
-    Ok(v)
-}
-
 impl Op for TrainDecoder {
     fn name(&self) -> &'static str {
         "train_decoder"
@@ -206,7 +199,7 @@ impl Op for TrainDecoder {
         vec![
             string("captions_json", "captions.json", "the COCO-style captions JSON inside the corpus (real COCO: annotations/captions_train2017.json)"),
             string("image_dir", "images", "folder inside the corpus the JSON's file names are relative to (real COCO: train2017); names that already start with it are taken from the corpus root"),
-            int("epochs", 10, "training epochs (original: 100, TOE's model_epoch100.pt)"),
+            int("epochs", 5, "training epochs (original: 100, TOE's model_epoch100.pt; 20k demo pairs: ~40 s each on one busy CPU core)"),
             int("batch_size", 64, "captions per step (original: 128)"),
             float("lr", 1e-3, "AdamW learning rate (original: 1e-5, fine-tuning a pre-trained decoder; from scratch wants ~1e-3)"),
             int("hidden", 128, "decoder width, a multiple of the CLIP embedding width (original: 1024); ignored with init"),
@@ -220,6 +213,7 @@ impl Op for TrainDecoder {
             int("image_batch_size", 128, "images per CLIP forward pass when embedding the corpus"),
             string("init_checkpoint", DEFAULT_CHECKPOINT, "checkpoint file inside init (the released one is model_epoch100.pt)"),
             int("init_heads", 0, "attention heads of init: 0 = from its config.json, else 16"),
+            threads_param(),
         ]
     }
     fn inputs(&self) -> Vec<PortSpec> {
@@ -238,8 +232,8 @@ impl Op for TrainDecoder {
     }
     fn run(&self, ctx: &OpContext) -> Result<()> {
         let dev = device(&ctx.device);
-        let (epochs, batch_size) = (positive(ctx, "epochs")?, positive(ctx, "batch_size")?);
-        let max_len = positive(ctx, "max_len")?;
+        let (epochs, batch_size) = (positive_param(ctx, "epochs")?, positive_param(ctx, "batch_size")?);
+        let max_len = positive_param(ctx, "max_len")?;
         if max_len < 2 {
             bail!("node {}: max_len must be at least 2 (BOS and one token)", ctx.node);
         }
@@ -248,6 +242,7 @@ impl Op for TrainDecoder {
             bail!("node {}: val_fraction must be in [0, 1), got {val_fraction}", ctx.node);
         }
         let seed = ctx.param_i64("seed")?;
+        set_threads(ctx)?;
 
         let root = ctx.input("corpus")?;
         let corpus = read_corpus(root, ctx.param_str("captions_json")?, ctx.param_str("image_dir")?)?;
@@ -255,7 +250,7 @@ impl Op for TrainDecoder {
 
         let started = Instant::now();
         let clip_model = clip::load(ctx.input("clip")?, dev)?;
-        let embeds = embed_images(&clip_model, &corpus.image_paths, positive(ctx, "image_batch_size")? as usize, dev)?;
+        let embeds = embed_images(&clip_model, &corpus.image_paths, positive_param(ctx, "image_batch_size")? as usize, dev)?;
         drop(clip_model);
         let embed_seconds = started.elapsed().as_secs_f64();
         let clip_dim = embeds.size()[1];
@@ -284,7 +279,7 @@ impl Op for TrainDecoder {
                     [path] => ModelTokenizer::SentencePiece { model: SentencePieceModel::load(path)?, file: path.clone() },
                     _ => {
                         let texts: Vec<&str> = train_caps.iter().map(|&i| corpus.captions[i].as_str()).collect();
-                        ModelTokenizer::Words(WordVocab::build(&texts, positive(ctx, "min_count")? as usize))
+                        ModelTokenizer::Words(WordVocab::build(&texts, positive_param(ctx, "min_count")? as usize))
                     }
                 };
                 let model = new_decoder(ctx, tokenizer.as_dyn().vocab_size() as i64, clip_dim, max_len, seed, dev)?;
@@ -370,7 +365,7 @@ impl Op for TrainDecoder {
 
 /// A randomly initialised decoder of the shape the params give.
 fn new_decoder(ctx: &OpContext, vocab_size: i64, clip_dim: i64, max_len: i64, seed: i64, dev: Device) -> Result<BertGenerationDecoder> {
-    let (hidden, layers, heads) = (positive(ctx, "hidden")?, positive(ctx, "layers")?, positive(ctx, "heads")?);
+    let (hidden, layers, heads) = (positive_param(ctx, "hidden")?, positive_param(ctx, "layers")?, positive_param(ctx, "heads")?);
     if hidden % clip_dim != 0 {
         bail!(
             "node {}: hidden {hidden} is not a multiple of the CLIP embedding width {clip_dim} (ZOC repeats the \
@@ -407,6 +402,37 @@ mod tests {
         assert_eq!(image_path(root, "", "images/000001.png"), Path::new("/c/images/000001.png"));
         // A prefix that is only part of a folder name is not the folder.
         assert_eq!(image_path(root, "img", "images/1.png"), Path::new("/c/img/images/1.png"));
+    }
+
+    #[test]
+    fn corpus_reading_and_its_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let err = |r: Result<Corpus>| format!("{:#}", r.unwrap_err());
+        assert!(err(read_corpus(root, "captions.json", "images")).contains("set the param `captions_json`"));
+
+        std::fs::create_dir_all(root.join("train2017")).unwrap();
+        for f in ["b.jpg", "a.jpg"] {
+            std::fs::write(root.join("train2017").join(f), b"").unwrap();
+        }
+        let json = r#"{"info": {}, "images": [{"id": 7, "file_name": "b.jpg", "width": 1}, {"id": 3, "file_name": "a.jpg"},
+            {"id": 9, "file_name": "uncaptioned.jpg"}],
+            "annotations": [{"id": 1, "image_id": 3, "caption": "A cat."}, {"id": 2, "image_id": 7, "caption": "A dog."},
+            {"id": 5, "image_id": 3, "caption": "A grey cat."}]}"#;
+        std::fs::write(root.join("captions.json"), json).unwrap();
+        // Images in the JSON's order, those without captions left out.
+        let corpus = read_corpus(root, "captions.json", "train2017").unwrap();
+        assert_eq!(corpus.image_paths, [root.join("train2017/b.jpg"), root.join("train2017/a.jpg")]);
+        assert_eq!(corpus.captions, ["A cat.", "A dog.", "A grey cat."]);
+        assert_eq!(corpus.image_of_caption, [1, 0, 1]);
+
+        let e = err(read_corpus(root, "captions.json", "val2017"));
+        assert!(e.contains("2 of 2 captioned images are missing") && e.contains("set the param `image_dir`"), "{e}");
+        std::fs::write(root.join("captions.json"), json.replace(r#""image_id": 7"#, r#""image_id": 8"#)).unwrap();
+        let e = err(read_corpus(root, "captions.json", "train2017"));
+        assert!(e.contains("captions.json") && e.contains("image id 8"), "{e}");
+        std::fs::write(root.join("captions.json"), r#"{"images": []}"#).unwrap();
+        assert!(err(read_corpus(root, "captions.json", "train2017")).contains("not a COCO captions file"));
     }
 
     #[test]
