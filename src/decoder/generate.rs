@@ -14,6 +14,9 @@
 //!   the same top-k; the 9 blocks are identical copies. We compute the block
 //!   once and repeat it, which gives exactly the original's output.
 //!
+//! [`generate_captions`] is plain greedy captioning with the same cached
+//! step (the demo world's captioner, `caption_images`).
+//!
 //! Images are processed in batches (every sequence in a batch has the same
 //! length at each step, so nothing is padded), without gradients, in the
 //! model's kind (fp32 on CPU; fp16/bf16 are fine on CUDA). Logits are
@@ -83,25 +86,12 @@ pub struct Generated {
 pub fn generate_topk(model: &BertGenerationDecoder, clip_embeds: &Tensor, opts: &GenerateOptions) -> Result<Generated> {
     let c = model.config();
     opts.validate(c.vocab_size, c.max_position_embeddings)?;
-    let n = match clip_embeds.size().as_slice() {
-        [n, _] => *n,
-        other => bail!("CLIP image embeddings must be [N, D], got {other:?}"),
-    };
-    let device = model.device();
-    let kind = model.kind();
     let mut greedy = Vec::new();
     let mut kept = Vec::new();
-    tch::no_grad(|| -> Result<()> {
-        let mut start = 0;
-        while start < n {
-            let len = (opts.batch_size as i64).min(n - start);
-            let clip = clip_embeds.narrow(0, start, len).to_device(device);
-            let enc = clip_to_encoder_states(&clip, c.hidden_size, kind)?;
-            let (g, k) = generate_batch(model, &enc, opts)?;
-            greedy.push(g.to_device(Device::Cpu));
-            kept.push(k.to_device(Device::Cpu));
-            start += len;
-        }
+    let n = for_each_batch(model, clip_embeds, opts.batch_size, |enc| {
+        let (g, k) = generate_batch(model, enc, opts)?;
+        greedy.push(g.to_device(Device::Cpu));
+        kept.push(k.to_device(Device::Cpu));
         Ok(())
     })?;
     if n == 0 {
@@ -112,6 +102,87 @@ pub fn generate_topk(model: &BertGenerationDecoder, clip_embeds: &Tensor, opts: 
         });
     }
     Ok(Generated { greedy: Tensor::cat(&greedy, 0), kept: Tensor::cat(&kept, 0) })
+}
+
+/// Call `f` with the encoder states [b, 1, H] of each batch of CLIP image
+/// embeddings [N, D] (the ZOC tiling, on the model's device and kind),
+/// without gradients. Returns N.
+fn for_each_batch(
+    model: &BertGenerationDecoder,
+    clip_embeds: &Tensor,
+    batch_size: usize,
+    mut f: impl FnMut(&Tensor) -> Result<()>,
+) -> Result<i64> {
+    let n = match clip_embeds.size().as_slice() {
+        [n, _] => *n,
+        other => bail!("CLIP image embeddings must be [N, D], got {other:?}"),
+    };
+    if batch_size == 0 {
+        bail!("the batch size must be at least one");
+    }
+    let (device, kind, hidden) = (model.device(), model.kind(), model.config().hidden_size);
+    tch::no_grad(|| -> Result<()> {
+        let mut start = 0;
+        while start < n {
+            let len = (batch_size as i64).min(n - start);
+            let clip = clip_embeds.narrow(0, start, len).to_device(device);
+            f(&clip_to_encoder_states(&clip, hidden, kind)?)?;
+            start += len;
+        }
+        Ok(())
+    })?;
+    Ok(n)
+}
+
+/// Greedy captions of CLIP image embeddings [N, D], as a captioner writes
+/// them: from BOS, feed back the argmax token at every step (one token per
+/// step with the key/value cache) until EOS or `max_tokens` new tokens
+/// (BLIP-2's `max_new_tokens` is 20). Returns each image's token ids, EOS
+/// left out, in order.
+pub fn generate_captions(
+    model: &BertGenerationDecoder,
+    clip_embeds: &Tensor,
+    max_tokens: usize,
+    batch_size: usize,
+) -> Result<Vec<Vec<i64>>> {
+    let c = model.config();
+    if max_tokens == 0 {
+        bail!("max_tokens must be at least one");
+    }
+    // BOS and the first max_tokens - 1 generated tokens are fed.
+    if max_tokens as i64 > c.max_position_embeddings {
+        bail!("max_tokens {max_tokens} exceeds the decoder's {} positions", c.max_position_embeddings);
+    }
+    let (bos, eos) = (c.bos_token_id, c.eos_token_id);
+    let mut captions = Vec::new();
+    for_each_batch(model, clip_embeds, batch_size, |enc| {
+        let b = enc.size()[0] as usize;
+        let mut cache = model.start_cache(enc)?;
+        let mut input = Tensor::full([b as i64, 1], bos, (Kind::Int64, enc.device()));
+        let mut tokens: Vec<Vec<i64>> = vec![Vec::new(); b];
+        let mut done = vec![false; b];
+        for _ in 0..max_tokens {
+            let next = model.step(&input, &mut cache)?.to_kind(Kind::Float).argmax(-1, false);
+            let ids = Vec::<i64>::try_from(next.to_device(Device::Cpu))?;
+            for ((id, toks), finished) in ids.iter().zip(&mut tokens).zip(&mut done) {
+                if *finished {
+                    continue;
+                }
+                if *id == eos {
+                    *finished = true;
+                } else {
+                    toks.push(*id);
+                }
+            }
+            if done.iter().all(|&d| d) {
+                break;
+            }
+            input = next.unsqueeze(1);
+        }
+        captions.extend(tokens);
+        Ok(())
+    })?;
+    Ok(captions)
 }
 
 fn generate_batch(model: &BertGenerationDecoder, enc: &Tensor, opts: &GenerateOptions) -> Result<(Tensor, Tensor)> {

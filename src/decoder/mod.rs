@@ -12,6 +12,9 @@
 //!   from captions ([`WordVocab`]);
 //! * [`generate`]: greedy decoding with the top-55 / ranks 31-55 rule
 //!   ([`outlier_words`] is what the `outliers_word` op calls);
+//! * [`generate_captions`]: greedy captions (what `caption_images` calls);
+//! * [`model_dir`]: the model folder the ops read and write (checkpoint,
+//!   tokenizer, `config.json`), opened by [`DecoderDir::open`];
 //! * [`train`]: teacher-forced training on captions ([`train_decoder`] is
 //!   what the `train_decoder` op calls).
 
@@ -19,6 +22,7 @@ pub mod bert_generation;
 pub mod checkpoint;
 pub mod config;
 pub mod generate;
+pub mod model_dir;
 pub mod sentencepiece;
 pub mod tokenizer;
 pub mod train;
@@ -27,8 +31,9 @@ pub mod word_vocab;
 pub use bert_generation::{clip_to_encoder_states, BertGenerationDecoder, DecoderCache};
 pub use checkpoint::{load_decoder, read_weights, save_decoder, save_decoder_with_epoch};
 pub use config::DecoderConfig;
-pub use generate::{generate_topk, outlier_words, GenerateOptions, Generated};
+pub use generate::{generate_captions, generate_topk, outlier_words, GenerateOptions, Generated};
+pub use model_dir::{save_model_dir, DecoderDir, ModelTokenizer};
 pub use sentencepiece::SentencePieceModel;
 pub use tokenizer::DecoderTokenizer;
-pub use train::{evaluate_loss, train_decoder, CaptionSet, EpochLog, TrainOptions, TrainReport};
+pub use train::{evaluate_loss, train_decoder, train_decoder_with, CaptionSet, EpochLog, TrainOptions, TrainReport};
 pub use word_vocab::WordVocab;

@@ -299,6 +299,23 @@ impl SentencePieceModel {
         ids
     }
 
+    /// A sequence as text, as SentencePiece's `decode` gives it: pieces
+    /// concatenated, control pieces (BOS, EOS, padding) left out, runs of
+    /// byte pieces read as UTF-8, the unknown piece as " ⁇ " (SentencePiece's
+    /// default surface), "▁" read as a space, the result trimmed.
+    pub fn decode_ids(&self, ids: &[i64]) -> String {
+        let mut bytes = Vec::new();
+        for piece in ids.iter().filter_map(|&id| usize::try_from(id).ok().and_then(|i| self.pieces.get(i))) {
+            match piece.kind {
+                PieceType::Control => {}
+                PieceType::Unknown => bytes.extend_from_slice(" \u{2047} ".as_bytes()),
+                PieceType::Byte => bytes.extend(parse_byte_piece(&piece.text)),
+                _ => bytes.extend_from_slice(piece.text.as_bytes()),
+            }
+        }
+        utf8_per_byte_lossy(&bytes).replace(SPACE_SYMBOL, " ").trim().to_string()
+    }
+
     /// One id as text, as Hugging Face's `BertGenerationTokenizer.decode(id)`
     /// gives it: the piece with "▁" read as a space, trimmed. Special pieces
     /// come out verbatim ("<s>").
@@ -317,6 +334,9 @@ impl DecoderTokenizer for SentencePieceModel {
     fn decode_token(&self, id: i64) -> String {
         self.decode_id(id)
     }
+    fn decode_text(&self, ids: &[i64]) -> String {
+        self.decode_ids(ids)
+    }
     fn vocab_size(&self) -> usize {
         self.pieces.len()
     }
@@ -328,6 +348,27 @@ impl DecoderTokenizer for SentencePieceModel {
     }
     fn pad_id(&self) -> i64 {
         self.pad_id
+    }
+}
+
+/// UTF-8 text of `bytes`, each byte that does not belong to a valid
+/// character read as U+FFFD, one per byte (as SentencePiece decodes byte
+/// pieces; `String::from_utf8_lossy` would merge some into one).
+fn utf8_per_byte_lossy(mut bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    loop {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => {
+                out.push_str(text);
+                return out;
+            }
+            Err(e) => {
+                let (valid, rest) = bytes.split_at(e.valid_up_to());
+                out.push_str(std::str::from_utf8(valid).unwrap_or_default());
+                out.push(char::REPLACEMENT_CHARACTER);
+                bytes = &rest[1..];
+            }
+        }
     }
 }
 

@@ -14,6 +14,15 @@ pub trait DecoderTokenizer {
     /// One id as text, as Hugging Face's `tokenizer.decode(id)` gives it for
     /// BertGeneration (special tokens verbatim, e.g. "<s>").
     fn decode_token(&self, id: i64) -> String;
+    /// A generated sequence as text, special tokens left out (as
+    /// `tokenizer.decode(ids, skip_special_tokens=True)`). The default joins
+    /// the tokens with spaces, right for a word-level vocabulary.
+    fn decode_text(&self, ids: &[i64]) -> String {
+        let special = [self.bos_id(), self.eos_id(), self.pad_id()];
+        let words: Vec<String> =
+            ids.iter().filter(|id| !special.contains(id)).map(|&id| self.decode_token(id)).filter(|w| !w.is_empty()).collect();
+        words.join(" ")
+    }
     fn vocab_size(&self) -> usize;
     fn bos_id(&self) -> i64;
     fn eos_id(&self) -> i64;

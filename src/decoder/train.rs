@@ -123,7 +123,7 @@ pub struct TrainReport {
 
 /// splitmix64: a small seeded generator for the shuffling, independent of
 /// libtorch's generator (which dropout draws from).
-struct SplitMix(u64);
+pub(crate) struct SplitMix(pub(crate) u64);
 
 impl SplitMix {
     fn next(&mut self) -> u64 {
@@ -134,7 +134,7 @@ impl SplitMix {
         z ^ (z >> 31)
     }
 
-    fn shuffle<T>(&mut self, v: &mut [T]) {
+    pub(crate) fn shuffle<T>(&mut self, v: &mut [T]) {
         for i in (1..v.len()).rev() {
             let j = (self.next() % (i as u64 + 1)) as usize;
             v.swap(i, j);
@@ -215,6 +215,17 @@ pub fn train_decoder(
     val: Option<&CaptionSet>,
     opts: &TrainOptions,
 ) -> Result<TrainReport> {
+    train_decoder_with(model, train, val, opts, &mut |_| {})
+}
+
+/// As [`train_decoder`], calling `on_epoch` after every epoch (progress).
+pub fn train_decoder_with(
+    model: &mut BertGenerationDecoder,
+    train: &CaptionSet,
+    val: Option<&CaptionSet>,
+    opts: &TrainOptions,
+    on_epoch: &mut dyn FnMut(&EpochLog),
+) -> Result<TrainReport> {
     let vocab = model.config().vocab_size;
     train.validate("training captions", vocab)?;
     if let Some(v) = val {
@@ -272,6 +283,7 @@ pub fn train_decoder(
                 report.best_epoch = Some(epoch);
             }
         }
+        on_epoch(&log);
         report.epochs.push(log);
     }
     if let Some((_, weights)) = &best {

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::spec::{ArtifactKind, ParamValue};
 
+mod caption_images;
 mod class_stats;
 mod embed_images;
 mod embed_text;
@@ -26,8 +27,10 @@ mod import_outliers;
 mod io;
 mod mahalanobis_select;
 mod outliers_description;
+mod outliers_word;
 mod report;
 mod train_clip;
+mod train_decoder;
 mod train_oe;
 mod world_classes;
 mod world_generate;
@@ -243,6 +246,9 @@ impl Registry {
             Box::new(train_oe::TrainOe),
             Box::new(evaluate::Evaluate),
             Box::new(report::Report),
+            Box::new(train_decoder::TrainDecoder),
+            Box::new(outliers_word::OutliersWord),
+            Box::new(caption_images::CaptionImages),
         ];
         let mut r = Registry::new();
         for op in ops {
