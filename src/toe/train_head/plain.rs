@@ -247,7 +247,7 @@ fn exp_nonpositive(x: f32) -> f32 {
     let x = if x < -87.0 { -87.0 } else { x };
     let shifted = x * std::f32::consts::LOG2_E + ROUND;
     let n = shifted - ROUND;
-    let r = x - n * 0.693_359_375 - n * -2.121_944_4e-4; // x - n ln 2 in two parts
+    let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4; // x - n ln 2 in two parts
     let mut p = 1.987_569_1e-4f32;
     p = p * r + 1.398_199_9e-3;
     p = p * r + 8.333_452e-3;
