@@ -9,7 +9,7 @@ use ndarray_npy::{read_npy, write_npy};
 use tch::{Kind, Tensor};
 use toe_pipe::toe::class_stats::class_stats;
 use toe_pipe::toe::mahalanobis::{lowest_fraction, mahalanobis_scores};
-use toe_pipe::toe::train_head::{inject_noise, oe_loss, train_head, HeadConfig};
+use toe_pipe::toe::train_head::{inject_noise, oe_loss, train_head, train_head_with, Engine, HeadConfig};
 
 fn python() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python")
@@ -135,4 +135,43 @@ fn exposure_lowers_confidence_on_outliers_without_hurting_accuracy() {
     // Same seed, same head.
     let again = train_head(&feats, &labels, Some(&outliers), c, &cfg).unwrap();
     assert!(again.weight.equal(&oe.weight));
+}
+
+/// The plain-Rust CPU steps and the tch steps (the CUDA path) draw the same
+/// shuffles and noise and do the same maths, so they train the same head up
+/// to float rounding: with outliers (more than a batch, and fewer, which
+/// reshuffles every step), without, and with a last partial ID batch.
+#[test]
+fn plain_and_tensor_engines_train_the_same_head() {
+    tch::manual_seed(5);
+    let (n, d, c) = (203i64, 24i64, 6i64);
+    let labels = Tensor::randint(c, [n], (Kind::Int64, tch::Device::Cpu));
+    let feats = Tensor::randn([n, d], (Kind::Float, tch::Device::Cpu)) + labels.unsqueeze(1).to_kind(Kind::Float) * 0.3;
+    let many = Tensor::randn([70, d], (Kind::Float, tch::Device::Cpu)) * 2.0;
+    let few = Tensor::randn([9, d], (Kind::Float, tch::Device::Cpu));
+    let cfg = HeadConfig { epochs: 4, lr: 1e-2, ..Default::default() };
+    for (name, outliers) in [("70 outliers", Some(&many)), ("9 outliers", Some(&few)), ("no outliers", None)] {
+        let plain = train_head_with(Engine::Plain, &feats, &labels, outliers, c, &cfg).unwrap();
+        let tensor = train_head_with(Engine::Tensor, &feats, &labels, outliers, c, &cfg).unwrap();
+        let dw = (&plain.weight - &tensor.weight).abs().max().double_value(&[]);
+        let db = (&plain.bias - &tensor.bias).abs().max().double_value(&[]);
+        assert!(dw < 1e-4 && db < 1e-4, "{name}: weights differ by {dw}, bias by {db}");
+        // and the heads did move: the comparison is not between two initialisations
+        assert!(plain.log.last().unwrap().loss < plain.log[0].loss, "{name}: loss did not fall");
+        assert_eq!(plain.log.len(), tensor.log.len());
+        for (p, t) in plain.log.iter().zip(&tensor.log) {
+            assert!((p.ce - t.ce).abs() < 1e-5 && (p.oe - t.oe).abs() < 1e-5, "{name} epoch {}: {p:?} vs {t:?}", p.epoch);
+            assert!((p.train_accuracy - t.train_accuracy).abs() <= 1.0 / n as f64, "{name} epoch {}: {p:?} vs {t:?}", p.epoch);
+        }
+    }
+}
+
+#[test]
+fn labels_outside_the_classes_are_an_error() {
+    let feats = Tensor::randn([4, 3], (Kind::Float, tch::Device::Cpu));
+    let labels = Tensor::from_slice(&[0i64, 1, 2, 1]);
+    for engine in [Engine::Plain, Engine::Tensor] {
+        let err = train_head_with(engine, &feats, &labels, None, 2, &HeadConfig { epochs: 1, ..Default::default() }).err().unwrap().to_string();
+        assert!(err.contains("label 2 at row 2") && err.contains("num_classes"), "{err}");
+    }
 }

@@ -30,6 +30,8 @@ impl Op for TrainOe {
         "train_oe"
     }
     fn version(&self) -> u32 {
+        // Still 1 with the plain-Rust CPU steps: same draws from the same
+        // seeded generator and the same maths, so heads agree to rounding.
         1
     }
     fn summary(&self) -> &'static str {

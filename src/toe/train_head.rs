@@ -10,6 +10,8 @@ use tch::{Device, Kind, Tensor};
 
 use super::class_stats::l2_normalize;
 
+mod plain;
+
 #[derive(Debug, Clone)]
 pub struct HeadConfig {
     pub epochs: usize,
@@ -74,6 +76,19 @@ pub fn oe_loss(logits: &Tensor) -> Tensor {
     (logits.logsumexp([1i64].as_slice(), false) - logits.mean_dim([1i64].as_slice(), false, Kind::Float)).mean(Kind::Float)
 }
 
+/// How the training steps are computed. Both run the same maths on the same
+/// draws from torch's seeded generator, so they train the same head (up to
+/// float rounding; `tests/toe_math.rs` checks they agree).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// Plain Rust on f32 buffers (CPU only): a 32 + 32-row step is two small
+    /// GEMMs, softmax and Adam, which tch would spread over ~40 ops whose
+    /// dispatch and allocation cost more than the arithmetic.
+    Plain,
+    /// tch tensor ops on `HeadConfig::device` (CPU or CUDA).
+    Tensor,
+}
+
 /// Train `Linear(D, C)` on ID `features` `[N, D]` with `labels` `[N]` and,
 /// unless `outliers` is None (the no-exposure baseline), text outlier
 /// features `[M, D]` with the OE loss.
@@ -83,7 +98,16 @@ pub fn oe_loss(logits: &Tensor) -> Tensor {
 /// and restarted whenever it runs out. (The original zips the two loaders,
 /// so its epoch ends with the shorter one; with few outliers that silently
 /// shortens every epoch, which we do not reproduce.)
+///
+/// On the CPU the steps run in plain Rust ([`Engine::Plain`]), elsewhere
+/// with tch ops ([`Engine::Tensor`]).
 pub fn train_head(features: &Tensor, labels: &Tensor, outliers: Option<&Tensor>, num_classes: i64, cfg: &HeadConfig) -> Result<TrainedHead> {
+    let engine = if cfg.device == Device::Cpu { Engine::Plain } else { Engine::Tensor };
+    train_head_with(engine, features, labels, outliers, num_classes, cfg)
+}
+
+/// [`train_head`] with the engine chosen by the caller.
+pub fn train_head_with(engine: Engine, features: &Tensor, labels: &Tensor, outliers: Option<&Tensor>, num_classes: i64, cfg: &HeadConfig) -> Result<TrainedHead> {
     let (n, d) = features.size2()?;
     if labels.size() != [n] {
         bail!("{n} features but labels of shape {:?}", labels.size());
@@ -100,6 +124,13 @@ pub fn train_head(features: &Tensor, labels: &Tensor, outliers: Option<&Tensor>,
             bail!("the outlier set is empty");
         }
     }
+    if engine == Engine::Plain && cfg.device != Device::Cpu {
+        bail!("the plain-Rust training engine runs on the CPU only, not on {:?}", cfg.device);
+    }
+    let y_host = Vec::<i64>::try_from(&labels.to_kind(Kind::Int64).to_device(Device::Cpu))?;
+    if let Some((row, label)) = y_host.iter().enumerate().find(|(_, &l)| l < 0 || l >= num_classes) {
+        bail!("label {label} at row {row} is outside 0..{num_classes}; set num_classes to cover every label");
+    }
     tch::manual_seed(cfg.seed);
     let device = cfg.device;
     if device == Device::Cpu {
@@ -108,74 +139,106 @@ pub fn train_head(features: &Tensor, labels: &Tensor, outliers: Option<&Tensor>,
         // spinning makes a step 10-20x slower. One thread is fastest here.
         tch::set_num_threads(1);
     }
-    let x = features.to_kind(Kind::Float).to_device(device);
-    let y = labels.to_kind(Kind::Int64).to_device(device);
-    let out = outliers.map(|o| o.to_kind(Kind::Float).to_device(device));
-
     // The head as one matrix [C, D + 1] (weight and bias) over inputs with a
     // trailing 1, trained with closed-form gradients and Adam written out:
-    // the same maths as autograd + torch.optim.Adam, in a third of the
-    // tensor ops, which is what a 32-row step costs.
+    // the same maths as autograd + torch.optim.Adam, in far fewer ops.
     let bound = 1.0 / (d as f64).sqrt(); // nn.Linear's initialisation
-    let mut head = Tensor::empty([num_classes, d + 1], (Kind::Float, device)).uniform_(-bound, bound);
-    let mut adam = Adam::new(&head, cfg.lr);
-    let x1 = with_ones(&x);
-    let uniform = 1.0 / num_classes as f64;
-    let rows = Tensor::arange(cfg.batch_size as i64, (Kind::Int64, device));
-    let minus_one = Tensor::from(-1.0f32).to_device(device);
-
-    let mut out_order = Tensor::empty([0], (Kind::Int64, device));
-    let mut out_pos = 0i64;
-    let mut log = Vec::with_capacity(cfg.epochs);
-    tch::no_grad(|| -> Result<()> {
-        for epoch in 0..cfg.epochs {
-            let order = Tensor::randperm(n, (Kind::Int64, device));
-            let sums = Tensor::zeros([2], (Kind::Double, device)); // ce, oe
-            let mut steps = 0usize;
-            for batch in order.split(cfg.batch_size as i64, 0) {
-                let b = batch.size()[0];
-                let xb = x1.index_select(0, &batch);
-                let yb = y.index_select(0, &batch);
-                let log_p = xb.matmul(&head.tr()).log_softmax(1, Kind::Float);
-                // d CE / d logits = (softmax - onehot) / B
-                let mut grad_logits = log_p.exp();
-                let _ = grad_logits.index_put_(&[Some(rows.narrow(0, 0, b)), Some(yb.shallow_clone())], &minus_one, true);
-                let ce = -log_p.gather(1, &yb.unsqueeze(1), false).mean(Kind::Float);
-                let _ = sums.narrow(0, 0, 1).g_add_(&ce.to_kind(Kind::Double));
-                let (inputs, grads) = match &out {
-                    None => (xb, grad_logits / b as f64),
-                    Some(out) => {
-                        let m = out.size()[0];
-                        if out_pos + cfg.outlier_batch_size as i64 > out_order.size()[0] {
-                            out_order = Tensor::randperm(m, (Kind::Int64, device));
-                            out_pos = 0;
-                        }
-                        let take = (cfg.outlier_batch_size as i64).min(m);
-                        let idx = out_order.narrow(0, out_pos, take);
-                        out_pos += take;
-                        let text = with_ones(&inject_noise(&out.index_select(0, &idx), cfg.noise_var));
-                        let logits = text.matmul(&head.tr());
-                        let lse = logits.logsumexp([1i64].as_slice(), true);
-                        let oe = (&lse - logits.mean_dim([1i64].as_slice(), true, Kind::Float)).mean(Kind::Float);
-                        let _ = sums.narrow(0, 1, 1).g_add_(&oe.to_kind(Kind::Double));
-                        // d OE / d logits = (softmax - 1/C) / B_out, times the OE weight
-                        let grad_out = ((logits - lse).exp() - uniform) * (cfg.oe_weight / take as f64);
-                        (Tensor::cat(&[xb, text], 0), Tensor::cat(&[grad_logits / b as f64, grad_out], 0))
-                    }
-                };
-                adam.step(&mut head, &grads.tr().matmul(&inputs));
-                steps += 1;
-            }
-            let sums = Vec::<f64>::try_from(&sums.to_device(Device::Cpu))?;
-            let s = steps as f64;
-            let (ce, oe) = (sums[0] / s, sums[1] / s);
-            let accuracy = accuracy(&x1.matmul(&head.tr()), &y);
-            log.push(EpochLog { epoch: epoch + 1, loss: ce + cfg.oe_weight * oe, ce, oe, train_accuracy: accuracy });
-        }
-        Ok(())
+    let head = Tensor::empty([num_classes, d + 1], (Kind::Float, device)).f_uniform_(-bound, bound)?;
+    let x = features.to_kind(Kind::Float).to_device(device);
+    let out = outliers.map(|o| o.to_kind(Kind::Float).to_device(device));
+    let (head, log) = tch::no_grad(|| match engine {
+        Engine::Plain => plain::train(&x, &y_host, out.as_ref(), head, cfg),
+        Engine::Tensor => train_with_tensors(&x, &labels.to_kind(Kind::Int64).to_device(device), out.as_ref(), head, cfg),
     })?;
     let head = head.to_device(Device::Cpu);
     Ok(TrainedHead { weight: head.narrow(1, 0, d).contiguous(), bias: head.select(1, d).contiguous(), log })
+}
+
+/// The outliers paired with each ID batch: the next `batch` of a shuffled
+/// order of all M, reshuffled with torch's generator whenever fewer than a
+/// batch remain. Both engines draw from it, so they consume the generator
+/// identically.
+struct OutlierCursor {
+    m: i64,
+    batch: i64,
+    device: Device,
+    order: Tensor,
+    /// How many times `order` has been drawn (lets a caller cache it).
+    shuffles: u64,
+    pos: i64,
+}
+
+impl OutlierCursor {
+    fn new(m: i64, batch: usize, device: Device) -> OutlierCursor {
+        OutlierCursor { m, batch: batch as i64, device, order: Tensor::empty([0], (Kind::Int64, device)), shuffles: 0, pos: 0 }
+    }
+
+    /// The next batch as (start, length) in `self.order`.
+    fn next(&mut self) -> Result<(i64, i64)> {
+        if self.pos + self.batch > self.order.size()[0] {
+            self.order = Tensor::f_randperm(self.m, (Kind::Int64, self.device))?;
+            self.shuffles += 1;
+            self.pos = 0;
+        }
+        let take = self.batch.min(self.m);
+        let start = self.pos;
+        self.pos += take;
+        Ok((start, take))
+    }
+}
+
+/// The steps with tch ops, on any device (one [C, D + 1] matrix, closed-form
+/// gradients, Adam written out).
+fn train_with_tensors(x: &Tensor, y: &Tensor, out: Option<&Tensor>, mut head: Tensor, cfg: &HeadConfig) -> Result<(Tensor, Vec<EpochLog>)> {
+    let device = cfg.device;
+    let n = x.size()[0];
+    let num_classes = head.size()[0];
+    let mut adam = Adam::new(&head, cfg.lr);
+    let x1 = with_ones(x);
+    let uniform = 1.0 / num_classes as f64;
+    let rows = Tensor::arange(cfg.batch_size as i64, (Kind::Int64, device));
+    let minus_one = Tensor::from(-1.0f32).to_device(device);
+    let mut cursor = out.map(|o| OutlierCursor::new(o.size()[0], cfg.outlier_batch_size, device));
+    let mut log = Vec::with_capacity(cfg.epochs);
+    for epoch in 0..cfg.epochs {
+        let order = Tensor::f_randperm(n, (Kind::Int64, device))?;
+        let sums = Tensor::zeros([2], (Kind::Double, device)); // ce, oe
+        let mut steps = 0usize;
+        for batch in order.split(cfg.batch_size as i64, 0) {
+            let b = batch.size()[0];
+            let xb = x1.index_select(0, &batch);
+            let yb = y.index_select(0, &batch);
+            let log_p = xb.matmul(&head.tr()).log_softmax(1, Kind::Float);
+            // d CE / d logits = (softmax - onehot) / B
+            let mut grad_logits = log_p.exp();
+            let _ = grad_logits.index_put_(&[Some(rows.narrow(0, 0, b)), Some(yb.shallow_clone())], &minus_one, true);
+            let ce = -log_p.gather(1, &yb.unsqueeze(1), false).mean(Kind::Float);
+            let _ = sums.narrow(0, 0, 1).g_add_(&ce.to_kind(Kind::Double));
+            let (inputs, grads) = match (out, cursor.as_mut()) {
+                (Some(out), Some(cursor)) => {
+                    let (start, take) = cursor.next()?;
+                    let idx = cursor.order.narrow(0, start, take);
+                    let text = with_ones(&inject_noise(&out.index_select(0, &idx), cfg.noise_var));
+                    let logits = text.matmul(&head.tr());
+                    let lse = logits.logsumexp([1i64].as_slice(), true);
+                    let oe = (&lse - logits.mean_dim([1i64].as_slice(), true, Kind::Float)).mean(Kind::Float);
+                    let _ = sums.narrow(0, 1, 1).g_add_(&oe.to_kind(Kind::Double));
+                    // d OE / d logits = (softmax - 1/C) / B_out, times the OE weight
+                    let grad_out = ((logits - lse).exp() - uniform) * (cfg.oe_weight / take as f64);
+                    (Tensor::cat(&[xb, text], 0), Tensor::cat(&[grad_logits / b as f64, grad_out], 0))
+                }
+                _ => (xb, grad_logits / b as f64),
+            };
+            adam.step(&mut head, &grads.tr().matmul(&inputs));
+            steps += 1;
+        }
+        let sums = Vec::<f64>::try_from(&sums.to_device(Device::Cpu))?;
+        let s = steps as f64;
+        let (ce, oe) = (sums[0] / s, sums[1] / s);
+        let accuracy = accuracy(&x1.matmul(&head.tr()), y);
+        log.push(EpochLog { epoch: epoch + 1, loss: ce + cfg.oe_weight * oe, ce, oe, train_accuracy: accuracy });
+    }
+    Ok((head, log))
 }
 
 /// `[N, D]` -> `[N, D + 1]` with a trailing column of ones (the bias input).
