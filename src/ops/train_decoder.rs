@@ -99,7 +99,7 @@ impl Op for TrainDecoder {
         let string = |name, v: &str, doc| ParamSpec::with_default(name, ParamType::Str, ParamValue::Str(v.into()), doc);
         vec![
             string("captions_json", "captions.json", "the COCO-style captions JSON inside the corpus (real COCO: annotations/captions_train2017.json)"),
-            string("image_dir", "images", "folder inside the corpus the JSON's file names are relative to (real COCO: train2017); names that already start with it are taken from the corpus root"),
+            string("image_dir", "images", "folder inside the corpus the JSON's file names are relative to (real COCO: train2017)"),
             int("epochs", 5, "training epochs (original: 100, TOE's model_epoch100.pt; 20k demo pairs: ~40 s each on one busy CPU core)"),
             int("batch_size", 64, "captions per step (original: 128)"),
             float("lr", 1e-3, "AdamW learning rate (original: 1e-5, fine-tuning a pre-trained decoder; from scratch wants ~1e-3)"),
