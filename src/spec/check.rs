@@ -457,6 +457,15 @@ mod tests {
     }
 
     #[test]
+    fn show_names_an_output_path() {
+        let text = "[pipeline]\nshow = [\"out/${name}.npy\"]\n\n[vars]\nname = \"x\"\n\n[[node]]\nid = \"gen\"\ncmd = \"echo > ${out.x}\"\noutputs.x = { kind = \"npy\", path = \"out/x.npy\" }\n";
+        let p = checked(text).unwrap();
+        assert_eq!(p.show, [std::path::PathBuf::from("out/x.npy")]);
+        let err = checked(&text.replace("out/${name}.npy", "out/y.npy")).unwrap_err().to_string();
+        assert!(err.contains("show: no node writes \"out/y.npy\""), "{err}");
+    }
+
+    #[test]
     fn loop_values_feed_number_params() {
         let text = "[vars]\nfactors = [3, 2]\n\n[[node]]\nid = \"gen\"\ncmd = \"echo > ${out.x}\"\noutputs.x = \"npy\"\n\n[[node]]\nid = \"s_${f}\"\nfor_each.f = \"${factors}\"\nop = \"scale\"\ninputs.x = \"gen.x\"\nparams.factor = \"${f}\"\n";
         let p = checked(text).unwrap();

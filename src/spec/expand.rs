@@ -179,17 +179,24 @@ impl Expander {
             self.err(&span, Some(&id), msg, "give every node a unique id; in a for_each template put the loop variable in the id, e.g. id = \"eval_${ood}\"");
         }
 
-        let show = self.show_paths(&show_raw, &nodes);
+        let show = self.show_paths(&show_raw, &nodes, &globals);
         let pipeline = Pipeline { name, description, file, workspace, nodes, show, source: self.source.clone(), broken: self.broken, sources_help };
         Ok((pipeline, self.diags))
     }
 
     /// `show` entries must be the `path` of some node's output, so that a
     /// typo is caught before anything runs.
-    fn show_paths(&mut self, raw: &[Spanned<String>], nodes: &[Node]) -> Vec<PathBuf> {
+    fn show_paths(&mut self, raw: &[Spanned<String>], nodes: &[Node], globals: &Scope) -> Vec<PathBuf> {
         let mut paths = Vec::new();
         for entry in raw {
-            let path = match workspace_relative(entry.get_ref()) {
+            let text = match vars::scalar(entry.get_ref(), globals) {
+                Ok(t) => t,
+                Err(e) => {
+                    self.var_err(&entry.span(), None, e);
+                    continue;
+                }
+            };
+            let path = match workspace_relative(&text) {
                 Ok(p) => p,
                 Err(m) => {
                     self.err(&entry.span(), None, format!("show: {m}"), "list output paths inside the workspace, e.g. \"results/table.md\"");
@@ -200,7 +207,7 @@ impl Expander {
             if !written {
                 // A node left out for its own errors may be the writer.
                 if self.broken.is_empty() {
-                    self.err(&entry.span(), None, format!("show: no node writes {:?}", entry.get_ref()), "name the `path` of a node's output, e.g. outputs.table = { path = \"results/table.md\" }");
+                    self.err(&entry.span(), None, format!("show: no node writes {text:?}"), "name the `path` of a node's output, e.g. outputs.table = { path = \"results/table.md\" }");
                 }
                 continue;
             }
