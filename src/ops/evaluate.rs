@@ -5,7 +5,7 @@
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::io::{check_same_length, read_features, read_labels, write_json};
+use super::io::{check_same_length, head_features, normalize_param, read_labels, write_json};
 use super::{Op, OpContext, ParamSpec, ParamType, PortSpec};
 use crate::formats;
 use crate::metrics::{accuracy, ood_metrics};
@@ -48,6 +48,7 @@ impl Op for Evaluate {
             ParamSpec::required("ood_names", ParamType::StrList, "names of the OoD sets, in the order of the ood_features input"),
             ParamSpec::with_default("variant", ParamType::Str, ParamValue::Str(String::new()), "label of this head in reports (e.g. word, baseline)"),
             ParamSpec::with_default("temperature", ParamType::Float, ParamValue::Float(1.0), "energy temperature T"),
+            normalize_param(),
         ]
     }
     fn inputs(&self) -> Vec<PortSpec> {
@@ -71,7 +72,7 @@ impl Op for Evaluate {
         if temperature <= 0.0 {
             bail!("node {}: temperature must be positive", ctx.node);
         }
-        let id_features = read_features(ctx.input("id_features")?)?;
+        let id_features = head_features(ctx, ctx.input("id_features")?)?;
         let id_labels = read_labels(ctx.input("id_labels")?)?;
         check_same_length(&id_features, ctx.input("id_features")?, &id_labels, ctx.input("id_labels")?)?;
         let id_logits = head_logits(&id_features, &weight, &bias)?;
@@ -87,7 +88,7 @@ impl Op for Evaluate {
         let plots = ctx.output("plots")?;
         let mut sets = Vec::new();
         for (name, path) in names.iter().zip(ood_paths) {
-            let logits = head_logits(&read_features(path)?, &weight, &bias)?;
+            let logits = head_logits(&head_features(ctx, path)?, &weight, &bias)?;
             let scores = negative_energy(&logits, temperature)?;
             let m = ood_metrics(&id_scores, &scores).with_context(|| format!("metrics of OoD set {name}"))?;
             score_density_svg(&plots.join(format!("{name}.svg")), &format!("{name}: ID vs OoD"), &id_scores, &scores)?;

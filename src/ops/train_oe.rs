@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 use serde::Serialize;
 use tch::Tensor;
 
-use super::io::{check_same_length, device, read_features, read_labels, write_json};
+use super::io::{check_same_length, device, head_features, normalize_param, read_features, read_labels, write_json};
 use super::{Op, OpContext, ParamSpec, ParamType, PortSpec};
 use crate::formats;
 use crate::spec::{ArtifactKind, ParamValue};
@@ -48,6 +48,7 @@ impl Op for TrainOe {
             ParamSpec::with_default("oe_weight", ParamType::Float, ParamValue::Float(d.oe_weight), "weight of the OE loss"),
             ParamSpec::with_default("noise_var", ParamType::Float, ParamValue::Float(d.noise_var), "variance of the noise added to normalised text features"),
             ParamSpec::with_default("num_classes", ParamType::Int, ParamValue::Int(0), "number of classes; 0 = largest label + 1"),
+            normalize_param(),
         ]
     }
     fn inputs(&self) -> Vec<PortSpec> {
@@ -64,7 +65,7 @@ impl Op for TrainOe {
         ]
     }
     fn run(&self, ctx: &OpContext) -> Result<()> {
-        let features = read_features(ctx.input("features")?)?;
+        let features = head_features(ctx, ctx.input("features")?)?;
         let labels = read_labels(ctx.input("labels")?)?;
         check_same_length(&features, ctx.input("features")?, &labels, ctx.input("labels")?)?;
         let outliers = match ctx.input_list("outliers") {
