@@ -1,0 +1,70 @@
+//! The README's main pipeline, `pipelines/demo.toml`, run for real through
+//! the CLI at a reduced size (`--set` on its variables): the world, CLIP
+//! pre-training, the decoder, every outlier type, heads over two seeds,
+//! evaluation and the printed table. Then a second run does nothing, and a
+//! changed noise variance re-runs only the exposed heads and what follows.
+
+mod common;
+
+use common::Ws;
+
+/// Small enough for CI (a minute or two on two cores), large enough that
+/// every op meets real data: the decoder's vocabulary must hold the top-k
+/// of `outliers_word`.
+const SMALL: [&str; 9] = [
+    "corpus_size=2500",
+    "decoder_corpus_size=1500",
+    "id_count=30",
+    "clip_steps=40",
+    "clip_width=8",
+    "decoder_epochs=1",
+    "seeds=0,1",
+    "head_epochs=3",
+    "world_seed=2",
+];
+
+fn run(ws: &Ws, extra: &[&str]) -> common::Out {
+    let mut args = vec!["run", "pipelines/demo.toml"];
+    for s in SMALL.iter().chain(extra) {
+        args.extend(["--set", s]);
+    }
+    ws.toe(&args).ok()
+}
+
+#[test]
+fn the_demo_pipeline_runs_end_to_end_then_only_what_an_edit_makes_stale() {
+    let ws = Ws::new();
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines/demo.toml");
+    ws.write("pipelines/demo.toml", &std::fs::read_to_string(file).unwrap());
+
+    let first = run(&ws, &[]);
+    let ran = first.ran();
+    for node in ["world_corpus", "clip", "decoder", "words", "captions", "caption_selection", "stats", "head_caption_1", "eval_word_0", "report"] {
+        assert!(ran.contains(node), "{node} did not run:\n{}", first.all());
+    }
+    // The table is printed at the end of the run (`show` in the file).
+    for variant in ["baseline", "word", "description", "caption"] {
+        for set in ["ood_near", "ood_scenes", "ood_textures", "average"] {
+            let row = format!("| {set} | {variant} | 2 |");
+            assert!(first.stdout.contains(&row), "no row {row:?} in:\n{}", first.stdout);
+        }
+    }
+    assert!(ws.path("results/demo/table.md").is_file());
+    // Every outlier type produced text to expose the head to.
+    let word_log = ws.toe(&["log", "words"]).ok();
+    assert!(word_log.stdout.contains("words"), "{}", word_log.stdout);
+
+    let again = run(&ws, &[]);
+    assert!(again.ran().is_empty(), "{}", again.all());
+    assert!(again.stderr.contains("nothing to do"), "{}", again.stderr);
+    assert!(again.stdout.contains("| average | word | 2 |"), "the table is shown again:\n{}", again.stdout);
+
+    let edited = run(&ws, &["noise_var=0.03"]);
+    let ran = edited.ran();
+    assert!(ran.contains("head_word_0") && ran.contains("head_caption_1"), "{}", edited.all());
+    for node in &ran {
+        let exposed_head = ["head_word_", "head_description_", "head_caption_"].iter().any(|p| node.starts_with(p));
+        let downstream = node.starts_with("eval_") && !node.starts_with("eval_baseline_") || node == "report";
+        assert!(exposed_head || downstream, "{node} re-ran after a noise change:\n{}", edited.all());
+    }
+}
