@@ -48,10 +48,22 @@ impl Progress {
         self.line(&line);
     }
 
-    pub fn set_state(&self, finished: usize, running: &[&str]) {
+    /// Whether a live progress bar is drawn (on a terminal).
+    pub fn is_live(&self) -> bool {
+        self.bar.is_some()
+    }
+
+    /// The bar's state: nodes finished, nodes running, and the newest log
+    /// line of the running node when there is one.
+    pub fn set_state(&self, finished: usize, running: &[&str], latest: Option<&str>) {
         if let Some(bar) = &self.bar {
             bar.set_position(finished as u64);
-            bar.set_message(if running.is_empty() { String::new() } else { format!("running {}", running.join(", ")) });
+            let message = match (running, latest) {
+                ([], _) => String::new(),
+                ([one], Some(line)) => format!("running {one}: {line}"),
+                _ => format!("running {}", running.join(", ")),
+            };
+            bar.set_message(message);
         }
     }
 

@@ -249,7 +249,13 @@ impl Scheduler<'_, '_> {
         let finished = self.state.iter().filter(|s| matches!(s, NodeState::Finished)).count();
         let mut running: Vec<&str> = self.running.keys().map(|&i| self.node_id(i)).collect();
         running.sort_unstable();
-        self.progress.set_state(finished, &running);
+        // With one node running (a long training, say), its newest log line
+        // is the progress worth showing.
+        let latest = match (self.progress.is_live(), self.running.values().next()) {
+            (true, Some(r)) if self.running.len() == 1 => last_line(&r.log),
+            _ => None,
+        };
+        self.progress.set_state(finished, &running, latest.as_deref());
     }
 
     fn signal_running(&self, sig: libc::c_int) {
@@ -591,4 +597,16 @@ fn spawn_node(i: usize, id: String, prepared: Prepared, slot: Slot, store: Store
         let seconds = t0.elapsed().as_secs_f64();
         let _ = tx.send(Msg::Finished { node: i, result, start, end: SystemTime::now(), seconds });
     });
+}
+
+/// The last non-empty line of a log file (read from its last 4 KiB).
+fn last_line(path: &std::path::Path) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path).ok()?;
+    let len = file.metadata().ok()?.len();
+    file.seek(SeekFrom::Start(len.saturating_sub(4096))).ok()?;
+    let mut tail = Vec::new();
+    file.read_to_end(&mut tail).ok()?;
+    let text = String::from_utf8_lossy(&tail);
+    text.lines().rev().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned)
 }
