@@ -12,8 +12,7 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use common::Ws;
-use tch::{nn, Device, Kind, Tensor};
-use toe_pipe::clip::{Clip, ClipConfig, ResNetConfig, TextConfig, VisionConfig};
+use tch::{Device, Kind, Tensor};
 use toe_pipe::decoder::model_dir::read_word_vocab_json;
 use toe_pipe::decoder::{
     generate_captions, load_decoder, save_model_dir, BertGenerationDecoder, DecoderConfig, DecoderDir, DecoderTokenizer,
@@ -90,22 +89,11 @@ outputs.captions = {{ path = "out/captions.npy" }}
     )
 }
 
-/// A tiny ResNet-family CLIP with random weights, saved as a state dict.
+/// The shared tiny CLIP, drawn under the lock that keeps torch's global
+/// generator to one test at a time.
 fn write_tiny_clip(path: &Path) {
     let _rng = decoder_common::rng_lock();
-    tch::manual_seed(7);
-    let config = ClipConfig {
-        embed_dim: 16,
-        image_resolution: 32,
-        vision: VisionConfig::ResNet(ResNetConfig { layers: [1, 1, 1, 1], width: 8, heads: 4 }),
-        text: TextConfig { context_length: 24, vocab_size: 49408, width: 64, heads: 1, layers: 1 },
-    };
-    let vs = nn::VarStore::new(Device::Cpu);
-    let _clip = Clip::new(&vs.root(), &config);
-    let mut entries: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-    entries.sort_by(|a, b| a.0.cmp(&b.0));
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    formats::save_state_dict_pt(path, &entries).unwrap();
+    common::write_tiny_clip(path);
 }
 
 #[test]

@@ -7,9 +7,7 @@
 
 mod common;
 
-use common::{set, Ws};
-use tch::{nn, Device};
-use toe_pipe::clip::{Clip, ClipConfig, ResNetConfig, TextConfig, VisionConfig};
+use common::{set, write_tiny_clip, Ws};
 use toe_pipe::formats;
 
 const PIPELINE: &str = r#"
@@ -118,23 +116,6 @@ op = "report"
 inputs.results = ["eval_${variants}.results"]
 outputs.table = { path = "results/table.md" }
 "#;
-
-/// A tiny ResNet-family CLIP with random weights, saved as a state dict.
-fn write_tiny_clip(path: &std::path::Path) {
-    tch::manual_seed(7);
-    let config = ClipConfig {
-        embed_dim: 16,
-        image_resolution: 32,
-        vision: VisionConfig::ResNet(ResNetConfig { layers: [1, 1, 1, 1], width: 8, heads: 4 }),
-        text: TextConfig { context_length: 24, vocab_size: 49408, width: 64, heads: 1, layers: 1 },
-    };
-    let vs = nn::VarStore::new(Device::Cpu);
-    let _clip = Clip::new(&vs.root(), &config);
-    let mut entries: Vec<(String, tch::Tensor)> = vs.variables().into_iter().collect();
-    entries.sort_by(|a, b| a.0.cmp(&b.0));
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    formats::save_state_dict_pt(path, &entries).unwrap();
-}
 
 #[test]
 fn whole_toe_pipeline_then_one_edit() {

@@ -8,7 +8,7 @@
 use anyhow::{Context, Result};
 
 use super::io::read_features;
-use super::outliers_word::{model_dir_params, open_model_dir, positive_param, set_threads, threads_param};
+use super::outliers_word::{model_dir_params, open_model_dir, set_threads, threads_param};
 use super::{Op, OpContext, ParamSpec, ParamType, PortSpec};
 use crate::decoder::generate_captions;
 use crate::formats;
@@ -45,8 +45,8 @@ impl Op for CaptionImages {
         vec![PortSpec::new("captions", ArtifactKind::Npy, "one caption per image, in order (numpy unicode array)")]
     }
     fn run(&self, ctx: &OpContext) -> Result<()> {
-        let max_tokens = positive_param(ctx, "max_tokens")? as usize;
-        let batch_size = positive_param(ctx, "batch_size")? as usize;
+        let max_tokens = ctx.param_positive("max_tokens")? as usize;
+        let batch_size = ctx.param_positive("batch_size")? as usize;
         set_threads(ctx)?;
         let features_path = ctx.input("features")?;
         let features = read_features(features_path)?;

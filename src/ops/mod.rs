@@ -177,6 +177,14 @@ impl OpContext {
     pub fn param_i64(&self, name: &str) -> anyhow::Result<i64> {
         self.param(name)?.as_i64().with_context(|| format!("param `{name}` is not an integer"))
     }
+    /// An integer param that must be at least 1.
+    pub fn param_positive(&self, name: &str) -> anyhow::Result<i64> {
+        let v = self.param_i64(name)?;
+        if v <= 0 {
+            bail!("node {}: param `{name}` must be positive, got {v}", self.node);
+        }
+        Ok(v)
+    }
     pub fn param_bool(&self, name: &str) -> anyhow::Result<bool> {
         self.param(name)?.as_bool().with_context(|| format!("param `{name}` is not a boolean"))
     }

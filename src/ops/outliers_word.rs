@@ -69,15 +69,6 @@ pub(super) fn set_threads(ctx: &OpContext) -> Result<()> {
     Ok(())
 }
 
-/// A positive integer param.
-pub(super) fn positive_param(ctx: &OpContext, name: &str) -> Result<i64> {
-    let v = ctx.param_i64(name)?;
-    if v <= 0 {
-        bail!("node {}: param `{name}` must be positive, got {v}", ctx.node);
-    }
-    Ok(v)
-}
-
 impl Op for OutliersWord {
     fn name(&self) -> &'static str {
         "outliers_word"
@@ -117,17 +108,17 @@ impl Op for OutliersWord {
         ]
     }
     fn run(&self, ctx: &OpContext) -> Result<()> {
-        let top_k = positive_param(ctx, "top_k")?;
-        let keep_from = positive_param(ctx, "keep_from")?;
+        let top_k = ctx.param_positive("top_k")?;
+        let keep_from = ctx.param_positive("keep_from")?;
         if keep_from > top_k {
             bail!("node {}: keep_from ({keep_from}) must be at most top_k ({top_k})", ctx.node);
         }
         let opts = GenerateOptions {
-            steps: positive_param(ctx, "steps")? as usize,
+            steps: ctx.param_positive("steps")? as usize,
             top_k,
             keep_from: keep_from - 1,
             feed_only_bos: ctx.param_bool("feed_only_bos")?,
-            batch_size: positive_param(ctx, "batch_size")? as usize,
+            batch_size: ctx.param_positive("batch_size")? as usize,
         };
         set_threads(ctx)?;
         let features_path = ctx.input("features")?;

@@ -94,13 +94,6 @@ impl Op for TrainClip {
     fn run(&self, ctx: &OpContext) -> Result<()> {
         let started = Instant::now();
         let dev = device(&ctx.device);
-        let positive = |name: &str| -> Result<i64> {
-            let v = ctx.param_i64(name)?;
-            if v <= 0 {
-                bail!("node {}: {name} must be positive, got {v}", ctx.node);
-            }
-            Ok(v)
-        };
         let layers = ctx.param_i64_list("layers")?;
         let Ok(layers) = <[i64; 4]>::try_from(layers.as_slice()) else {
             bail!("node {}: `layers` needs four stage depths (like [1, 1, 1, 1]), got {layers:?}", ctx.node);
@@ -108,27 +101,27 @@ impl Op for TrainClip {
         if layers.iter().any(|&l| l < 1) {
             bail!("node {}: every stage needs at least one block, got {layers:?}", ctx.node);
         }
-        let width = positive("width")?;
-        let text_width = positive("text_width")?;
-        let resolution = positive("image_resolution")?;
+        let width = ctx.param_positive("width")?;
+        let text_width = ctx.param_positive("text_width")?;
+        let resolution = ctx.param_positive("image_resolution")?;
         if resolution % 32 != 0 {
             bail!("node {}: image_resolution must be a multiple of 32 (the ResNet downsamples 32x), got {resolution}", ctx.node);
         }
         let config = ClipConfig {
-            embed_dim: positive("embed_dim")?,
+            embed_dim: ctx.param_positive("embed_dim")?,
             image_resolution: resolution,
             vision: VisionConfig::ResNet(ResNetConfig { layers, width, heads: (width * 32 / 64).max(1) }),
             text: TextConfig {
-                context_length: positive("context_length")?,
+                context_length: ctx.param_positive("context_length")?,
                 vocab_size: BPE_VOCAB,
                 width: text_width,
                 heads: (text_width / 64).max(1),
-                layers: positive("text_layers")?,
+                layers: ctx.param_positive("text_layers")?,
             },
         };
         let options = ContrastiveOptions {
-            steps: positive("steps")? as usize,
-            batch_size: positive("batch_size")? as usize,
+            steps: ctx.param_positive("steps")? as usize,
+            batch_size: ctx.param_positive("batch_size")? as usize,
             lr: ctx.param_f64("lr")?,
             warmup: ctx.param_i64("warmup")?.max(0) as usize,
             weight_decay: ctx.param_f64("weight_decay")?,

@@ -32,7 +32,7 @@ use anyhow::{bail, Context, Result};
 use tch::{Device, Kind, Tensor};
 
 use super::io::{device, write_json};
-use super::outliers_word::{positive_param, set_threads, threads_param};
+use super::outliers_word::{set_threads, threads_param};
 use super::{Op, OpContext, ParamSpec, ParamType, PortSpec};
 use crate::clip;
 use crate::formats::CaptionCorpus;
@@ -133,8 +133,8 @@ impl Op for TrainDecoder {
     }
     fn run(&self, ctx: &OpContext) -> Result<()> {
         let dev = device(&ctx.device);
-        let (epochs, batch_size) = (positive_param(ctx, "epochs")?, positive_param(ctx, "batch_size")?);
-        let max_len = positive_param(ctx, "max_len")?;
+        let (epochs, batch_size) = (ctx.param_positive("epochs")?, ctx.param_positive("batch_size")?);
+        let max_len = ctx.param_positive("max_len")?;
         if max_len < 2 {
             bail!("node {}: max_len must be at least 2 (BOS and one token)", ctx.node);
         }
@@ -151,7 +151,7 @@ impl Op for TrainDecoder {
 
         let started = Instant::now();
         let clip_model = clip::load(ctx.input("clip")?, dev)?;
-        let embeds = embed_images(&clip_model, &corpus.images, positive_param(ctx, "image_batch_size")? as usize, dev)?;
+        let embeds = embed_images(&clip_model, &corpus.images, ctx.param_positive("image_batch_size")? as usize, dev)?;
         drop(clip_model);
         let embed_seconds = started.elapsed().as_secs_f64();
         let clip_dim = embeds.size()[1];
@@ -180,7 +180,7 @@ impl Op for TrainDecoder {
                     [path] => ModelTokenizer::SentencePiece { model: SentencePieceModel::load(path)?, file: path.clone() },
                     _ => {
                         let texts: Vec<&str> = train_caps.iter().map(|&i| corpus.captions[i].as_str()).collect();
-                        ModelTokenizer::Words(WordVocab::build(&texts, positive_param(ctx, "min_count")? as usize))
+                        ModelTokenizer::Words(WordVocab::build(&texts, ctx.param_positive("min_count")? as usize))
                     }
                 };
                 let model = new_decoder(ctx, tokenizer.as_dyn().vocab_size() as i64, clip_dim, max_len, seed, dev)?;
@@ -266,7 +266,7 @@ impl Op for TrainDecoder {
 
 /// A randomly initialised decoder of the shape the params give.
 fn new_decoder(ctx: &OpContext, vocab_size: i64, clip_dim: i64, max_len: i64, seed: i64, dev: Device) -> Result<BertGenerationDecoder> {
-    let (hidden, layers, heads) = (positive_param(ctx, "hidden")?, positive_param(ctx, "layers")?, positive_param(ctx, "heads")?);
+    let (hidden, layers, heads) = (ctx.param_positive("hidden")?, ctx.param_positive("layers")?, ctx.param_positive("heads")?);
     if hidden % clip_dim != 0 {
         bail!(
             "node {}: hidden {hidden} is not a multiple of the CLIP embedding width {clip_dim} (ZOC repeats the \

@@ -73,17 +73,10 @@ impl Op for TrainOe {
             [path] => Some(read_features(path)?),
             _ => bail!("node {}: connect one outlier feature file (concatenate sets upstream)", ctx.node),
         };
-        let positive = |name: &str| -> Result<usize> {
-            let v = ctx.param_i64(name)?;
-            if v <= 0 {
-                bail!("node {}: {name} must be positive, got {v}", ctx.node);
-            }
-            Ok(v as usize)
-        };
         let cfg = HeadConfig {
-            epochs: positive("epochs")?,
-            batch_size: positive("batch_size")?,
-            outlier_batch_size: positive("outlier_batch_size")?,
+            epochs: ctx.param_positive("epochs")? as usize,
+            batch_size: ctx.param_positive("batch_size")? as usize,
+            outlier_batch_size: ctx.param_positive("outlier_batch_size")? as usize,
             lr: ctx.param_f64("lr")?,
             seed: ctx.param_i64("seed")?,
             oe_weight: ctx.param_f64("oe_weight")?,
