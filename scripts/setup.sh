@@ -28,10 +28,23 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 
 if [ ! -f "$stamp" ] || ! cmp -s "$req" "$stamp"; then
+    # torch and its CUDA wheels take about 5.2 GB installed, plus the
+    # downloaded wheels while pip unpacks them; a full disk otherwise surfaces
+    # as pip's bare "[Errno 28] No space left on device" half-way through.
+    need_kb=$((8 * 1024 * 1024))
+    for dir in "$root" "${TMPDIR:-/tmp}"; do
+        free_kb="$(df -Pk "$dir" | awk 'NR==2 {print $4}')"
+        if [ -n "$free_kb" ] && [ "$free_kb" -lt "$need_kb" ]; then
+            log "only $((free_kb / 1024)) MiB free under $dir; installing torch 2.13.0 needs about 8 GiB"
+            log "  free some space (or point TMPDIR at a larger disk) and run scripts/setup.sh again"
+            exit 1
+        fi
+    done
     log "installing Python packages (torch 2.13.0 is about 5 GB, once)"
-    "$venv/bin/pip" install --disable-pip-version-check -q -r "$req"
+    # --no-cache-dir: a second copy of the wheels in ~/.cache would double the space needed.
+    "$venv/bin/pip" install --disable-pip-version-check --no-cache-dir -q -r "$req"
     # OpenAI's CLIP reference code: --no-deps, its own deps would upgrade torch.
-    "$venv/bin/pip" install --disable-pip-version-check -q --no-deps clip-anytorch
+    "$venv/bin/pip" install --disable-pip-version-check --no-cache-dir -q --no-deps clip-anytorch
     cp "$req" "$stamp"
 fi
 
