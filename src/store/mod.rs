@@ -15,7 +15,9 @@
 //!
 //! Every write that others may read is atomic (write elsewhere, rename), so
 //! a process killed at any moment leaves either the old state or the new
-//! one, plus litter under `tmp/` that the next run removes.
+//! one, plus litter under `tmp/` that the next run removes. The data is
+//! flushed to disk before the rename, so a power cut cannot leave a
+//! renamed-but-empty object or record behind either.
 
 pub mod gc;
 pub mod hash;
@@ -234,9 +236,12 @@ impl Store {
             return Ok(Committed { hash, size, is_dir });
         }
         make_read_only(tmp)?;
-        if let Some(parent) = dest.parent() {
-            fs::create_dir_all(parent)?;
-        }
+        let parent = dest.parent().unwrap_or(&self.root);
+        fs::create_dir_all(parent)?;
+        // Op outputs are written by other processes (and directory outputs
+        // can hold thousands of files): one syncfs flushes them all, where
+        // an fsync per file would cost a disk round trip each.
+        sync_filesystem(tmp).map_err(|e| annotate(e, tmp))?;
         match fs::rename(tmp, &dest) {
             // Directories are sealed only now: moving a read-only
             // directory to another parent is not allowed.
@@ -246,6 +251,7 @@ impl Store {
             Err(_) if fs::symlink_metadata(&dest).is_ok() => remove_any(tmp)?,
             Err(e) => return Err(annotate(e, &dest)),
         }
+        sync_dir(parent).map_err(|e| annotate(e, parent))?;
         Ok(Committed { hash, size, is_dir })
     }
 
@@ -326,10 +332,27 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let result = (|| {
         let mut f = fs::File::create(&tmp)?;
         f.write_all(bytes)?;
-        fs::rename(&tmp, path)
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        sync_dir(parent)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
     result.map_err(|e| annotate(e, path))
+}
+
+/// Flush the file system holding `path` (all of its dirty data) to disk.
+fn sync_filesystem(path: &Path) -> io::Result<()> {
+    let file = fs::File::open(path)?;
+    // SAFETY: syncfs only reads the descriptor, which `file` keeps open.
+    if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&file)) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Flush a directory's entries, so a rename into it survives a power cut.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    fs::File::open(dir)?.sync_all()
 }
