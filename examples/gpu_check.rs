@@ -18,6 +18,12 @@
 //! * the decoder (tiny random BertGeneration): logits on CUDA against the
 //!   CPU's, and `outlier_words` gives the same words on both.
 //!
+//! * `train_contrastive` (the `train_clip` op) on the demo world's corpus
+//!   with the demo's tiny ResNet CLIP: a CUDA run that starts from the CPU
+//!   run's initial weights must follow the CPU's loss curve; `--clip-variants`
+//!   also prints the curves with cuDNN off and with the initial weights drawn
+//!   on CUDA.
+//!
 //! Throughput of CLIP on CUDA is benches/clip_throughput.rs's job.
 
 use std::path::Path;
@@ -30,7 +36,12 @@ use toe_pipe::clip::{self, Clip, ClipConfig, ResNetConfig, TextConfig, VisionCon
 use toe_pipe::decoder::{
     clip_to_encoder_states, outlier_words, BertGenerationDecoder, DecoderConfig, GenerateOptions, WordVocab,
 };
+use toe_pipe::clip::train::{train_contrastive, ContrastiveOptions, Pairs, StepLog};
+use toe_pipe::clip::Tokenizer;
+use toe_pipe::formats::CaptionCorpus;
+use toe_pipe::images::{BatchOptions, Batches, Sample};
 use toe_pipe::toe::train_head::{train_head, HeadConfig};
+use toe_pipe::world::{write_set, WorldConfig, WorldSet};
 
 #[derive(Parser)]
 struct Args {
@@ -38,6 +49,16 @@ struct Args {
     /// without a GPU (every comparison is then CPU against CPU).
     #[arg(long, default_value = "cuda")]
     device: String,
+    /// Run only the `train_contrastive` check.
+    #[arg(long)]
+    only_train_clip: bool,
+    /// Also print CUDA loss curves with cuDNN off and with CUDA-drawn
+    /// initial weights (diagnostics, no pass/fail).
+    #[arg(long)]
+    clip_variants: bool,
+    /// Contrastive steps per run of the train_clip check.
+    #[arg(long, default_value_t = 200)]
+    clip_steps: usize,
 }
 
 /// One line of the final table.
@@ -289,6 +310,76 @@ fn check_decoder(table: &mut Table, cuda: Device) -> Result<()> {
     Ok(())
 }
 
+/// The demo's CLIP (pipelines/demo.toml, train_clip's defaults) on 32x32 images.
+fn demo_clip() -> ClipConfig {
+    ClipConfig {
+        embed_dim: 64,
+        image_resolution: 32,
+        vision: VisionConfig::ResNet(ResNetConfig { layers: [1, 1, 1, 1], width: 16, heads: 8 }),
+        text: TextConfig { context_length: 32, vocab_size: 49408, width: 64, heads: 1, layers: 2 },
+    }
+}
+
+/// Trains the demo's CLIP on `device` from `init` (a VarStore to copy the
+/// initial weights from), or from weights drawn on `device` with seed 1.
+fn train_clip_curve(
+    pairs: &Pairs,
+    device: Device,
+    init: Option<&nn::VarStore>,
+    options: &ContrastiveOptions,
+) -> Result<(Vec<StepLog>, f64)> {
+    tch::manual_seed(1);
+    let mut vs = nn::VarStore::new(device);
+    let model = Clip::new(&vs.root(), &demo_clip());
+    if let Some(init) = init {
+        vs.copy(init).context("copying the initial weights")?;
+    }
+    let start = Instant::now();
+    let log = train_contrastive(&model, &vs, pairs, options, options.steps / 10, |_| {})?;
+    Ok((log, start.elapsed().as_secs_f64()))
+}
+
+fn check_train_clip(table: &mut Table, cuda: Device, steps: usize, variants: bool) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let world = WorldConfig::new(1, 32, &["arrow", "circle", "crescent", "cross", "ring"].map(String::from))?;
+    write_set(&world, WorldSet::Corpus, 20_000, dir.path())?;
+    let corpus = CaptionCorpus::open(dir.path(), "captions.json", "images")?;
+    let samples = corpus.images.iter().map(|p| Sample { path: p.clone(), label: 0 }).collect();
+    let batches = Batches::new(samples, BatchOptions { batch_size: 1024, n_px: 32, ..Default::default() })?;
+    let parts = batches.map(|b| b.map(|b| b.images)).collect::<Result<Vec<_>, _>>()?;
+    let images = Tensor::cat(&parts, 0);
+    let tokens = Tokenizer::new()?.tokenize(&corpus.captions, 32, true)?;
+    let image_of_text: Vec<i64> = corpus.image_of_caption.iter().map(|&i| i as i64).collect();
+    let pairs = Pairs { images: &images, tokens: &tokens, image_of_text: &image_of_text };
+    let options = ContrastiveOptions { steps, batch_size: 128, lr: 0.003, warmup: 50, weight_decay: 0.1, seed: 1 };
+
+    tch::manual_seed(1);
+    let init = nn::VarStore::new(Device::Cpu);
+    let _ = Clip::new(&init.root(), &demo_clip());
+    let (cpu, cpu_s) = train_clip_curve(&pairs, Device::Cpu, Some(&init), &options)?;
+    let (gpu, gpu_s) = train_clip_curve(&pairs, cuda, Some(&init), &options)?;
+    let mut curves = vec![("cpu", cpu, cpu_s), ("cuda, cpu init", gpu, gpu_s)];
+    if variants && cuda != Device::Cpu {
+        Cuda::set_user_enabled_cudnn(false);
+        let (log, s) = train_clip_curve(&pairs, cuda, Some(&init), &options)?;
+        Cuda::set_user_enabled_cudnn(true);
+        curves.push(("cuda, no cuDNN", log, s));
+        let (log, s) = train_clip_curve(&pairs, cuda, None, &options)?;
+        curves.push(("cuda, cuda init", log, s));
+    }
+    println!("  loss (in-batch accuracy) every {} steps; batch 128, 20000 world pairs", steps / 10);
+    for (name, log, seconds) in &curves {
+        let points: Vec<String> = log.iter().map(|r| format!("{:.3} ({:.2})", r.loss, r.batch_accuracy)).collect();
+        println!("  {name:<16} {seconds:>6.1}s  {}", points.join("  "));
+    }
+    let last = |log: &[StepLog]| log.last().map(|r| r.loss).unwrap_or(f64::NAN);
+    let gap = (last(&curves[1].1) - last(&curves[0].1)).abs();
+    // The two runs share weights and batches; cuDNN's TF32 convolutions and
+    // a different reduction order make them drift apart, not part ways.
+    table.at_most("train_contrastive CUDA vs CPU, same start: |loss gap| at the last step", if gap.is_nan() { f64::INFINITY } else { gap }, 0.15);
+    Ok(())
+}
+
 /// build.rs keeps libtorch_cuda.so (reached only through static
 /// registration) in the worker and test binaries alone, so an example has no
 /// CUDA unless it loads the library itself, before libtorch is first asked.
@@ -318,13 +409,17 @@ fn main() -> Result<()> {
     };
     let mut table = Table::default();
     let start = Instant::now();
-    println!("native CLIP");
-    check_clip(&mut table, "ViT", &tiny_vit(), cuda)?;
-    check_clip(&mut table, "ResNet", &tiny_resnet(), cuda)?;
-    println!("train_head");
-    check_train_head(&mut table, cuda)?;
-    println!("decoder");
-    check_decoder(&mut table, cuda)?;
+    if !args.only_train_clip {
+        println!("native CLIP");
+        check_clip(&mut table, "ViT", &tiny_vit(), cuda)?;
+        check_clip(&mut table, "ResNet", &tiny_resnet(), cuda)?;
+        println!("train_head");
+        check_train_head(&mut table, cuda)?;
+        println!("decoder");
+        check_decoder(&mut table, cuda)?;
+    }
+    println!("train_contrastive");
+    check_train_clip(&mut table, cuda, args.clip_steps, args.clip_variants)?;
     println!("(checks took {:.1} s)", start.elapsed().as_secs_f64());
     table.print();
     if table.0.iter().any(|r| !r.pass) {
