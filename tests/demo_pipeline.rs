@@ -1,8 +1,10 @@
 //! The README's main pipeline, `pipelines/demo.toml`, run for real through
 //! the CLI at a reduced size (`--set` on its variables): the world, CLIP
 //! pre-training, the decoder, every outlier type, heads over two seeds,
-//! evaluation and the printed table. Then a second run does nothing, and a
-//! changed noise variance re-runs only the exposed heads and what follows.
+//! evaluation and the printed table. Then a second run does nothing, forced
+//! re-runs of the model nodes reproduce their outputs (so nothing downstream
+//! re-runs), and a changed noise variance re-runs only the exposed heads and
+//! what follows.
 
 mod common;
 
@@ -23,9 +25,15 @@ const SMALL: [&str; 9] = [
     "world_seed=2",
 ];
 
+/// `--set` arguments for SMALL.
+fn small_sets() -> Vec<&'static str> {
+    SMALL.iter().flat_map(|s| ["--set", s]).collect()
+}
+
 fn run(ws: &Ws, extra: &[&str]) -> common::Out {
     let mut args = vec!["run", "pipelines/demo.toml"];
-    for s in SMALL.iter().chain(extra) {
+    args.extend(small_sets());
+    for s in extra {
         args.extend(["--set", s]);
     }
     ws.toe(&args).ok()
@@ -58,6 +66,13 @@ fn the_demo_pipeline_runs_end_to_end_then_only_what_an_edit_makes_stale() {
     assert!(again.ran().is_empty(), "{}", again.all());
     assert!(again.stderr.contains("nothing to do"), "{}", again.stderr);
     assert!(again.stdout.contains("| average | word | 2 |"), "the table is shown again:\n{}", again.stdout);
+
+    // Re-running the nodes that write models and statistics (forced)
+    // reproduces their outputs byte for byte, so nothing downstream re-runs.
+    let forced_nodes = ["clip", "decoder", "stats", "words", "captions", "head_word_0"];
+    let forced = ws.toe(&[&["run", "pipelines/demo.toml", "--force", &forced_nodes.join(",")][..], &small_sets()].concat()).ok();
+    let expected: std::collections::BTreeSet<String> = forced_nodes.iter().map(|n| n.to_string()).collect();
+    assert_eq!(forced.ran(), expected, "{}", forced.all());
 
     let edited = run(&ws, &["noise_var=0.03"]);
     let ran = edited.ran();

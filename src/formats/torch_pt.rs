@@ -486,9 +486,12 @@ pub fn save_pt(path: &Path, value: &PtValue) -> Result<()> {
     let io = |e: zip::result::ZipError| anyhow!("cannot write {shown}: {e}");
     let mut zip = zip::ZipWriter::new(BufWriter::new(f));
     // Stored, with data aligned to 64 bytes as PyTorch does, so that
-    // `torch.load(..., mmap=True)` can map the storages.
+    // `torch.load(..., mmap=True)` can map the storages. A fixed entry time
+    // (zip's epoch, 1980-01-01), never the clock's: the store hashes outputs
+    // by content, and equal tensors must give equal files.
     let opts = |len: usize| {
         zip::write::SimpleFileOptions::default()
+            .last_modified_time(zip::DateTime::default())
             .compression_method(zip::CompressionMethod::Stored)
             .with_alignment(64)
             .large_file(len as u64 >= u32::MAX as u64)
