@@ -142,3 +142,32 @@ fn whole_toe_pipeline_then_one_edit() {
     assert!(ran.contains("head_description") && ran.contains("eval_description"), "{}", edited.all());
     assert!(ran.is_subset(&set(["head_description", "eval_description", "report"])), "{}", edited.all());
 }
+
+/// An unreadable image stops `embed_images` with the file, the node and the
+/// param that leaves such files out; with that param the node runs and
+/// lists the file it skipped.
+#[test]
+fn an_unreadable_image_names_the_file_and_the_skip_param() {
+    let ws = Ws::new();
+    write_tiny_clip(&ws.path("models/clip.pt"));
+    for class in ["a", "b"] {
+        std::fs::create_dir_all(ws.path(&format!("data/images/{class}"))).unwrap();
+        image::RgbImage::from_pixel(32, 32, image::Rgb([200, 30, 30])).save(ws.path(&format!("data/images/{class}/ok.png"))).unwrap();
+    }
+    let png = std::fs::read(ws.path("data/images/a/ok.png")).unwrap();
+    std::fs::write(ws.path("data/images/a/broken.png"), &png[..png.len() / 2]).unwrap();
+    let pipeline = |skip: bool| {
+        format!(
+            "[[node]]\nid = \"features\"\nop = \"embed_images\"\nsources.model = \"models/clip.pt\"\nsources.images = \"data/images\"\nparams.skip_unreadable = {skip}\noutputs.classes = {{ path = \"out/classes.json\" }}\n"
+        )
+    };
+    ws.write("p.toml", &pipeline(false));
+    let failed = ws.toe(&["run", "p.toml"]).fails();
+    for needle in ["broken.png", "node features", "params.skip_unreadable = true"] {
+        assert!(failed.all().contains(needle), "no {needle:?} in:\n{}", failed.all());
+    }
+    ws.write("p.toml", &pipeline(true));
+    ws.run("p.toml");
+    let classes = ws.read("out/classes.json");
+    assert!(classes.contains("broken.png"), "{classes}");
+}

@@ -60,9 +60,7 @@ pub enum ImagesError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error(
-        "cannot decode image {path}: {source} (to leave out unreadable files, ask to skip them)"
-    )]
+    #[error("cannot decode image {path}: {source}")]
     Decode { path: PathBuf, source: DecodeError },
     #[error("invalid image loading option: {0}")]
     InvalidOption(String),

@@ -10,7 +10,7 @@ use super::embed_text::{inference_kind, precision_param};
 use super::io::{device, write_features, write_json, write_labels};
 use super::{Op, OpContext, ParamSpec, ParamType, PortSpec};
 use crate::clip;
-use crate::images::{BatchOptions, ImageFolder};
+use crate::images::{BatchOptions, ImageFolder, ImagesError};
 use crate::spec::{ArtifactKind, ParamValue};
 
 pub struct EmbedImages;
@@ -70,7 +70,13 @@ impl Op for EmbedImages {
         let (mut parts, mut labels) = (Vec::new(), Vec::new());
         let mut last_report = std::time::Instant::now();
         for batch in &mut batches {
-            let batch = batch?;
+            let batch = batch.map_err(|e| match e {
+                ImagesError::Decode { .. } => anyhow::anyhow!(
+                    "{e}\n  fix: replace or remove the file, or set params.skip_unreadable = true on node {} to leave unreadable files out",
+                    ctx.node
+                ),
+                e => e.into(),
+            })?;
             let mut images = batch.images.to_device(dev);
             if let Some(kind) = kind {
                 images = images.to_kind(kind);
