@@ -249,6 +249,32 @@ fn gc_drops_what_nothing_needs() {
     assert!(out.stdout.contains("pipeline p: its file is gone"), "{}", out.stdout);
     assert!(out.stdout.contains("removed 3 objects"), "{}", out.stdout);
     assert!(out.stdout.contains("still linked from workspace files"), "{}", out.stdout);
+    assert!(out.stdout.contains("removed the stat caches of "), "{}", out.stdout);
+    assert_eq!(std::fs::read_dir(ws.store().join("statcache")).unwrap().count(), 0);
+}
+
+#[test]
+fn gc_keeps_the_stat_caches_of_sources_read_recently() {
+    let ws = Ws::new();
+    ws.write("data/in.txt", "x\n");
+    two(&ws, 1);
+    // Past the stat cache's two-second window for just-written files, which
+    // are hashed again each run rather than trusted.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    ws.run("p.toml");
+    // Age every cache file; a run that reads the source marks its cache used.
+    let caches: Vec<_> = std::fs::read_dir(ws.store().join("statcache")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(!caches.is_empty());
+    let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    for c in &caches {
+        std::fs::File::options().write(true).open(c).unwrap().set_modified(two_hours_ago).unwrap();
+    }
+    let out = ws.toe(&["gc", "--dry-run", "--keep-recent", "1h"]).ok();
+    assert!(out.stdout.contains("would remove the stat caches of"), "{}", out.stdout);
+    assert!(ws.run("p.toml").ran().is_empty());
+    let out = ws.toe(&["gc", "--keep-recent", "1h"]).ok();
+    assert!(!out.stdout.contains("stat caches"), "{}", out.stdout);
+    assert_eq!(std::fs::read_dir(ws.store().join("statcache")).unwrap().count(), caches.len());
 }
 
 #[test]

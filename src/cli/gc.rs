@@ -36,5 +36,8 @@ pub fn run(cli: &Cli, a: &GcArgs) -> CmdResult {
         human_bytes(r.linked_bytes),
         r.kept_actions
     );
+    if r.removed_statcaches > 0 {
+        println!("{verb} the stat caches of {} sources that no run read within --keep-recent", r.removed_statcaches);
+    }
     Ok(ExitCode::SUCCESS)
 }

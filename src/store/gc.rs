@@ -2,8 +2,9 @@
 //!
 //! Kept: the actions that the last run of each pipeline (whose file still
 //! exists) left in its workspace, and every action used within
-//! `keep_recent`; the objects those actions produced; their logs. Dropped:
-//! every other action record, object and log, and `tmp/` litter. Objects
+//! `keep_recent`; the objects those actions produced; their logs; the stat
+//! caches of sources read within `keep_recent`. Dropped: every other action
+//! record, object, log and stat cache, and `tmp/` litter. Objects
 //! still hard-linked from a workspace are removed from the store but their
 //! bytes stay on disk until the workspace file goes; the report counts them
 //! apart.
@@ -35,6 +36,9 @@ pub struct GcReport {
     /// Bytes of removed objects that workspace hard links still hold.
     pub linked_bytes: u64,
     pub removed_logs: usize,
+    /// Stat-cache files of sources no run read within `keep_recent` (a
+    /// source read again later is hashed in full once).
+    pub removed_statcaches: usize,
     /// Pipelines whose file is gone; their refs are dropped.
     pub forgotten_pipelines: Vec<String>,
 }
@@ -105,6 +109,18 @@ pub fn gc(store: &Store, opts: &GcOptions) -> io::Result<GcReport> {
             report.removed_logs += 1;
             if !opts.dry_run {
                 remove_any(&store.log_path(&log))?;
+            }
+        }
+    }
+    for path in store.statcache().cache_files() {
+        let recent = fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .map(|t| now.duration_since(t).unwrap_or_default() <= opts.keep_recent)
+            .unwrap_or(false);
+        if !recent {
+            report.removed_statcaches += 1;
+            if !opts.dry_run {
+                remove_any(&path)?;
             }
         }
     }

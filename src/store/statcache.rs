@@ -145,6 +145,10 @@ impl StatCache {
                 .collect();
             // A cache that cannot be written only costs time next run.
             let _ = write_cache(&cache_path, &rows);
+        } else {
+            // Unchanged: mark it used, since gc drops caches no run has
+            // read within its --keep-recent.
+            let _ = fs::OpenOptions::new().write(true).open(&cache_path).and_then(|f| f.set_modified(SystemTime::now()));
         }
 
         let hash = if root_is_dir {
@@ -155,7 +159,7 @@ impl StatCache {
         Ok(SourceHash { hash, is_dir: root_is_dir, files, rehashed: fresh.len() })
     }
 
-    /// Drop cache files of sources that no longer exist (used by gc).
+    /// Every cache file (one per source path that was hashed).
     pub fn cache_files(&self) -> Vec<PathBuf> {
         fs::read_dir(&self.dir).map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default()
     }
