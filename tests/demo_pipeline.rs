@@ -4,7 +4,7 @@
 //! evaluation and the printed table. Then a second run does nothing, forced
 //! re-runs of the model nodes reproduce their outputs (so nothing downstream
 //! re-runs), and a changed noise variance re-runs only the exposed heads and
-//! what follows.
+//! what follows. scripts/demo_feature_scores.py runs on the store it leaves.
 
 mod common;
 
@@ -61,6 +61,18 @@ fn the_demo_pipeline_runs_end_to_end_then_only_what_an_edit_makes_stale() {
     // Every outlier type produced text to expose the head to.
     let word_log = ws.toe(&["log", "words"]).ok();
     assert!(word_log.stdout.contains("words"), "{}", word_log.stdout);
+
+    // scripts/demo_feature_scores.py reads the store this run left.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let scores = std::process::Command::new(root.join(".venv/bin/python"))
+        .arg(root.join("scripts/demo_feature_scores.py"))
+        .arg("--store")
+        .arg(ws.store())
+        .output()
+        .expect("run the venv's python");
+    let printed = String::from_utf8_lossy(&scores.stdout);
+    assert!(scores.status.success(), "{printed}{}", String::from_utf8_lossy(&scores.stderr));
+    assert_eq!(printed.lines().filter(|l| l.matches(" | ").count() == 3).count(), 5, "{printed}");
 
     let again = run(&ws, &[]);
     assert!(again.ran().is_empty(), "{}", again.all());
