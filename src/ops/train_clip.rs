@@ -144,8 +144,8 @@ impl Op for TrainClip {
         // The initial weights are drawn on the CPU and then moved, so a
         // seed gives one starting model on every device. Drawn on CUDA they
         // come from CUDA's generator, other numbers, and this small CLIP's
-        // training depends on its start: three CPU seeds reached losses
-        // 2.93-3.48 after 1000 of the demo's 2000 steps, while a run on an
+        // training depends on its start: five CPU seeds reached losses
+        // 2.93-4.04 after 1000 of the demo's 2000 steps, while a run on an
         // H200 with a CUDA-drawn start stayed on the early plateau (4.40 at
         // step 1000, 4.20 at the end). On the CPU nothing changes (so the
         // op version stays); examples/gpu_check.rs compares the devices.
