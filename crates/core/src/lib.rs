@@ -1,0 +1,14 @@
+//! toe-pipe's engine: the pipeline spec, the DAG, the content-addressed
+//! store, the scheduler, the command line and the worker protocol, with no
+//! dependency on tch, so that the `toe-pipe` CLI does not load libtorch.
+//! The ops themselves (and `registry()`) live in the `toe_pipe` crate.
+
+pub mod graph;
+pub mod ops;
+pub mod spec;
+pub mod store;
+pub mod engine;
+pub mod sys;
+pub mod worker;
+pub mod lineage;
+pub mod cli;
