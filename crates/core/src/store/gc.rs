@@ -66,11 +66,7 @@ pub fn gc(store: &Store, opts: &GcOptions) -> io::Result<GcReport> {
     }
     let all_actions = store.action_keys();
     for key in &all_actions {
-        let recent = fs::metadata(store.action_path(key))
-            .and_then(|m| m.modified())
-            .map(|t| now.duration_since(t).unwrap_or_default() <= opts.keep_recent)
-            .unwrap_or(false);
-        if recent {
+        if modified_within(&store.action_path(key), now, opts.keep_recent) {
             keep.insert(*key);
         }
     }
@@ -113,11 +109,7 @@ pub fn gc(store: &Store, opts: &GcOptions) -> io::Result<GcReport> {
         }
     }
     for path in store.statcache().cache_files() {
-        let recent = fs::metadata(&path)
-            .and_then(|m| m.modified())
-            .map(|t| now.duration_since(t).unwrap_or_default() <= opts.keep_recent)
-            .unwrap_or(false);
-        if !recent {
+        if !modified_within(&path, now, opts.keep_recent) {
             report.removed_statcaches += 1;
             if !opts.dry_run {
                 remove_any(&path)?;
@@ -128,6 +120,15 @@ pub fn gc(store: &Store, opts: &GcOptions) -> io::Result<GcReport> {
         store.clean_tmp()?;
     }
     Ok(report)
+}
+
+/// Whether `path` was written (or marked used) within `keep` before `now`;
+/// a file that cannot be read counts as old.
+fn modified_within(path: &Path, now: SystemTime, keep: Duration) -> bool {
+    fs::metadata(path)
+        .and_then(|m| m.modified())
+        .map(|t| now.duration_since(t).unwrap_or_default() <= keep)
+        .unwrap_or(false)
 }
 
 fn list_logs(store: &Store) -> Vec<Hash> {
