@@ -6,7 +6,7 @@ use clap::Args;
 
 use super::{load, Cli, CmdResult, PipelineArgs};
 use crate::engine::progress::Progress;
-use crate::engine::{status, Outcome, RunOptions, State};
+use crate::engine::{plan, Outcome, RunOptions, Selection, State};
 use crate::store::Store;
 
 #[derive(Args)]
@@ -46,18 +46,21 @@ pub fn run(cli: &Cli, a: &RunArgs) -> CmdResult {
     let p = &loaded.pipeline;
 
     if a.dry_run {
-        let statuses = status(&engine, a.verify)?;
+        // The whole pipeline, as `status` shows it (--only and --force
+        // are not applied).
+        let statuses = plan(&engine, &Selection::all(p.nodes.len()), a.verify)?.nodes;
         let width = statuses.iter().map(|s| p.nodes[s.node].id.len()).max().unwrap_or(0);
         let mut counts = [0usize; 4];
         for s in &statuses {
-            let verb = match s.state {
+            let state = s.state();
+            let verb = match state {
                 State::Fresh => "fresh",
                 State::Restore => "restore",
                 State::Stale => "would run",
                 State::Waiting => "may run",
             };
-            counts[s.state as usize] += 1;
-            if s.state != State::Fresh || cli.verbose {
+            counts[state as usize] += 1;
+            if state != State::Fresh || cli.verbose {
                 println!("{}", format!("{verb:>9}  {:width$}  {}", p.nodes[s.node].id, s.reasons.join("; ")).trim_end());
             }
         }
@@ -77,14 +80,12 @@ pub fn run(cli: &Cli, a: &RunArgs) -> CmdResult {
     let opts = RunOptions {
         jobs: a.jobs.unwrap_or_else(crate::sys::cpus).max(1),
         gpus,
-        only: a.only.clone(),
-        force: a.force.clone(),
         verify: a.verify,
         fail_fast: a.fail_fast,
     };
-    let selected = if a.only.is_empty() { p.nodes.len() } else { engine.dag.with_ancestors(&engine.matching(&a.only)?).iter().filter(|&&b| b).count() };
-    let progress = Progress::new(selected, cli.verbose, cli.quiet);
-    let report = crate::engine::run(&engine, &opts, &progress)?;
+    let selection = engine.select(&a.only, &a.force)?;
+    let progress = Progress::new(selection.count(), cli.verbose, cli.quiet);
+    let report = crate::engine::run(&engine, &selection, &opts, &progress)?;
 
     let ran = report.count(|o| matches!(o, Outcome::Ran { .. }));
     let restored = report.count(|o| matches!(o, Outcome::Restored(_)));

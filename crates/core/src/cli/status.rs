@@ -6,7 +6,7 @@ use clap::Args;
 use serde::Serialize;
 
 use super::{load, Cli, CmdResult, PipelineArgs};
-use crate::engine::{status, State};
+use crate::engine::{plan, Selection, State};
 use crate::store::{Hash, Store};
 
 #[derive(Args)]
@@ -33,21 +33,22 @@ pub fn run(cli: &Cli, a: &StatusArgs) -> CmdResult {
     let loaded = load(cli, &a.p, true)?;
     let store = Store::open_or_create(&loaded.store_dir)?;
     let engine = loaded.engine(&store);
-    let statuses = status(&engine, a.verify)?;
     let p = &loaded.pipeline;
+    let statuses = plan(&engine, &Selection::all(p.nodes.len()), a.verify)?.nodes;
     if a.json {
-        let rows: Vec<Row> = statuses.iter().map(|s| Row { node: &p.nodes[s.node].id, state: s.state.label(), reasons: &s.reasons, key: s.key }).collect();
+        let rows: Vec<Row> = statuses.iter().map(|s| Row { node: &p.nodes[s.node].id, state: s.state().label(), reasons: &s.reasons, key: s.key() }).collect();
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(ExitCode::SUCCESS);
     }
     let width = statuses.iter().map(|s| p.nodes[s.node].id.len()).max().unwrap_or(0);
     let mut counts = [0usize; 4];
     for s in &statuses {
-        counts[s.state as usize] += 1;
-        if s.state == State::Fresh && !cli.verbose && statuses.len() > 40 {
+        let state = s.state();
+        counts[state as usize] += 1;
+        if state == State::Fresh && !cli.verbose && statuses.len() > 40 {
             continue;
         }
-        println!("{}", format!("{:>7}  {:width$}  {}", s.state.label(), p.nodes[s.node].id, s.reasons.join("; ")).trim_end());
+        println!("{}", format!("{:>7}  {:width$}  {}", state.label(), p.nodes[s.node].id, s.reasons.join("; ")).trim_end());
     }
     println!(
         "{}: {} fresh, {} stale, {} waiting on stale nodes, {} to restore from the store",

@@ -1,14 +1,15 @@
-//! Running a pipeline: what is stale and why ([`status`]), and the
-//! scheduler that runs what is stale, in parallel, with early cutoff
-//! ([`scheduler`]).
+//! Running a pipeline: the plan of what is fresh, restored or stale and
+//! why ([`plan`]), and the scheduler that carries it out, in parallel,
+//! with early cutoff ([`scheduler`]), through an [`executor`].
 
 pub mod exec;
+pub mod executor;
 pub mod key;
 pub mod materialise;
+pub mod plan;
 pub mod progress;
 pub mod scheduler;
 pub mod signals;
-pub mod status;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -22,8 +23,8 @@ use crate::spec::{InputRef, Pipeline};
 use crate::store::Store;
 use key::SourceHashes;
 
-pub use scheduler::{run, Outcome, RunOptions, RunReport};
-pub use status::{status, NodeStatus, State};
+pub use plan::{plan, Decision, NodePlan, Plan, Selection, State};
+pub use scheduler::{run, run_with, Outcome, RunOptions, RunReport};
 
 /// A checked pipeline with its store: what every engine function needs.
 pub struct Engine<'a> {

@@ -5,11 +5,14 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
 use super::hash::Hash;
-use crate::spec::{ArtifactKind, ParamValue};
+use super::Committed;
+use crate::engine::key::Resolved;
+use crate::spec::{ArtifactKind, Node, ParamValue, Pipeline};
 
 pub const RECORD_FORMAT: u32 = 1;
 
@@ -87,6 +90,45 @@ pub struct ActionRecord {
     pub device: String,
     pub toe_pipe_version: String,
     pub host: String,
+}
+
+/// When one run of a node started and ended.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub start: SystemTime,
+    pub end: SystemTime,
+    pub seconds: f64,
+}
+
+impl ActionRecord {
+    /// The record of a successful run of `node`: what determined it
+    /// (`res`), the outputs it committed, when, and where (`device`:
+    /// "cpu" or "cuda:N").
+    pub fn of_run(p: &Pipeline, node: &Node, res: &Resolved, outputs: &BTreeMap<String, Committed>, timing: &Timing, device: String) -> ActionRecord {
+        ActionRecord {
+            format: RECORD_FORMAT,
+            key: res.key,
+            pipeline: p.name.clone(),
+            pipeline_file: p.file.clone(),
+            node: node.id.clone(),
+            action: res.action.clone(),
+            params: res.params.clone(),
+            inputs: res.inputs.clone(),
+            outputs: outputs
+                .iter()
+                .map(|(name, c)| {
+                    let path = node.outputs.get(name).and_then(|o| o.path.clone());
+                    (name.clone(), OutputRecord { hash: c.hash, kind: res.output_kinds.get(name).copied().unwrap_or(ArtifactKind::File), size: c.size, path })
+                })
+                .collect(),
+            start: humantime::format_rfc3339_millis(timing.start).to_string(),
+            end: humantime::format_rfc3339_millis(timing.end).to_string(),
+            duration_s: timing.seconds,
+            device,
+            toe_pipe_version: env!("CARGO_PKG_VERSION").to_owned(),
+            host: crate::sys::hostname(),
+        }
+    }
 }
 
 /// The last run of each node of one pipeline: what `status` compares
