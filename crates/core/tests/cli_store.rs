@@ -5,7 +5,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{set, Ws, BIN};
+use common::{bin, set, Ws};
 
 fn wait_for(path: &std::path::Path) {
     let t0 = Instant::now();
@@ -38,7 +38,7 @@ fn no_object_holds(ws: &Ws, content: &str) {
 fn sigkill_mid_node_leaves_no_partial_object_and_the_next_run_completes() {
     let ws = Ws::new();
     ws.write("p.toml", SLOW);
-    let mut child = Command::new(BIN).args(["run", "p.toml"]).current_dir(ws.dir.path()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = Command::new(bin()).args(["run", "p.toml"]).current_dir(ws.dir.path()).stderr(Stdio::null()).spawn().unwrap();
     wait_for(&ws.path("started"));
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
@@ -58,7 +58,7 @@ fn sigkill_mid_node_leaves_no_partial_object_and_the_next_run_completes() {
 fn ctrl_c_stops_the_run_cleanly() {
     let ws = Ws::new();
     ws.write("p.toml", SLOW);
-    let child = Command::new(BIN).args(["run", "p.toml"]).current_dir(ws.dir.path()).stderr(Stdio::piped()).spawn().unwrap();
+    let child = Command::new(bin()).args(["run", "p.toml"]).current_dir(ws.dir.path()).stderr(Stdio::piped()).spawn().unwrap();
     wait_for(&ws.path("started"));
     // SAFETY: signals the child we started.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
@@ -75,7 +75,7 @@ fn ctrl_c_stops_the_run_cleanly() {
 fn a_second_run_on_the_same_store_is_refused_with_a_clear_message() {
     let ws = Ws::new();
     ws.write("p.toml", SLOW);
-    let first = Command::new(BIN).args(["run", "p.toml"]).current_dir(ws.dir.path()).stderr(Stdio::piped()).spawn().unwrap();
+    let first = Command::new(bin()).args(["run", "p.toml"]).current_dir(ws.dir.path()).stderr(Stdio::piped()).spawn().unwrap();
     wait_for(&ws.path("started"));
 
     let second = ws.toe(&["run", "p.toml"]).fails();
@@ -195,7 +195,7 @@ fn lineage_returns_the_tree_down_to_the_sources() {
     let h = blake3::hash(b"x\na\n").to_hex().to_string();
     let by_hash = ws.toe(&["lineage", &h[..10]]).ok().stdout;
     assert!(by_hash.contains("└── node a.x"), "{by_hash}");
-    let elsewhere = Command::new(BIN).args(["--store", &ws.store().display().to_string(), "lineage", &h[..10]]).current_dir("/").output().unwrap();
+    let elsewhere = Command::new(bin()).args(["--store", &ws.store().display().to_string(), "lineage", &h[..10]]).current_dir("/").output().unwrap();
     assert!(elsewhere.status.success());
     let unknown = ws.toe(&["lineage", "data/in.txt"]).fails();
     assert!(unknown.stderr.contains("was not produced by any action"), "{}", unknown.stderr);
