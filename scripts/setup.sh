@@ -58,7 +58,9 @@ if [ "$version" != "2.13.0" ]; then
 fi
 
 torch_dir="$(ls -d "$venv"/lib/python3*/site-packages/torch | head -n 1)"
-if [ "$(readlink "$venv/libtorch" 2>/dev/null)" != "$torch_dir" ]; then
+# Compared resolved: a checkout whose .venv links to another checkout's
+# venv (a git worktree) must not repoint the shared link at itself.
+if [ "$(readlink -f "$venv/libtorch" 2>/dev/null)" != "$(readlink -f "$torch_dir")" ]; then
     ln -sfn "$torch_dir" "$venv/libtorch"
 fi
 
