@@ -36,7 +36,7 @@ pub fn run(cli: &Cli, a: &StatusArgs) -> CmdResult {
     let p = &loaded.pipeline;
     let statuses = plan(&engine, &Selection::all(p.nodes.len()), a.verify)?.nodes;
     if a.json {
-        let rows: Vec<Row> = statuses.iter().map(|s| Row { node: &p.nodes[s.node].id, state: s.state().label(), reasons: &s.reasons, key: s.key() }).collect();
+        let rows: Vec<Row> = statuses.iter().map(|s| Row { node: &p.nodes[s.node].id, state: s.state().label(), reasons: &s.reasons, key: s.key }).collect();
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(ExitCode::SUCCESS);
     }

@@ -93,15 +93,17 @@ pub struct PutBack {
 /// What happens to a node.
 #[derive(Debug, Clone)]
 pub enum Decision {
-    /// A cache hit whose outputs are all in place.
-    Fresh(Box<ActionRecord>),
+    /// A cache hit whose outputs are all in place. `outputs`: the cached
+    /// result's (only they are kept: a plan holds every node's).
+    Fresh { outputs: BTreeMap<String, OutputRecord> },
     /// A cache hit: put these outputs (back) in the workspace, no run.
     /// `earlier`: the hit is not the result the workspace holds now (an
     /// edit was reverted).
-    Restore { record: Box<ActionRecord>, put_back: Vec<PutBack>, earlier: bool },
-    /// Runs. `corrupt`: stored outputs of the cached result that no longer
-    /// match their hash (`--verify`); the run removes them first.
-    Run { corrupt: Vec<Hash> },
+    Restore { outputs: BTreeMap<String, OutputRecord>, put_back: Vec<PutBack>, earlier: bool },
+    /// Runs, as `resolved`. `corrupt`: stored outputs of the cached result
+    /// that no longer match their hash (`--verify`); the run removes them
+    /// first.
+    Run { resolved: Box<Resolved>, corrupt: Vec<Hash> },
     /// Its inputs are not known until the nodes it reads from have run.
     Wait,
 }
@@ -123,29 +125,25 @@ pub struct NodePlan {
     pub decision: Decision,
     /// Why, in words (`status` prints them).
     pub reasons: Vec<String>,
-    /// The node with its inputs known; `None` while it waits.
-    pub resolved: Option<Resolved>,
+    /// Its action key; `None` while it waits (its inputs are not known).
+    pub key: Option<Hash>,
     pub gpu: GpuUse,
 }
 
 impl NodePlan {
     pub fn state(&self) -> State {
         match self.decision {
-            Decision::Fresh(_) => State::Fresh,
+            Decision::Fresh { .. } => State::Fresh,
             Decision::Restore { .. } => State::Restore,
             Decision::Run { .. } => State::Stale,
             Decision::Wait => State::Waiting,
         }
     }
 
-    pub fn key(&self) -> Option<Hash> {
-        self.resolved.as_ref().map(|r| r.key)
-    }
-
-    /// The cached result a hit uses.
-    pub fn cached(&self) -> Option<&ActionRecord> {
+    /// The outputs of the cached result a hit uses.
+    pub fn cached(&self) -> Option<&BTreeMap<String, OutputRecord>> {
         match &self.decision {
-            Decision::Fresh(rec) | Decision::Restore { record: rec, .. } => Some(rec),
+            Decision::Fresh { outputs } | Decision::Restore { outputs, .. } => Some(outputs),
             Decision::Run { .. } | Decision::Wait => None,
         }
     }
@@ -190,11 +188,11 @@ pub fn plan(e: &Engine, sel: &Selection, verify: bool) -> anyhow::Result<Plan> {
                 if let Some(prev) = current.and_then(|k| e.store.read_action(&k)) {
                     reasons.extend(own_changes(&prev, node, e));
                 }
-                NodePlan { node: i, decision: Decision::Wait, reasons, resolved: None, gpu: gpu_use(node) }
+                NodePlan { node: i, decision: Decision::Wait, reasons, key: None, gpu: gpu_use(node) }
             }
         };
-        if let (Some(rec), Some(key)) = (planned.cached(), planned.key()) {
-            learn(&mut known, &node.id, key, &rec.outputs);
+        if let (Some(outputs), Some(key)) = (planned.cached(), planned.key) {
+            learn(&mut known, &node.id, key, outputs);
         }
         states[i] = Some(planned.state());
         nodes.push(planned);
@@ -207,8 +205,9 @@ pub fn plan(e: &Engine, sel: &Selection, verify: bool) -> anyhow::Result<Plan> {
 pub fn decide(e: &Engine, i: usize, res: Resolved, current: Option<Hash>, forced: bool, verify: bool) -> NodePlan {
     let node = &e.pipeline.nodes[i];
     let previous = || current.and_then(|k| e.store.read_action(&k));
-    let (decision, reasons) = if forced {
-        (Decision::Run { corrupt: vec![] }, vec!["forced (--force)".to_owned()])
+    // Err(corrupt outputs): the node runs (it takes `res` below).
+    let (decision, reasons): (Result<Decision, Vec<Hash>>, Vec<String>) = if forced {
+        (Err(vec![]), vec!["forced (--force)".to_owned()])
     } else {
         match lookup(e.store, &res.key) {
             Lookup::Hit(rec) => {
@@ -219,12 +218,12 @@ pub fn decide(e: &Engine, i: usize, res: Resolved, current: Option<Hash>, forced
                 };
                 if !corrupt.is_empty() {
                     let reasons = corrupt.iter().map(|(n, _)| format!("stored output `{n}` is corrupt (run with --verify to replace it)")).collect();
-                    (Decision::Run { corrupt: corrupt.into_iter().map(|(_, h)| h).collect() }, reasons)
+                    (Err(corrupt.into_iter().map(|(_, h)| h).collect()), reasons)
                 } else {
                     let put_back = put_back(e, node, &rec.outputs);
                     if current == Some(res.key) {
                         if put_back.is_empty() {
-                            (Decision::Fresh(rec), vec![])
+                            (Ok(Decision::Fresh { outputs: rec.outputs }), vec![])
                         } else {
                             let reasons = put_back
                                 .iter()
@@ -233,18 +232,18 @@ pub fn decide(e: &Engine, i: usize, res: Resolved, current: Option<Hash>, forced
                                     _ => format!("{} differs from the stored output", b.path.display()),
                                 })
                                 .collect();
-                            (Decision::Restore { record: rec, put_back, earlier: false }, reasons)
+                            (Ok(Decision::Restore { outputs: rec.outputs, put_back, earlier: false }), reasons)
                         }
                     } else {
                         let mut reasons = vec!["an earlier result for these inputs and params is in the store".to_owned()];
                         if let Some(prev) = previous() {
                             reasons.extend(why(&prev, &res));
                         }
-                        (Decision::Restore { record: rec, put_back, earlier: true }, reasons)
+                        (Ok(Decision::Restore { outputs: rec.outputs, put_back, earlier: true }), reasons)
                     }
                 }
             }
-            Lookup::Incomplete(why_incomplete) => (Decision::Run { corrupt: vec![] }, vec![why_incomplete]),
+            Lookup::Incomplete(why_incomplete) => (Err(vec![]), vec![why_incomplete]),
             Lookup::Miss => {
                 let reasons = match previous() {
                     None if current.is_some() => vec!["its previous result was removed from the store".to_owned()],
@@ -254,11 +253,13 @@ pub fn decide(e: &Engine, i: usize, res: Resolved, current: Option<Hash>, forced
                         if r.is_empty() { vec!["no cached result for these inputs".to_owned()] } else { r }
                     }
                 };
-                (Decision::Run { corrupt: vec![] }, reasons)
+                (Err(vec![]), reasons)
             }
         }
     };
-    NodePlan { node: i, decision, reasons, resolved: Some(res), gpu: gpu_use(node) }
+    let key = Some(res.key);
+    let decision = decision.unwrap_or_else(|corrupt| Decision::Run { resolved: Box::new(res), corrupt });
+    NodePlan { node: i, decision, reasons, key, gpu: gpu_use(node) }
 }
 
 /// The declared outputs whose workspace path does not hold `outputs`'
@@ -427,7 +428,7 @@ outputs.y = { kind = "text", path = "out/b.txt" }
         assert_eq!(put_back.iter().map(|b| (b.output.as_str(), b.path.as_path(), b.found)).collect::<Vec<_>>(), vec![("x", Path::new("out/a.txt"), Placement::Missing)]);
         // Its outputs are known from the store, so b's key is too.
         assert_eq!(plan.nodes[1].state(), State::Stale);
-        assert!(plan.nodes[1].key().is_some());
+        assert!(plan.nodes[1].key.is_some());
     }
 
     #[test]
@@ -436,8 +437,8 @@ outputs.y = { kind = "text", path = "out/b.txt" }
         let sel = w.engine().select(&[], &["a".to_owned()]).unwrap();
         assert_eq!(w.plan(&sel), vec![row("a", State::Stale, &["forced (--force)"]), row("b", State::Waiting, &["after a"])]);
         let plan = plan(&w.engine(), &sel, false).unwrap();
-        assert!(plan.nodes[0].key().is_some());
-        assert_eq!(plan.nodes[1].key(), None);
+        assert!(plan.nodes[0].key.is_some());
+        assert_eq!(plan.nodes[1].key, None);
     }
 
     #[test]

@@ -16,7 +16,7 @@
 //! nothing new after the first failure. Either way the exit status is
 //! non-zero.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -29,7 +29,7 @@ use super::materialise::materialise;
 use super::plan::{decide, gpu_use, learn, plan, put_back, Decision, GpuUse, NodePlan, PutBack, Selection};
 use super::progress::Progress;
 use super::{signals, Engine};
-use crate::store::records::{ActionRecord, Attempt, NodeRef, PipelineRefs};
+use crate::store::records::{ActionRecord, Attempt, NodeRef, OutputRecord, PipelineRefs};
 use crate::store::{remove_any, Hash};
 
 #[derive(Debug, Clone, Default)]
@@ -328,15 +328,11 @@ impl Scheduler<'_, '_> {
                 };
                 *planned = decide(self.e, i, res, self.refs.current(&node.id), self.sel.forced[i], self.opts.verify);
             }
-            let NodePlan { decision, resolved, .. } = *planned;
-            let Some(res) = resolved else {
-                self.fail(i, "internal error: a planned node without its inputs".into());
-                continue;
-            };
-            match decision {
-                Decision::Fresh(rec) => self.finish_hit(i, &res, &rec, &[], false),
-                Decision::Restore { record, put_back, earlier } => self.finish_hit(i, &res, &record, &put_back, earlier),
-                Decision::Run { corrupt } => {
+            let key = planned.key;
+            match (planned.decision, key) {
+                (Decision::Fresh { outputs }, Some(key)) => self.finish_hit(i, key, &outputs, &[], false),
+                (Decision::Restore { outputs, put_back, earlier }, Some(key)) => self.finish_hit(i, key, &outputs, &put_back, earlier),
+                (Decision::Run { resolved, corrupt }, _) => {
                     // Removed so that the run replaces them. A node with the
                     // same output content may have removed them already.
                     let present: Vec<Hash> = corrupt.into_iter().filter(|h| self.e.store.has_object(h)).collect();
@@ -347,22 +343,23 @@ impl Scheduler<'_, '_> {
                         let id = self.node_id(i).to_owned();
                         self.progress.line(&format!("  corrupt  {id}  stored output {} did not match its hash; removed, running again", first.short()));
                     }
-                    self.steps[i] = Step::Queued(Box::new(res));
+                    self.steps[i] = Step::Queued(resolved);
                 }
-                Decision::Wait => self.fail(i, "internal error: a node still waits after its inputs finished".into()),
+                // decide() gives every decision but Wait a key.
+                _ => self.fail(i, "internal error: a node still waits after its inputs finished".into()),
             }
         }
     }
 
     /// A cache hit: put the outputs in the workspace where they are not.
-    fn finish_hit(&mut self, i: usize, res: &Resolved, rec: &ActionRecord, missing: &[PutBack], earlier: bool) {
+    fn finish_hit(&mut self, i: usize, key: Hash, outputs: &BTreeMap<String, OutputRecord>, missing: &[PutBack], earlier: bool) {
         let id = self.node_id(i).to_owned();
         if let Err(msg) = self.place(missing) {
             self.fail(i, msg);
             return;
         }
-        learn(&mut self.known, &id, res.key, &rec.outputs);
-        self.e.store.touch_action(&res.key);
+        learn(&mut self.known, &id, key, outputs);
+        self.e.store.touch_action(&key);
         let outcome = if earlier {
             Outcome::Restored("earlier result from the store, no run".to_owned())
         } else if !missing.is_empty() {
@@ -375,7 +372,7 @@ impl Scheduler<'_, '_> {
             _ if self.progress.verbose => self.progress.node("fresh", &id, ""),
             _ => {}
         }
-        self.refs.set_current(&id, res.key);
+        self.refs.set_current(&id, key);
         self.steps[i] = Step::Done(outcome);
     }
 
