@@ -346,7 +346,7 @@ impl Scheduler<'_, '_> {
                     self.steps[i] = Step::Queued(resolved);
                 }
                 // decide() gives every decision but Wait a key.
-                _ => self.fail(i, "internal error: a node still waits after its inputs finished".into()),
+                _ => self.fail(i, "internal error: no decision for a node whose inputs finished".into()),
             }
         }
     }
