@@ -157,7 +157,7 @@ macro_rules! numbers {
         }
     )*};
 }
-numbers!(i64, u64, usize, u32, i32, f64);
+numbers!(i64, u64, usize, u32, f64);
 
 /// The type of non-numeric params' bounds: it has no values, so a range
 /// written on a bool or string param does not compile.
