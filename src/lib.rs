@@ -7,6 +7,7 @@
 //! it is re-exported here so every `toe_pipe::...` path keeps working.
 
 pub use toe_pipe_core::{cli, engine, graph, lineage, spec, store, sys, worker};
+pub use toe_pipe_core::{op_params, op_ports, param_enum};
 
 pub mod decoder;
 pub mod formats;

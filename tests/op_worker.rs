@@ -10,78 +10,103 @@ mod common;
 use std::process::ExitCode;
 
 use common::{set, Ws};
-use toe_pipe::ops::{Op, OpContext, ParamSpec, ParamType, PortSpec, Registry};
-use toe_pipe::spec::{ArtifactKind, ParamValue};
+use toe_pipe::ops::{OpContext, Registry, TypedOp};
+use toe_pipe::{op_params, op_ports, param_enum};
+
+param_enum! {
+    /// What `concat` does to letters.
+    enum Case {
+        Keep = "keep",
+        Upper = "upper",
+    }
+}
+
+op_params! {
+    struct ConcatParams {
+        /// separator
+        sep: String = "\n".into(),
+        /// how many times
+        repeat: i64,
+        /// unused number
+        #[range(above(0.0))]
+        scale: f64 = 1.0,
+        /// letter case of the result
+        case: Case = Case::Keep,
+    }
+}
+
+op_ports! {
+    struct ConcatInputs {
+        /// files to join
+        parts: Vec<Text>,
+    }
+}
+
+op_ports! {
+    struct ConcatOutputs {
+        /// the result
+        joined: Text,
+    }
+}
 
 /// Joins its list input with a separator, `repeat` times.
 struct Concat;
 
-impl Op for Concat {
-    fn name(&self) -> &'static str {
-        "concat"
-    }
-    fn version(&self) -> u32 {
-        2
-    }
-    fn summary(&self) -> &'static str {
-        "join text files"
-    }
-    fn params(&self) -> Vec<ParamSpec> {
-        vec![
-            ParamSpec::with_default("sep", ParamType::Str, ParamValue::Str("\n".into()), "separator"),
-            ParamSpec::required("repeat", ParamType::Int, "how many times"),
-            ParamSpec::with_default("scale", ParamType::Float, ParamValue::Float(1.0), "unused number"),
-        ]
-    }
-    fn inputs(&self) -> Vec<PortSpec> {
-        vec![PortSpec::new("parts", ArtifactKind::Text, "files to join").list()]
-    }
-    fn outputs(&self) -> Vec<PortSpec> {
-        vec![PortSpec::new("joined", ArtifactKind::Text, "the result")]
-    }
-    fn run(&self, ctx: &OpContext) -> anyhow::Result<()> {
+impl TypedOp for Concat {
+    const NAME: &'static str = "concat";
+    const VERSION: u32 = 2;
+    const SUMMARY: &'static str = "join text files";
+    type Params = ConcatParams;
+    type Inputs = ConcatInputs;
+    type Outputs = ConcatOutputs;
+
+    fn run(&self, _: &OpContext, p: ConcatParams, i: ConcatInputs, o: ConcatOutputs) -> anyhow::Result<()> {
         let mut parts = Vec::new();
-        for p in ctx.input_list("parts") {
-            parts.push(std::fs::read_to_string(p)?.trim().to_owned());
+        for path in &i.parts {
+            parts.push(std::fs::read_to_string(path)?.trim().to_owned());
         }
-        let one = parts.join(ctx.param_str("sep")?);
-        let n = ctx.param_i64("repeat")?;
-        if n < 0 {
+        let one = parts.join(&p.sep);
+        // No declared range, so that a run can fail inside the op.
+        if p.repeat < 0 {
             anyhow::bail!("repeat must not be negative");
         }
-        std::fs::write(ctx.output("joined")?, vec![one; n as usize].join("|"))?;
+        let joined = vec![one; p.repeat as usize].join("|");
+        std::fs::write(&o.joined, if p.case == Case::Upper { joined.to_uppercase() } else { joined })?;
         Ok(())
+    }
+}
+
+op_params! {
+    struct ProbeParams {
+        /// makes nodes differ
+        tag: String = String::new(),
+    }
+}
+
+op_ports! {
+    struct ProbeOutputs {
+        /// device report
+        r#where: Json,
     }
 }
 
 /// Writes where it ran.
 struct Probe;
 
-impl Op for Probe {
-    fn name(&self) -> &'static str {
-        "probe"
-    }
-    fn version(&self) -> u32 {
-        1
-    }
-    fn summary(&self) -> &'static str {
-        "report the device"
-    }
-    fn params(&self) -> Vec<ParamSpec> {
-        vec![ParamSpec::with_default("tag", ParamType::Str, ParamValue::Str(String::new()), "makes nodes differ")]
-    }
-    fn inputs(&self) -> Vec<PortSpec> {
-        vec![]
-    }
-    fn outputs(&self) -> Vec<PortSpec> {
-        vec![PortSpec::new("where", ArtifactKind::Json, "device report")]
-    }
-    fn run(&self, ctx: &OpContext) -> anyhow::Result<()> {
+impl TypedOp for Probe {
+    const NAME: &'static str = "probe";
+    const VERSION: u32 = 1;
+    const SUMMARY: &'static str = "report the device";
+    type Params = ProbeParams;
+    type Inputs = ();
+    type Outputs = ProbeOutputs;
+
+    fn run(&self, ctx: &OpContext, _: ProbeParams, _: (), o: ProbeOutputs) -> anyhow::Result<()> {
         let report = serde_json::json!({
             "device": ctx.device,
             "cuda_visible_devices": std::env::var("CUDA_VISIBLE_DEVICES").unwrap_or_default(),
         });
-        std::fs::write(ctx.output("where")?, report.to_string())?;
+        std::fs::write(&o.r#where, report.to_string())?;
         // Hold the slot a moment so that two probes overlap.
         std::thread::sleep(std::time::Duration::from_millis(300));
         Ok(())
@@ -156,10 +181,62 @@ fn op_nodes_run_in_the_worker() {
     assert!(out.stderr.contains("FAILED join"), "{}", out.stderr);
     assert!(out.stderr.contains("op concat failed in node join: repeat must not be negative"), "{}", out.stderr);
 
+    // An enum param reaches the op as its value.
+    ws.write("p.toml", &OPS.replace("repeat = 2", "repeat = 1, case = \"upper\""));
+    toe(&ws, &["run", "p.toml"], "0").ok();
+    assert_eq!(ws.read("out/joined.txt"), "X+Y");
+
     let ops = toe(&ws, &["ops"], "0").ok();
     assert!(ops.stdout.contains("concat v2: join text files"), "{}", ops.stdout);
     assert!(ops.stdout.contains("param  repeat: integer (required)"), "{}", ops.stdout);
     assert!(ops.stdout.contains("in     parts: text (list)"), "{}", ops.stdout);
+    assert!(ops.stdout.contains("param  scale: float = 1.0 [more than 0.0]  unused number"), "{}", ops.stdout);
+    assert!(ops.stdout.contains("param  case: string = \"keep\" [one of \"keep\", \"upper\"]  letter case of the result"), "{}", ops.stdout);
+}
+
+/// The worker itself reads and checks a job before the op does any work:
+/// a job that `toe-pipe check` would have refused (here written by hand)
+/// fails naming the node, the param and what is allowed.
+fn the_worker_checks_params_before_any_work() {
+    let ws = Ws::new();
+    ws.write("a.txt", "a");
+    let job = serde_json::json!({
+        "op": "concat",
+        "ctx": {
+            "node": "join",
+            "params": { "repeat": 1, "scale": 0.0, "case": "title", "sepp": "+" },
+            "inputs": { "parts": [ws.path("a.txt")] },
+            "outputs": { "joined": ws.path("out.txt") },
+            "device": "cpu",
+            "scratch": ws.path("."),
+        }
+    });
+    ws.write("job.json", &job.to_string());
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["run", ws.path("job.json").to_str().unwrap()])
+        .env("TOE_PIPE_TEST_WORKER", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("node join: param scale = 0.0 is out of range (allowed: more than 0.0)"), "{stderr}");
+    assert!(stderr.contains("node join: param case = \"title\" is not allowed (allowed: one of \"keep\", \"upper\")"), "{stderr}");
+    assert!(stderr.contains("node join: unknown param `sepp` (the op's params: sep, repeat, scale, case)"), "{stderr}");
+    assert!(!ws.path("out.txt").exists(), "the op must not have started");
+
+    // A missing input is caught the same way.
+    let mut job = job;
+    job["ctx"]["params"] = serde_json::json!({ "repeat": 1 });
+    job["ctx"]["inputs"] = serde_json::json!({});
+    job["ctx"]["outputs"] = serde_json::json!({});
+    ws.write("job.json", &job.to_string());
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["run", ws.path("job.json").to_str().unwrap()])
+        .env("TOE_PIPE_TEST_WORKER", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("node join: the job gives no path for output `joined`"), "{stderr}");
 }
 
 fn op_params_and_ports_are_checked() {
@@ -172,6 +249,17 @@ fn op_params_and_ports_are_checked() {
     assert!(err.contains("p.toml:12:21: error in node `join`: param `repeat` of op `concat` must be an integer, found string \"2\""), "{err}");
     assert!(err.contains("error in node `join`: op `concat` has no param `sepp`"), "{err}");
     assert!(err.contains("fix: did you mean `sep`?"), "{err}");
+
+    // Declared ranges and allowed values are checked before anything runs,
+    // with the place in the file, the node, the param and what is allowed.
+    let err = check(&OPS.replace("sep = \"+\"", "sep = \"+\", scale = 0"));
+    assert!(err.contains("p.toml:12:43: error in node `join`: param `scale` of op `concat` = 0 is out of range (allowed: more than 0.0)"), "{err}");
+    assert!(err.contains("fix: write a value in the allowed range (more than 0.0)"), "{err}");
+    let err = check(&OPS.replace("sep = \"+\"", "sep = \"+\", case = \"title\""));
+    assert!(err.contains("p.toml:12:42: error in node `join`: param `case` of op `concat` = \"title\" is not allowed (allowed: one of \"keep\", \"upper\")"), "{err}");
+    assert!(err.contains("fix: use one of the values: `keep`, `upper`"), "{err}");
+    let err = check(&OPS.replace("sep = \"+\"", "sep = \"+\", case = \"uper\""));
+    assert!(err.contains("fix: did you mean `upper`?"), "{err}");
 
     let err = check(&OPS.replace("repeat = 2, sep = \"+\"", "sep = \"+\""));
     assert!(err.contains("p.toml:9:6: error in node `join`: op `concat` needs param `repeat` (how many times)"), "{err}");
@@ -268,9 +356,10 @@ fn main() -> ExitCode {
         registry.register(Box::new(Probe));
         return toe_pipe::worker::main(registry, fake_gpus);
     }
-    let tests: [(&str, fn()); 4] = [
+    let tests: [(&str, fn()); 5] = [
         ("op_nodes_run_in_the_worker", op_nodes_run_in_the_worker),
         ("op_params_and_ports_are_checked", op_params_and_ports_are_checked),
+        ("the_worker_checks_params_before_any_work", the_worker_checks_params_before_any_work),
         ("gpu_nodes_get_one_gpu_each_or_fall_back_to_the_cpu", gpu_nodes_get_one_gpu_each_or_fall_back_to_the_cpu),
         ("require_gpu_is_an_error_before_anything_runs", require_gpu_is_an_error_before_anything_runs),
     ];

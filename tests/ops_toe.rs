@@ -190,3 +190,42 @@ outputs.sentences = {{ path = "out/description.npy" }}
     assert_eq!(ours.len(), 5800);
     assert_eq!(ours, original);
 }
+
+/// Values outside a built-in op's declared range or allowed values are
+/// `toe-pipe check` errors, with the place, the node, the param and what is
+/// allowed, before anything runs (the catalog comes from the worker).
+#[test]
+fn out_of_range_and_unknown_enum_params_fail_check() {
+    let ws = Ws::new();
+    let text = r#"
+[[node]]
+id = "embed"
+op = "embed_text"
+sources.model = "clip.pt"
+sources.strings = "strings.npy"
+params.batch_size = 0
+params.precision = "fp8"
+
+[[node]]
+id = "stats"
+op = "class_stats"
+sources.features = "f.npy"
+sources.labels = "l.npy"
+params = { max_count = -3 }
+"#;
+    ws.write("p.toml", text);
+    let out = ws.toe(&["check", "p.toml"]).fails();
+    let err = out.stderr;
+    assert!(err.contains("p.toml:7:21: error in node `embed`: param `batch_size` of op `embed_text` = 0 is out of range (allowed: 1 or more)"), "{err}");
+    assert!(err.contains("fix: write a value in the allowed range (1 or more)"), "{err}");
+    assert!(err.contains("p.toml:8:20: error in node `embed`: param `precision` of op `embed_text` = \"fp8\" is not allowed (allowed: one of \"fp32\", \"fp16\", \"bf16\")"), "{err}");
+    assert!(err.contains("p.toml:15:24: error in node `stats`: param `max_count` of op `class_stats` = -3 is out of range (allowed: 1 or more)"), "{err}");
+    // run refuses the same way, before touching anything.
+    let out = ws.toe(&["run", "p.toml"]).fails();
+    assert!(out.stderr.contains("param `batch_size` of op `embed_text` = 0 is out of range"), "{}", out.stderr);
+    assert!(!ws.path("artifacts/objects").exists());
+
+    let ops = ws.toe(&["ops"]).ok();
+    assert!(ops.stdout.contains("param  batch_size: integer = 256 [1 or more]  strings per forward pass"), "{}", ops.stdout);
+    assert!(ops.stdout.contains("param  precision: string = \"fp32\" [one of \"fp32\", \"fp16\", \"bf16\"]"), "{}", ops.stdout);
+}

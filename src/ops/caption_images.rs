@@ -5,57 +5,60 @@
 //! captions come from BLIP-2 instead; the caption-level selection that
 //! follows (`mahalanobis_select`) is the same either way.
 
-use anyhow::{Context, Result};
-
-use super::io::read_features;
-use super::outliers_word::{model_dir_params, open_model_dir, set_threads, threads_param};
-use super::{Op, OpContext, ParamSpec, ParamType, PortSpec};
+use super::prelude::*;
+use super::shared::files::read_features;
+use super::shared::params::{ModelDir, Threads};
 use crate::decoder::generate_captions;
 use crate::formats;
-use crate::spec::{ArtifactKind, ParamValue};
 
 pub struct CaptionImages;
 
-impl Op for CaptionImages {
-    fn name(&self) -> &'static str {
-        "caption_images"
+op_params! {
+    pub struct Params {
+        model_dir: ModelDir,
+        /// most new tokens per caption (BLIP-2's max_new_tokens in the original: 20)
+        #[range(1..)]
+        max_tokens: usize = 20,
+        /// images per decoder pass
+        #[range(1..)]
+        batch_size: usize = 64,
+        threads: Threads,
     }
-    fn version(&self) -> u32 {
-        1
+}
+
+op_ports! {
+    pub struct Inputs {
+        /// decoder model folder: checkpoint, spiece.model or vocab.json, optional config.json
+        model: Dir,
+        /// CLIP image features [N, D] (embed_images; not normalised)
+        features: Npy,
     }
-    fn summary(&self) -> &'static str {
-        "one greedy caption per image from a decoder model folder and CLIP image features (the demo's captioner)"
+}
+
+op_ports! {
+    pub struct Outputs {
+        /// one caption per image, in order (numpy unicode array)
+        captions: Npy,
     }
-    fn params(&self) -> Vec<ParamSpec> {
-        let mut p = model_dir_params();
-        p.extend([
-            ParamSpec::with_default("max_tokens", ParamType::Int, ParamValue::Int(20), "most new tokens per caption (BLIP-2's max_new_tokens in the original: 20)"),
-            ParamSpec::with_default("batch_size", ParamType::Int, ParamValue::Int(64), "images per decoder pass"),
-            threads_param(),
-        ]);
-        p
-    }
-    fn inputs(&self) -> Vec<PortSpec> {
-        vec![
-            PortSpec::new("model", ArtifactKind::Dir, "decoder model folder: checkpoint, spiece.model or vocab.json, optional config.json"),
-            PortSpec::new("features", ArtifactKind::Npy, "CLIP image features [N, D] (embed_images; not normalised)"),
-        ]
-    }
-    fn outputs(&self) -> Vec<PortSpec> {
-        vec![PortSpec::new("captions", ArtifactKind::Npy, "one caption per image, in order (numpy unicode array)")]
-    }
-    fn run(&self, ctx: &OpContext) -> Result<()> {
-        let max_tokens = ctx.param_positive("max_tokens")? as usize;
-        let batch_size = ctx.param_positive("batch_size")? as usize;
-        set_threads(ctx)?;
-        let features_path = ctx.input("features")?;
-        let features = read_features(features_path)?;
-        let dir = open_model_dir(ctx)?;
-        let ids = generate_captions(&dir.model, &features, max_tokens, batch_size)
-            .with_context(|| format!("node {}: captioning {}", ctx.node, features_path.display()))?;
+}
+
+impl TypedOp for CaptionImages {
+    const NAME: &'static str = "caption_images";
+    const VERSION: u32 = 1;
+    const SUMMARY: &'static str = "one greedy caption per image from a decoder model folder and CLIP image features (the demo's captioner)";
+    type Params = Params;
+    type Inputs = Inputs;
+    type Outputs = Outputs;
+
+    fn run(&self, ctx: &OpContext, p: Params, i: Inputs, o: Outputs) -> Result<()> {
+        p.threads.apply(ctx.device);
+        let features = read_features(&i.features)?;
+        let dir = p.model_dir.open(&ctx.node, &i.model, ctx.device)?;
+        let ids = generate_captions(&dir.model, &features, p.max_tokens, p.batch_size)
+            .with_context(|| format!("node {}: captioning {}", ctx.node, i.features.display()))?;
         let tokenizer = dir.tokenizer.as_dyn();
         let captions: Vec<String> = ids.iter().map(|t| tokenizer.decode_text(t)).collect();
-        formats::write_strings(ctx.output("captions")?, &captions)?;
+        formats::write_strings(&o.captions, &captions)?;
         let empty = captions.iter().filter(|c| c.is_empty()).count();
         println!("{} images -> {} captions ({} empty); first: {:?}", features.size()[0], captions.len(), empty, captions.first());
         Ok(())

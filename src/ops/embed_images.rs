@@ -3,66 +3,70 @@
 //! as CLIP's Python transform does, encoded once and cached: every later
 //! stage (statistics, heads, evaluation) reads these arrays.
 
-use anyhow::{bail, Result};
 use tch::{Kind, Tensor};
 
-use super::embed_text::{inference_kind, precision_param};
-use super::io::{device, write_features, write_json, write_labels};
-use super::{Op, OpContext, ParamSpec, ParamType, PortSpec};
+use super::prelude::*;
+use super::shared::files::{write_features, write_json, write_labels};
+use super::shared::params::{tch_device, InferencePrecision};
 use crate::clip;
 use crate::images::{BatchOptions, ImageFolder, ImagesError};
-use crate::spec::{ArtifactKind, ParamValue};
 
 pub struct EmbedImages;
 
-impl Op for EmbedImages {
-    fn name(&self) -> &'static str {
-        "embed_images"
+op_params! {
+    pub struct Params {
+        /// images per forward pass
+        #[range(1..)]
+        batch_size: usize = 64,
+        /// decoding threads (0 = all cores)
+        threads: usize = 0,
+        /// leave out files that cannot be decoded (counted in the log) instead of failing
+        skip_unreadable: bool = false,
+        precision: InferencePrecision,
     }
-    fn version(&self) -> u32 {
-        1
+}
+
+op_ports! {
+    pub struct Inputs {
+        /// CLIP checkpoint: OpenAI's TorchScript .pt, a state dict .pt or safetensors
+        model: Pt,
+        /// ImageFolder: <root>/<class>/<image>
+        images: Dir,
     }
-    fn summary(&self) -> &'static str {
-        "CLIP image features [N, D] and labels of an ImageFolder dataset"
+}
+
+op_ports! {
+    pub struct Outputs {
+        /// image features [N, D], float32, not normalised
+        features: Npy,
+        /// class index of each image [N], int64 (classes sorted by folder name)
+        labels: Npy,
+        /// the class folder names in label order, and skipped files
+        classes: Json,
     }
-    fn params(&self) -> Vec<ParamSpec> {
-        vec![
-            ParamSpec::with_default("batch_size", ParamType::Int, ParamValue::Int(64), "images per forward pass"),
-            ParamSpec::with_default("threads", ParamType::Int, ParamValue::Int(0), "decoding threads (0 = all cores)"),
-            ParamSpec::with_default("skip_unreadable", ParamType::Bool, ParamValue::Bool(false), "leave out files that cannot be decoded (counted in the log) instead of failing"),
-            precision_param(),
-        ]
-    }
-    fn inputs(&self) -> Vec<PortSpec> {
-        vec![
-            PortSpec::new("model", ArtifactKind::Pt, "CLIP checkpoint: OpenAI's TorchScript .pt, a state dict .pt or safetensors"),
-            PortSpec::new("images", ArtifactKind::Dir, "ImageFolder: <root>/<class>/<image>"),
-        ]
-    }
-    fn outputs(&self) -> Vec<PortSpec> {
-        vec![
-            PortSpec::new("features", ArtifactKind::Npy, "image features [N, D], float32, not normalised"),
-            PortSpec::new("labels", ArtifactKind::Npy, "class index of each image [N], int64 (classes sorted by folder name)"),
-            PortSpec::new("classes", ArtifactKind::Json, "the class folder names in label order, and skipped files"),
-        ]
-    }
-    fn run(&self, ctx: &OpContext) -> Result<()> {
-        let dev = device(&ctx.device);
-        let mut model = clip::load(ctx.input("model")?, dev)?;
-        let kind = inference_kind(ctx)?;
+}
+
+impl TypedOp for EmbedImages {
+    const NAME: &'static str = "embed_images";
+    const VERSION: u32 = 1;
+    const SUMMARY: &'static str = "CLIP image features [N, D] and labels of an ImageFolder dataset";
+    type Params = Params;
+    type Inputs = Inputs;
+    type Outputs = Outputs;
+
+    fn run(&self, ctx: &OpContext, p: Params, i: Inputs, o: Outputs) -> Result<()> {
+        let dev = tch_device(ctx.device);
+        let mut model = clip::load(&i.model, dev)?;
+        let kind = p.precision.kind(ctx.device);
         if let Some(kind) = kind {
             model.set_kind(kind);
         }
-        let folder = ImageFolder::open(ctx.input("images")?)?;
-        let batch_size = ctx.param_i64("batch_size")?;
-        if batch_size <= 0 {
-            bail!("node {}: batch_size must be positive", ctx.node);
-        }
+        let folder = ImageFolder::open(&i.images)?;
         let options = BatchOptions {
-            batch_size: batch_size as usize,
+            batch_size: p.batch_size,
             n_px: model.clip.config().image_resolution as usize,
-            threads: ctx.param_i64("threads")?.max(0) as usize,
-            skip_unreadable: ctx.param_bool("skip_unreadable")?,
+            threads: p.threads,
+            skip_unreadable: p.skip_unreadable,
             ..Default::default()
         };
         let mut batches = folder.batches(options)?;
@@ -94,9 +98,9 @@ impl Op for EmbedImages {
         }
         let features = Tensor::cat(&parts, 0);
         println!("{} images -> {:?}; {} skipped", labels.len(), features.size(), skipped.len());
-        write_features(ctx.output("features")?, &features)?;
-        write_labels(ctx.output("labels")?, &labels)?;
+        write_features(&o.features, &features)?;
+        write_labels(&o.labels, &labels)?;
         let skipped: Vec<String> = skipped.iter().map(|s| format!("{}: {}", s.path.display(), s.reason)).collect();
-        write_json(ctx.output("classes")?, &serde_json::json!({ "classes": folder.classes(), "skipped": skipped }))
+        write_json(&o.classes, &serde_json::json!({ "classes": folder.classes(), "skipped": skipped }))
     }
 }

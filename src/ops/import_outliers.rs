@@ -2,47 +2,48 @@
 //! release's published npys, its `--debug` quick start) instead of
 //! generating them.
 
-use anyhow::{bail, Result};
-
-use super::{Op, OpContext, ParamSpec, ParamType, PortSpec};
+use super::prelude::*;
 use crate::formats;
-use crate::spec::{ArtifactKind, ParamValue};
 use crate::toe::outlier_text::{unique, TEMPLATES};
 
 pub struct ImportOutliers;
 
-impl Op for ImportOutliers {
-    fn name(&self) -> &'static str {
-        "import_outliers"
+op_params! {
+    pub struct Params {
+        /// for word outliers: add the four templates of each sentence's last word, as the original's --debug path
+        word_templates: bool = false,
     }
-    fn version(&self) -> u32 {
-        1
+}
+
+op_ports! {
+    pub struct Inputs {
+        /// the published outlier strings
+        strings: Npy,
+        /// optional index file (e.g. ImageNet_outlier_caption_index.npy): keep these, unique
+        index: Option<Npy>,
     }
-    fn summary(&self) -> &'static str {
-        "import a published outlier npy (unicode or pickled object array), optionally selecting by an index file"
+}
+
+op_ports! {
+    pub struct Outputs {
+        /// the outlier sentences (numpy unicode array)
+        sentences: Npy,
     }
-    fn params(&self) -> Vec<ParamSpec> {
-        vec![ParamSpec::with_default(
-            "word_templates",
-            ParamType::Bool,
-            ParamValue::Bool(false),
-            "for word outliers: add the four templates of each sentence's last word, as the original's --debug path",
-        )]
-    }
-    fn inputs(&self) -> Vec<PortSpec> {
-        vec![
-            PortSpec::new("strings", ArtifactKind::Npy, "the published outlier strings"),
-            PortSpec::new("index", ArtifactKind::Npy, "optional index file (e.g. ImageNet_outlier_caption_index.npy): keep these, unique").optional(),
-        ]
-    }
-    fn outputs(&self) -> Vec<PortSpec> {
-        vec![PortSpec::new("sentences", ArtifactKind::Npy, "the outlier sentences (numpy unicode array)")]
-    }
-    fn run(&self, ctx: &OpContext) -> Result<()> {
-        let strings = formats::read_strings(ctx.input("strings")?)?;
-        let mut sentences: Vec<String> = match ctx.input_list("index") {
-            [] => strings,
-            [index] => {
+}
+
+impl TypedOp for ImportOutliers {
+    const NAME: &'static str = "import_outliers";
+    const VERSION: u32 = 1;
+    const SUMMARY: &'static str = "import a published outlier npy (unicode or pickled object array), optionally selecting by an index file";
+    type Params = Params;
+    type Inputs = Inputs;
+    type Outputs = Outputs;
+
+    fn run(&self, ctx: &OpContext, p: Params, i: Inputs, o: Outputs) -> Result<()> {
+        let strings = formats::read_strings(&i.strings)?;
+        let mut sentences: Vec<String> = match &i.index {
+            None => strings,
+            Some(index) => {
                 let index = formats::read_indices(index)?;
                 let mut kept = Vec::with_capacity(index.len());
                 for i in index {
@@ -53,15 +54,14 @@ impl Op for ImportOutliers {
                 }
                 unique(&kept)
             }
-            _ => bail!("node {}: one index file at most", ctx.node),
         };
-        if ctx.param_bool("word_templates")? {
+        if p.word_templates {
             let words: Vec<String> = sentences.iter().filter_map(|s| s.split(' ').next_back().map(str::to_string)).collect();
             for t in TEMPLATES {
                 sentences.extend(words.iter().map(|w| t.replace("{x}", w)));
             }
         }
-        formats::write_strings(ctx.output("sentences")?, &sentences)?;
+        formats::write_strings(&o.sentences, &sentences)?;
         println!("{} sentences", sentences.len());
         Ok(())
     }

@@ -1,8 +1,12 @@
 //! Built-in ops: the registry the pipeline's `op = "..."` nodes resolve against.
 //!
-//! One op per file. What an op is (the [`Op`] trait, params, ports, the
-//! [`OpContext`]) lives in `toe_pipe_core::ops`, re-exported here; the op
-//! files live here because they use libtorch, which the core crate (and so
+//! One op per file, written against `toe_pipe_core::ops` (re-exported
+//! here): a params struct ([`op_params!`](toe_pipe_core::op_params)), input
+//! and output structs ([`op_ports!`](toe_pipe_core::op_ports)) and a
+//! [`TypedOp`] impl; docs/core.md ("Adding an op") gives the steps. What
+//! several ops share (param groups, file helpers, the results schema) lives
+//! in [`shared`], never in another op's file. The op files live here, not in
+//! the core crate, because they use libtorch, which the core crate (and so
 //! the `toe-pipe` CLI) does not link.
 
 pub use toe_pipe_core::ops::*;
@@ -13,19 +17,26 @@ mod embed_images;
 mod embed_text;
 mod evaluate;
 mod import_outliers;
-mod io;
 mod mahalanobis_select;
 mod outliers_description;
 mod outliers_word;
 mod report;
+pub mod shared;
 mod train_clip;
 mod train_decoder;
 mod train_oe;
 mod world_classes;
 mod world_generate;
 
-pub use evaluate::{Evaluation, SetMetrics};
 pub use outliers_description::read_descriptors;
+pub use shared::results::{Evaluation, SetMetrics};
+
+/// What every op file uses: `use super::prelude::*;`.
+mod prelude {
+    pub use anyhow::{bail, Context, Result};
+    pub use toe_pipe_core::ops::{OpContext, TypedOp};
+    pub use toe_pipe_core::{op_params, op_ports};
+}
 
 /// All built-in ops, by name. Each op file adds one line here.
 pub fn registry() -> Registry {
@@ -51,4 +62,20 @@ pub fn registry() -> Registry {
         r.register(op);
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every default is a value its own declaration allows (a default out
+    /// of its range would make every node that leaves it out an error).
+    #[test]
+    fn defaults_are_allowed_values() {
+        for op in super::registry().catalog().ops.values() {
+            for p in &op.params {
+                if let Some(d) = &p.default {
+                    assert_eq!(p.validate(d).as_ref(), Ok(d), "op {} param {}: default {d} is not allowed ({:?})", op.name, p.name, p.allowed());
+                }
+            }
+        }
+    }
 }

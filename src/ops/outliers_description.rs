@@ -6,12 +6,10 @@
 use std::fmt;
 use std::path::Path;
 
-use anyhow::{Context, Result};
 use serde::de::{Deserializer, MapAccess, Visitor};
 
-use super::{Op, OpContext, ParamSpec, ParamType, PortSpec};
+use super::prelude::*;
 use crate::formats;
-use crate::spec::{ArtifactKind, ParamValue};
 use crate::toe::outlier_text::description_sentences;
 
 pub struct OutliersDescription;
@@ -40,30 +38,40 @@ pub fn read_descriptors(path: &Path) -> Result<Vec<(String, Vec<String>)>> {
     Ok(classes)
 }
 
-impl Op for OutliersDescription {
-    fn name(&self) -> &'static str {
-        "outliers_description"
+op_params! {
+    pub struct Params {
+        /// add the four template sentences of every phrase
+        templates: bool = true,
     }
-    fn version(&self) -> u32 {
-        1
+}
+
+op_ports! {
+    pub struct Inputs {
+        /// class name -> list of descriptor phrases
+        descriptors: Json,
     }
-    fn summary(&self) -> &'static str {
-        "description-level textual outliers: sentences from LLM-written class descriptors, plus templates"
+}
+
+op_ports! {
+    pub struct Outputs {
+        /// the outlier sentences (numpy unicode array)
+        sentences: Npy,
     }
-    fn params(&self) -> Vec<ParamSpec> {
-        vec![ParamSpec::with_default("templates", ParamType::Bool, ParamValue::Bool(true), "add the four template sentences of every phrase")]
-    }
-    fn inputs(&self) -> Vec<PortSpec> {
-        vec![PortSpec::new("descriptors", ArtifactKind::Json, "class name -> list of descriptor phrases")]
-    }
-    fn outputs(&self) -> Vec<PortSpec> {
-        vec![PortSpec::new("sentences", ArtifactKind::Npy, "the outlier sentences (numpy unicode array)")]
-    }
-    fn run(&self, ctx: &OpContext) -> Result<()> {
-        let classes = read_descriptors(ctx.input("descriptors")?)?;
+}
+
+impl TypedOp for OutliersDescription {
+    const NAME: &'static str = "outliers_description";
+    const VERSION: u32 = 1;
+    const SUMMARY: &'static str = "description-level textual outliers: sentences from LLM-written class descriptors, plus templates";
+    type Params = Params;
+    type Inputs = Inputs;
+    type Outputs = Outputs;
+
+    fn run(&self, _: &OpContext, p: Params, i: Inputs, o: Outputs) -> Result<()> {
+        let classes = read_descriptors(&i.descriptors)?;
         let phrases: Vec<String> = classes.into_iter().flat_map(|(_, p)| p).collect();
-        let sentences = description_sentences(&phrases, ctx.param_bool("templates")?);
-        formats::write_strings(ctx.output("sentences")?, &sentences)?;
+        let sentences = description_sentences(&phrases, p.templates);
+        formats::write_strings(&o.sentences, &sentences)?;
         println!("{} phrases -> {} sentences", phrases.len(), sentences.len());
         Ok(())
     }

@@ -16,115 +16,84 @@
 //! normalised (what `embed_images` writes, what TOE's `textual_outliers.py`
 //! feeds and what `train_decoder` trains on).
 
-use anyhow::{bail, Context, Result};
-
-use super::io::{device, read_features};
-use super::{Op, OpContext, ParamSpec, ParamType, PortSpec};
-use crate::decoder::model_dir::DEFAULT_CHECKPOINT;
-use crate::decoder::{outlier_words, DecoderDir, GenerateOptions};
+use super::prelude::*;
+use super::shared::files::read_features;
+use super::shared::params::{ModelDir, Threads};
+use crate::decoder::{outlier_words, GenerateOptions};
 use crate::formats;
-use crate::spec::{ArtifactKind, ParamValue};
 use crate::toe::outlier_text::{filter_words, word_sentences};
 
 pub struct OutliersWord;
 
-/// The params every op that reads a decoder model folder has.
-pub(super) fn model_dir_params() -> Vec<ParamSpec> {
-    vec![
-        ParamSpec::with_default("checkpoint", ParamType::Str, ParamValue::Str(DEFAULT_CHECKPOINT.into()), "checkpoint file inside the model folder (the released TOE decoder: model_epoch100.pt)"),
-        ParamSpec::with_default("heads", ParamType::Int, ParamValue::Int(0), "attention heads: 0 = from the folder's config.json, else 16 (the released decoder's)"),
-    ]
+op_params! {
+    pub struct Params {
+        model_dir: ModelDir,
+        /// greedy decoding steps from BOS (the original stops at 10 tokens with BOS)
+        #[range(1..)]
+        steps: usize = 9,
+        /// size of the top-k taken at each step; must not exceed the decoder's vocabulary
+        #[range(1..)]
+        top_k: i64 = 55,
+        /// first kept rank, 1-based (31 keeps ranks 31..top_k, i.e. indices 30..54 as the original's [30:])
+        #[range(1..)]
+        keep_from: i64 = 31,
+        /// add the four template sentences of every word
+        templates: bool = true,
+        /// keep <s>, </s>, <pad>, <unk> among the words, as the original does (it never filters them)
+        keep_special_tokens: bool = false,
+        /// reproduce the original's bug: every step is fed only [BOS], so all steps give the same words
+        feed_only_bos: bool = false,
+        /// images per decoder pass
+        #[range(1..)]
+        batch_size: usize = 64,
+        threads: Threads,
+    }
 }
 
-/// Open the decoder model folder connected to input `model`.
-pub(super) fn open_model_dir(ctx: &OpContext) -> Result<DecoderDir> {
-    let heads = ctx.param_i64("heads")?;
-    if heads < 0 {
-        bail!("node {}: heads must be positive, or 0 to read config.json", ctx.node);
+op_ports! {
+    pub struct Inputs {
+        /// decoder model folder: checkpoint, spiece.model or vocab.json, optional config.json
+        model: Dir,
+        /// CLIP image features [N, D] of the ID validation images (embed_images; not normalised)
+        features: Npy,
+        /// ID class names (numpy unicode array, as imagenet_class_clean.npy)
+        class_names: Npy,
     }
-    let dir = ctx.input("model")?;
-    DecoderDir::open(dir, ctx.param_str("checkpoint")?, (heads > 0).then_some(heads), device(&ctx.device))
-        .with_context(|| format!("node {}", ctx.node))
 }
 
-/// The `threads` param of the decoder ops.
-pub(super) fn threads_param() -> ParamSpec {
-    ParamSpec::with_default(
-        "threads",
-        ParamType::Int,
-        ParamValue::Int(1),
-        "libtorch threads on the CPU (0 = libtorch's default, all cores); 1 is fastest for small decoders: OpenMP's thread team costs more than their steps and spins on a busy machine (10x slower seen)",
-    )
+op_ports! {
+    pub struct Outputs {
+        /// the outlier words (numpy unicode array), first-seen order
+        words: Npy,
+        /// "This is a photo of a <word>" per word, then the templates (numpy unicode array)
+        sentences: Npy,
+    }
 }
 
-/// Apply the `threads` param (CPU only).
-pub(super) fn set_threads(ctx: &OpContext) -> Result<()> {
-    let threads = ctx.param_i64("threads")?;
-    if threads < 0 {
-        bail!("node {}: threads must be positive, or 0 for libtorch's default", ctx.node);
-    }
-    if threads > 0 && device(&ctx.device) == tch::Device::Cpu {
-        tch::set_num_threads(threads as i32);
-    }
-    Ok(())
-}
+impl TypedOp for OutliersWord {
+    const NAME: &'static str = "outliers_word";
+    const VERSION: u32 = 1;
+    const SUMMARY: &'static str = "word-level textual outliers: decoder top-k words of ID image embeddings (ranks 31-55 of 55), filtered, plus templates";
+    type Params = Params;
+    type Inputs = Inputs;
+    type Outputs = Outputs;
 
-impl Op for OutliersWord {
-    fn name(&self) -> &'static str {
-        "outliers_word"
-    }
-    fn version(&self) -> u32 {
-        1
-    }
-    fn summary(&self) -> &'static str {
-        "word-level textual outliers: decoder top-k words of ID image embeddings (ranks 31-55 of 55), filtered, plus templates"
-    }
-    fn params(&self) -> Vec<ParamSpec> {
-        let int = |name, v, doc| ParamSpec::with_default(name, ParamType::Int, ParamValue::Int(v), doc);
-        let mut p = model_dir_params();
-        p.extend([
-            int("steps", 9, "greedy decoding steps from BOS (the original stops at 10 tokens with BOS)"),
-            int("top_k", 55, "size of the top-k taken at each step; must not exceed the decoder's vocabulary"),
-            int("keep_from", 31, "first kept rank, 1-based (31 keeps ranks 31..top_k, i.e. indices 30..54 as the original's [30:])"),
-            ParamSpec::with_default("templates", ParamType::Bool, ParamValue::Bool(true), "add the four template sentences of every word"),
-            ParamSpec::with_default("keep_special_tokens", ParamType::Bool, ParamValue::Bool(false), "keep <s>, </s>, <pad>, <unk> among the words, as the original does (it never filters them)"),
-            ParamSpec::with_default("feed_only_bos", ParamType::Bool, ParamValue::Bool(false), "reproduce the original's bug: every step is fed only [BOS], so all steps give the same words"),
-            int("batch_size", 64, "images per decoder pass"),
-            threads_param(),
-        ]);
-        p
-    }
-    fn inputs(&self) -> Vec<PortSpec> {
-        vec![
-            PortSpec::new("model", ArtifactKind::Dir, "decoder model folder: checkpoint, spiece.model or vocab.json, optional config.json"),
-            PortSpec::new("features", ArtifactKind::Npy, "CLIP image features [N, D] of the ID validation images (embed_images; not normalised)"),
-            PortSpec::new("class_names", ArtifactKind::Npy, "ID class names (numpy unicode array, as imagenet_class_clean.npy)"),
-        ]
-    }
-    fn outputs(&self) -> Vec<PortSpec> {
-        vec![
-            PortSpec::new("words", ArtifactKind::Npy, "the outlier words (numpy unicode array), first-seen order"),
-            PortSpec::new("sentences", ArtifactKind::Npy, "\"This is a photo of a <word>\" per word, then the templates (numpy unicode array)"),
-        ]
-    }
-    fn run(&self, ctx: &OpContext) -> Result<()> {
-        let top_k = ctx.param_positive("top_k")?;
-        let keep_from = ctx.param_positive("keep_from")?;
+    fn run(&self, ctx: &OpContext, p: Params, i: Inputs, o: Outputs) -> Result<()> {
+        let (top_k, keep_from) = (p.top_k, p.keep_from);
         if keep_from > top_k {
             bail!("node {}: keep_from ({keep_from}) must be at most top_k ({top_k})", ctx.node);
         }
         let opts = GenerateOptions {
-            steps: ctx.param_positive("steps")? as usize,
+            steps: p.steps,
             top_k,
             keep_from: keep_from - 1,
-            feed_only_bos: ctx.param_bool("feed_only_bos")?,
-            batch_size: ctx.param_positive("batch_size")? as usize,
+            feed_only_bos: p.feed_only_bos,
+            batch_size: p.batch_size,
         };
-        set_threads(ctx)?;
-        let features_path = ctx.input("features")?;
-        let features = read_features(features_path)?;
-        let class_names = formats::read_strings(ctx.input("class_names")?)?;
-        let dir = open_model_dir(ctx)?;
+        p.threads.apply(ctx.device);
+        let features = read_features(&i.features)?;
+        let class_names = formats::read_strings(&i.class_names)?;
+        let dir = p.model_dir.open(&ctx.node, &i.model, ctx.device)?;
         let vocab = dir.model.config().vocab_size.min(dir.tokenizer.as_dyn().vocab_size() as i64);
         if top_k > vocab {
             bail!(
@@ -135,9 +104,9 @@ impl Op for OutliersWord {
             );
         }
         let decoded = outlier_words(&dir.model, dir.tokenizer.as_dyn(), &features, &opts)
-            .with_context(|| format!("node {}: decoding {}", ctx.node, features_path.display()))?;
+            .with_context(|| format!("node {}: decoding {}", ctx.node, i.features.display()))?;
         let mut words = filter_words(&decoded, &class_names);
-        if !ctx.param_bool("keep_special_tokens")? {
+        if !p.keep_special_tokens {
             let t = dir.tokenizer.as_dyn();
             let special: Vec<String> =
                 [t.bos_id(), t.eos_id(), t.pad_id()].iter().map(|&id| t.decode_token(id).to_lowercase()).chain(["<unk>".into()]).collect();
@@ -151,9 +120,9 @@ impl Op for OutliersWord {
                 decoded.len()
             );
         }
-        let sentences = word_sentences(&words, ctx.param_bool("templates")?);
-        formats::write_strings(ctx.output("words")?, &words)?;
-        formats::write_strings(ctx.output("sentences")?, &sentences)?;
+        let sentences = word_sentences(&words, p.templates);
+        formats::write_strings(&o.words, &words)?;
+        formats::write_strings(&o.sentences, &sentences)?;
         println!(
             "{} images -> {} decoded words -> {} outlier words -> {} sentences",
             features.size()[0],

@@ -1,16 +1,37 @@
 //! `report`: one table comparing every evaluated head, grouped by variant,
 //! with mean ± std over the runs of a variant (e.g. seeds).
 
-use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use super::evaluate::Evaluation;
-use super::io::write_json;
-use super::{Op, OpContext, ParamSpec, ParamType, PortSpec};
-use crate::spec::{ArtifactKind, ParamValue};
+use super::prelude::*;
+use super::shared::files::write_json;
+use super::shared::results::{Evaluation, SetMetrics};
 use crate::toe::report::{mean_std, percent};
 
 pub struct Report;
+
+op_params! {
+    pub struct Params {
+        /// heading of the table
+        title: String = "Results".into(),
+    }
+}
+
+op_ports! {
+    pub struct Inputs {
+        /// results of evaluate nodes
+        results: Vec<Json>,
+    }
+}
+
+op_ports! {
+    pub struct Outputs {
+        /// the comparison table (markdown)
+        table: Md,
+        /// the same numbers as JSON
+        summary: Json,
+    }
+}
 
 #[derive(Serialize)]
 struct VariantSummary {
@@ -21,31 +42,17 @@ struct VariantSummary {
     id_accuracy: [f64; 2],
 }
 
-impl Op for Report {
-    fn name(&self) -> &'static str {
-        "report"
-    }
-    fn version(&self) -> u32 {
-        1
-    }
-    fn summary(&self) -> &'static str {
-        "one results table over evaluations: per variant, mean ± std over runs, per OoD set and average"
-    }
-    fn params(&self) -> Vec<ParamSpec> {
-        vec![ParamSpec::with_default("title", ParamType::Str, ParamValue::Str("Results".into()), "heading of the table")]
-    }
-    fn inputs(&self) -> Vec<PortSpec> {
-        vec![PortSpec::new("results", ArtifactKind::Json, "results of evaluate nodes").list()]
-    }
-    fn outputs(&self) -> Vec<PortSpec> {
-        vec![
-            PortSpec::new("table", ArtifactKind::Md, "the comparison table (markdown)"),
-            PortSpec::new("summary", ArtifactKind::Json, "the same numbers as JSON"),
-        ]
-    }
-    fn run(&self, ctx: &OpContext) -> Result<()> {
+impl TypedOp for Report {
+    const NAME: &'static str = "report";
+    const VERSION: u32 = 1;
+    const SUMMARY: &'static str = "one results table over evaluations: per variant, mean ± std over runs, per OoD set and average";
+    type Params = Params;
+    type Inputs = Inputs;
+    type Outputs = Outputs;
+
+    fn run(&self, ctx: &OpContext, p: Params, i: Inputs, o: Outputs) -> Result<()> {
         let mut evaluations = Vec::new();
-        for path in ctx.input_list("results") {
+        for path in &i.results {
             let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
             let e: Evaluation = serde_json::from_slice(&bytes).with_context(|| format!("{}: not the results of an evaluate node", path.display()))?;
             evaluations.push(e);
@@ -68,10 +75,10 @@ impl Op for Report {
             let acc: Vec<f64> = runs.iter().map(|e| e.id_accuracy).collect();
             let mut sets = Vec::new();
             for name in &set_names {
-                let pick = |f: &dyn Fn(&super::evaluate::SetMetrics) -> f64| -> Result<Vec<f64>> {
+                let pick = |f: &dyn Fn(&SetMetrics) -> f64| -> Result<Vec<f64>> {
                     runs.iter()
                         .map(|e| {
-                            e.sets.iter().chain(std::iter::once(&e.average)).find(|s| &s.name == name).map(f).with_context(|| {
+                            e.sets_and_average().find(|s| &s.name == name).map(f).with_context(|| {
                                 format!("variant {variant}: a run has no OoD set {name}; every evaluation must cover the same sets")
                             })
                         })
@@ -83,7 +90,7 @@ impl Op for Report {
         }
         let mut table = format!(
             "## {}\n\nIn percent; FPR95 lower is better, AUROC and AUPR higher; mean ± std over runs.\n\n| OoD set | variant | runs | FPR95 | AUROC | AUPR | ID acc. |\n|---|---|---:|---:|---:|---:|---:|\n",
-            ctx.param_str("title")?
+            p.title
         );
         for (i, name) in set_names.iter().enumerate() {
             for (variant, acc, sets) in &summaries {
@@ -118,7 +125,7 @@ impl Op for Report {
             })
             .collect();
         print!("{table}");
-        std::fs::write(ctx.output("table")?, &table).with_context(|| "writing the table")?;
-        write_json(ctx.output("summary")?, &summaries)
+        std::fs::write(&o.table, &table).with_context(|| "writing the table")?;
+        write_json(&o.summary, &summaries)
     }
 }

@@ -11,19 +11,82 @@
 
 use std::time::Instant;
 
-use anyhow::{bail, Result};
 use serde::Serialize;
 use tch::{nn, Device, Kind, Tensor};
 
-use super::io::{device, write_json};
-use super::{Op, OpContext, ParamSpec, ParamType, PortSpec};
+use super::prelude::*;
+use super::shared::files::write_json;
+use super::shared::params::tch_device;
 use crate::clip::train::{train_contrastive, zero_shot_accuracy, ContrastiveOptions, Pairs, StepLog};
 use crate::clip::{Clip, ClipConfig, ResNetConfig, TextConfig, Tokenizer, VisionConfig};
 use crate::formats::{self, CaptionCorpus};
 use crate::images::{BatchOptions, Batches, ImageFolder, Sample};
-use crate::spec::{ArtifactKind, ParamValue};
 
 pub struct TrainClip;
+
+op_params! {
+    pub struct Params {
+        /// the captions file, relative to the corpus folder
+        captions_json: String = "captions.json".into(),
+        /// the folder of the images that `file_name` is relative to, inside the corpus folder
+        image_dir: String = "images".into(),
+        /// side of the model's square input; images are resized and centre-cropped to it
+        #[range(1..)]
+        image_resolution: i64 = 32,
+        /// size of the joint embedding
+        #[range(1..)]
+        embed_dim: i64 = 64,
+        /// ModifiedResNet width (the stem's channels; the last stage has 32 x width)
+        #[range(1..)]
+        width: i64 = 8,
+        /// bottleneck blocks in each of the four ResNet stages
+        #[range(1..)]
+        layers: Vec<i64> = vec![1; 4],
+        /// width of the text transformer
+        #[range(1..)]
+        text_width: i64 = 64,
+        /// layers of the text transformer
+        #[range(1..)]
+        text_layers: i64 = 2,
+        /// token positions of the text tower; longer captions are cut
+        #[range(1..)]
+        context_length: i64 = 32,
+        /// optimiser steps
+        #[range(1..)]
+        steps: usize = ContrastiveOptions::default().steps,
+        /// pairs per step (the contrastive loss compares every pair of a batch)
+        #[range(1..)]
+        batch_size: usize = ContrastiveOptions::default().batch_size,
+        /// peak learning rate (AdamW, linear warm-up, cosine decay)
+        lr: f64 = ContrastiveOptions::default().lr,
+        /// warm-up steps
+        warmup: usize = ContrastiveOptions::default().warmup,
+        /// AdamW weight decay of matrices and convolutions
+        weight_decay: f64 = ContrastiveOptions::default().weight_decay,
+        /// seed of initialisation and batch order
+        seed: i64 = ContrastiveOptions::default().seed,
+        /// prompt for the zero-shot check on the `zero_shot` images ({} = class folder name)
+        zero_shot_prompt: String = "a photo of a {}".into(),
+    }
+}
+
+op_ports! {
+    pub struct Inputs {
+        /// COCO-style corpus: a captions JSON and a folder of images
+        corpus: Dir,
+        /// ImageFolder to report zero-shot accuracy on after training (e.g. ID val)
+        zero_shot: Option<Dir>,
+    }
+}
+
+op_ports! {
+    pub struct Outputs {
+        /// state dict with OpenAI's CLIP tensor names
+        model: Pt,
+        /// loss, in-batch accuracy and temperature over training; zero-shot accuracy
+        log: Json,
+    }
+}
 
 /// CLIP's BPE vocabulary size (49408: 256 bytes x 2, 48894 merges, two
 /// special tokens).
@@ -40,95 +103,46 @@ struct TrainLog {
     steps: Vec<StepLog>,
 }
 
-impl Op for TrainClip {
-    fn name(&self) -> &'static str {
-        "train_clip"
-    }
-    fn version(&self) -> u32 {
-        1
-    }
-    fn summary(&self) -> &'static str {
-        "contrastively pre-train a small ResNet CLIP on a COCO-style caption corpus (the demo world's CLIP)"
-    }
-    fn params(&self) -> Vec<ParamSpec> {
-        let d = ContrastiveOptions::default();
-        let int = |name, v: i64, doc| ParamSpec::with_default(name, ParamType::Int, ParamValue::Int(v), doc);
-        let float = |name, v: f64, doc| ParamSpec::with_default(name, ParamType::Float, ParamValue::Float(v), doc);
-        let str = |name, v: &str, doc| ParamSpec::with_default(name, ParamType::Str, ParamValue::Str(v.into()), doc);
-        vec![
-            str("captions_json", "captions.json", "the captions file, relative to the corpus folder"),
-            str("image_dir", "images", "the folder of the images that `file_name` is relative to, inside the corpus folder"),
-            int("image_resolution", 32, "side of the model's square input; images are resized and centre-cropped to it"),
-            int("embed_dim", 64, "size of the joint embedding"),
-            int("width", 8, "ModifiedResNet width (the stem's channels; the last stage has 32 x width)"),
-            ParamSpec::with_default(
-                "layers",
-                ParamType::IntList,
-                ParamValue::List(vec![ParamValue::Int(1); 4]),
-                "bottleneck blocks in each of the four ResNet stages",
-            ),
-            int("text_width", 64, "width of the text transformer"),
-            int("text_layers", 2, "layers of the text transformer"),
-            int("context_length", 32, "token positions of the text tower; longer captions are cut"),
-            int("steps", d.steps as i64, "optimiser steps"),
-            int("batch_size", d.batch_size as i64, "pairs per step (the contrastive loss compares every pair of a batch)"),
-            float("lr", d.lr, "peak learning rate (AdamW, linear warm-up, cosine decay)"),
-            int("warmup", d.warmup as i64, "warm-up steps"),
-            float("weight_decay", d.weight_decay, "AdamW weight decay of matrices and convolutions"),
-            int("seed", d.seed, "seed of initialisation and batch order"),
-            str("zero_shot_prompt", "a photo of a {}", "prompt for the zero-shot check on the `zero_shot` images ({} = class folder name)"),
-        ]
-    }
-    fn inputs(&self) -> Vec<PortSpec> {
-        vec![
-            PortSpec::new("corpus", ArtifactKind::Dir, "COCO-style corpus: a captions JSON and a folder of images"),
-            PortSpec::new("zero_shot", ArtifactKind::Dir, "ImageFolder to report zero-shot accuracy on after training (e.g. ID val)").optional(),
-        ]
-    }
-    fn outputs(&self) -> Vec<PortSpec> {
-        vec![
-            PortSpec::new("model", ArtifactKind::Pt, "state dict with OpenAI's CLIP tensor names"),
-            PortSpec::new("log", ArtifactKind::Json, "loss, in-batch accuracy and temperature over training; zero-shot accuracy"),
-        ]
-    }
-    fn run(&self, ctx: &OpContext) -> Result<()> {
+impl TypedOp for TrainClip {
+    const NAME: &'static str = "train_clip";
+    const VERSION: u32 = 1;
+    const SUMMARY: &'static str = "contrastively pre-train a small ResNet CLIP on a COCO-style caption corpus (the demo world's CLIP)";
+    type Params = Params;
+    type Inputs = Inputs;
+    type Outputs = Outputs;
+
+    fn run(&self, ctx: &OpContext, p: Params, i: Inputs, o: Outputs) -> Result<()> {
         let started = Instant::now();
-        let dev = device(&ctx.device);
-        let layers = ctx.param_i64_list("layers")?;
-        let Ok(layers) = <[i64; 4]>::try_from(layers.as_slice()) else {
-            bail!("node {}: `layers` needs four stage depths (like [1, 1, 1, 1]), got {layers:?}", ctx.node);
+        let dev = tch_device(ctx.device);
+        let Ok(layers) = <[i64; 4]>::try_from(p.layers.as_slice()) else {
+            bail!("node {}: `layers` needs four stage depths (like [1, 1, 1, 1]), got {:?}", ctx.node, p.layers);
         };
-        if layers.iter().any(|&l| l < 1) {
-            bail!("node {}: every stage needs at least one block, got {layers:?}", ctx.node);
-        }
-        let width = ctx.param_positive("width")?;
-        let text_width = ctx.param_positive("text_width")?;
-        let resolution = ctx.param_positive("image_resolution")?;
+        let (width, text_width, resolution) = (p.width, p.text_width, p.image_resolution);
         if resolution % 32 != 0 {
             bail!("node {}: image_resolution must be a multiple of 32 (the ResNet downsamples 32x), got {resolution}", ctx.node);
         }
         let config = ClipConfig {
-            embed_dim: ctx.param_positive("embed_dim")?,
+            embed_dim: p.embed_dim,
             image_resolution: resolution,
             vision: VisionConfig::ResNet(ResNetConfig { layers, width, heads: (width * 32 / 64).max(1) }),
             text: TextConfig {
-                context_length: ctx.param_positive("context_length")?,
+                context_length: p.context_length,
                 vocab_size: BPE_VOCAB,
                 width: text_width,
                 heads: (text_width / 64).max(1),
-                layers: ctx.param_positive("text_layers")?,
+                layers: p.text_layers,
             },
         };
         let options = ContrastiveOptions {
-            steps: ctx.param_positive("steps")? as usize,
-            batch_size: ctx.param_positive("batch_size")? as usize,
-            lr: ctx.param_f64("lr")?,
-            warmup: ctx.param_i64("warmup")?.max(0) as usize,
-            weight_decay: ctx.param_f64("weight_decay")?,
-            seed: ctx.param_i64("seed")?,
+            steps: p.steps,
+            batch_size: p.batch_size,
+            lr: p.lr,
+            warmup: p.warmup,
+            weight_decay: p.weight_decay,
+            seed: p.seed,
         };
 
-        let corpus = CaptionCorpus::open(ctx.input("corpus")?, ctx.param_str("captions_json")?, ctx.param_str("image_dir")?)?;
+        let corpus = CaptionCorpus::open(&i.corpus, &p.captions_json, &p.image_dir)?;
         let images = load_images(&corpus.images, resolution as usize)?;
         let tokenizer = Tokenizer::new()?;
         let tokens = trim_padding(&tokenizer.tokenize(&corpus.captions, config.text.context_length as usize, true)?);
@@ -168,20 +182,18 @@ impl Op for TrainClip {
         })?;
         drop(images);
 
-        let (zero_shot_accuracy, zero_shot_classes) = match ctx.input_list("zero_shot") {
-            [] => (None, Vec::new()),
-            [root] => {
+        let (zero_shot_accuracy, zero_shot_classes) = match &i.zero_shot {
+            None => (None, Vec::new()),
+            Some(root) => {
                 let folder = ImageFolder::open(root)?;
                 let classes = folder.classes().to_vec();
-                let prompt = ctx.param_str("zero_shot_prompt")?;
-                let prompts: Vec<String> = classes.iter().map(|c| prompt.replace("{}", c)).collect();
+                let prompts: Vec<String> = classes.iter().map(|c| p.zero_shot_prompt.replace("{}", c)).collect();
                 let prompt_tokens = tokenizer.tokenize(&prompts, config.text.context_length as usize, true)?;
                 let (images, labels) = load_folder(&folder, resolution as usize)?;
                 let accuracy = zero_shot_accuracy(&model, &images, &labels, &prompt_tokens)?;
                 println!("zero-shot accuracy on {} ({} classes): {accuracy:.3}", root.display(), classes.len());
                 (Some(accuracy), classes)
             }
-            _ => bail!("node {}: connect one zero_shot folder", ctx.node),
         };
 
         // Sorted by name: `variables()` is a hash map, whose order changes
@@ -189,9 +201,9 @@ impl Op for TrainClip {
         // them the content hash that the store's early cut-off compares).
         let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(n, t)| (n, t.to_device(Device::Cpu))).collect();
         named.sort_by(|a, b| a.0.cmp(&b.0));
-        formats::save_state_dict_pt(ctx.output("model")?, &named)?;
+        formats::save_state_dict_pt(&o.model, &named)?;
         write_json(
-            ctx.output("log")?,
+            &o.log,
             &TrainLog {
                 pairs: corpus.captions.len(),
                 images: corpus.images.len(),

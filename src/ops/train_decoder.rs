@@ -28,24 +28,91 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
 use tch::{Device, Kind, Tensor};
 
-use super::io::{device, write_json};
-use super::outliers_word::{set_threads, threads_param};
-use super::{Op, OpContext, ParamSpec, ParamType, PortSpec};
+use super::prelude::*;
+use super::shared::files::write_json;
+use super::shared::params::{tch_device, Threads};
 use crate::clip;
-use crate::formats::CaptionCorpus;
 use crate::decoder::model_dir::{ModelTokenizer, DEFAULT_CHECKPOINT};
 use crate::decoder::train::SplitMix;
 use crate::decoder::{
     save_model_dir, train_decoder_with, BertGenerationDecoder, CaptionSet, DecoderConfig, DecoderDir,
     SentencePieceModel, TrainOptions, WordVocab,
 };
+use crate::formats::CaptionCorpus;
 use crate::images::{BatchOptions, Batches, Sample};
-use crate::spec::{ArtifactKind, ParamValue};
 
 pub struct TrainDecoder;
+
+op_params! {
+    pub struct Params {
+        /// the COCO-style captions JSON inside the corpus (real COCO: annotations/captions_train2017.json)
+        captions_json: String = "captions.json".into(),
+        /// folder inside the corpus the JSON's file names are relative to (real COCO: train2017)
+        image_dir: String = "images".into(),
+        /// training epochs (original: 100, TOE's model_epoch100.pt; 20k demo pairs: ~40 s each on one busy CPU core)
+        #[range(1..)]
+        epochs: usize = 5,
+        /// captions per step (original: 128)
+        #[range(1..)]
+        batch_size: usize = 64,
+        /// AdamW learning rate (original: 1e-5, fine-tuning a pre-trained decoder; from scratch wants ~1e-3)
+        lr: f64 = 1e-3,
+        /// decoder width, a multiple of the CLIP embedding width (original: 1024); ignored with init
+        #[range(1..)]
+        hidden: i64 = 128,
+        /// decoder layers (original: 24); ignored with init
+        #[range(1..)]
+        layers: i64 = 2,
+        /// attention heads, dividing hidden (original: 16); ignored with init
+        #[range(1..)]
+        heads: i64 = 2,
+        /// feed-forward width, 0 = 4 x hidden (original: 4096); ignored with init
+        intermediate: u64 = 0,
+        /// word-level vocabulary: keep words seen at least this often in the training captions (only without tokenizer and init)
+        #[range(1..)]
+        min_count: usize = 1,
+        /// longest caption in tokens, BOS and EOS included; longer ones are cut (original: 77)
+        #[range(2..)]
+        max_len: i64 = 32,
+        /// seeds the initialisation, the validation split, shuffling and dropout
+        seed: i64 = 42,
+        /// fraction of the images (with all their captions) held out for the validation loss; the epoch with the lowest one is kept (0 = keep the last)
+        #[range(0.0..1.0)]
+        val_fraction: f64 = 0.1,
+        /// images per CLIP forward pass when embedding the corpus
+        #[range(1..)]
+        image_batch_size: usize = 128,
+        /// checkpoint file inside init (the released one is model_epoch100.pt)
+        init_checkpoint: String = DEFAULT_CHECKPOINT.into(),
+        /// attention heads of init: 0 = from its config.json, else 16
+        init_heads: usize = 0,
+        threads: Threads,
+    }
+}
+
+op_ports! {
+    pub struct Inputs {
+        /// CLIP checkpoint: OpenAI's TorchScript .pt, a state dict .pt or safetensors
+        clip: Pt,
+        /// COCO-style corpus: the captions JSON and the images
+        corpus: Dir,
+        /// a decoder model folder to fine-tune (its tokenizer and shape are used)
+        init: Option<Dir>,
+        /// a sentencepiece .model to use instead of a word vocabulary built from the captions
+        tokenizer: Option<File>,
+    }
+}
+
+op_ports! {
+    pub struct Outputs {
+        /// decoder model folder: model.pt ({'net': state_dict}), vocab.json or spiece.model, config.json
+        model: Dir,
+        /// loss per epoch (1-based), validation loss, the kept epoch, corpus sizes, timings
+        log: Json,
+    }
+}
 
 /// CLIP image features [N, D] (CPU, fp32, not normalised) of `paths`.
 fn embed_images(model: &clip::LoadedClip, paths: &[PathBuf], batch_size: usize, dev: Device) -> Result<Tensor> {
@@ -83,107 +150,56 @@ fn split_images(n: usize, fraction: f64, seed: u64) -> Vec<bool> {
     is_val
 }
 
-impl Op for TrainDecoder {
-    fn name(&self) -> &'static str {
-        "train_decoder"
-    }
-    fn version(&self) -> u32 {
-        1
-    }
-    fn summary(&self) -> &'static str {
-        "train the ZOC caption decoder on a COCO-style corpus from CLIP image embeddings (defaults: a small decoder for the demo world; the original fine-tunes BertGeneration L-24 on COCO 2017 for 100 epochs)"
-    }
-    fn params(&self) -> Vec<ParamSpec> {
-        let int = |name, v, doc| ParamSpec::with_default(name, ParamType::Int, ParamValue::Int(v), doc);
-        let float = |name, v, doc| ParamSpec::with_default(name, ParamType::Float, ParamValue::Float(v), doc);
-        let string = |name, v: &str, doc| ParamSpec::with_default(name, ParamType::Str, ParamValue::Str(v.into()), doc);
-        vec![
-            string("captions_json", "captions.json", "the COCO-style captions JSON inside the corpus (real COCO: annotations/captions_train2017.json)"),
-            string("image_dir", "images", "folder inside the corpus the JSON's file names are relative to (real COCO: train2017)"),
-            int("epochs", 5, "training epochs (original: 100, TOE's model_epoch100.pt; 20k demo pairs: ~40 s each on one busy CPU core)"),
-            int("batch_size", 64, "captions per step (original: 128)"),
-            float("lr", 1e-3, "AdamW learning rate (original: 1e-5, fine-tuning a pre-trained decoder; from scratch wants ~1e-3)"),
-            int("hidden", 128, "decoder width, a multiple of the CLIP embedding width (original: 1024); ignored with init"),
-            int("layers", 2, "decoder layers (original: 24); ignored with init"),
-            int("heads", 2, "attention heads, dividing hidden (original: 16); ignored with init"),
-            int("intermediate", 0, "feed-forward width, 0 = 4 x hidden (original: 4096); ignored with init"),
-            int("min_count", 1, "word-level vocabulary: keep words seen at least this often in the training captions (only without tokenizer and init)"),
-            int("max_len", 32, "longest caption in tokens, BOS and EOS included; longer ones are cut (original: 77)"),
-            int("seed", 42, "seeds the initialisation, the validation split, shuffling and dropout"),
-            float("val_fraction", 0.1, "fraction of the images (with all their captions) held out for the validation loss; the epoch with the lowest one is kept (0 = keep the last)"),
-            int("image_batch_size", 128, "images per CLIP forward pass when embedding the corpus"),
-            string("init_checkpoint", DEFAULT_CHECKPOINT, "checkpoint file inside init (the released one is model_epoch100.pt)"),
-            int("init_heads", 0, "attention heads of init: 0 = from its config.json, else 16"),
-            threads_param(),
-        ]
-    }
-    fn inputs(&self) -> Vec<PortSpec> {
-        vec![
-            PortSpec::new("clip", ArtifactKind::Pt, "CLIP checkpoint: OpenAI's TorchScript .pt, a state dict .pt or safetensors"),
-            PortSpec::new("corpus", ArtifactKind::Dir, "COCO-style corpus: the captions JSON and the images"),
-            PortSpec::new("init", ArtifactKind::Dir, "a decoder model folder to fine-tune (its tokenizer and shape are used)").optional(),
-            PortSpec::new("tokenizer", ArtifactKind::File, "a sentencepiece .model to use instead of a word vocabulary built from the captions").optional(),
-        ]
-    }
-    fn outputs(&self) -> Vec<PortSpec> {
-        vec![
-            PortSpec::new("model", ArtifactKind::Dir, "decoder model folder: model.pt ({'net': state_dict}), vocab.json or spiece.model, config.json"),
-            PortSpec::new("log", ArtifactKind::Json, "loss per epoch (1-based), validation loss, the kept epoch, corpus sizes, timings"),
-        ]
-    }
-    fn run(&self, ctx: &OpContext) -> Result<()> {
-        let dev = device(&ctx.device);
-        let (epochs, batch_size) = (ctx.param_positive("epochs")?, ctx.param_positive("batch_size")?);
-        let max_len = ctx.param_positive("max_len")?;
-        if max_len < 2 {
-            bail!("node {}: max_len must be at least 2 (BOS and one token)", ctx.node);
-        }
-        let val_fraction = ctx.param_f64("val_fraction")?;
-        if !(0.0..1.0).contains(&val_fraction) {
-            bail!("node {}: val_fraction must be in [0, 1), got {val_fraction}", ctx.node);
-        }
-        let seed = ctx.param_i64("seed")?;
-        set_threads(ctx)?;
+impl TypedOp for TrainDecoder {
+    const NAME: &'static str = "train_decoder";
+    const VERSION: u32 = 1;
+    const SUMMARY: &'static str = "train the ZOC caption decoder on a COCO-style corpus from CLIP image embeddings (defaults: a small decoder for the demo world; the original fine-tunes BertGeneration L-24 on COCO 2017 for 100 epochs)";
+    type Params = Params;
+    type Inputs = Inputs;
+    type Outputs = Outputs;
 
-        let root = ctx.input("corpus")?;
-        let corpus = CaptionCorpus::open(root, ctx.param_str("captions_json")?, ctx.param_str("image_dir")?)?;
+    fn run(&self, ctx: &OpContext, p: Params, i: Inputs, o: Outputs) -> Result<()> {
+        let dev = tch_device(ctx.device);
+        let (epochs, max_len, seed) = (p.epochs, p.max_len, p.seed);
+        p.threads.apply(ctx.device);
+
+        let corpus = CaptionCorpus::open(&i.corpus, &p.captions_json, &p.image_dir)?;
         println!("corpus: {} images, {} captions", corpus.images.len(), corpus.captions.len());
 
         let started = Instant::now();
-        let clip_model = clip::load(ctx.input("clip")?, dev)?;
-        let embeds = embed_images(&clip_model, &corpus.images, ctx.param_positive("image_batch_size")? as usize, dev)?;
+        let clip_model = clip::load(&i.clip, dev)?;
+        let embeds = embed_images(&clip_model, &corpus.images, p.image_batch_size, dev)?;
         drop(clip_model);
         let embed_seconds = started.elapsed().as_secs_f64();
         let clip_dim = embeds.size()[1];
         println!("CLIP features {:?} in {embed_seconds:.1}s", embeds.size());
 
-        let is_val = split_images(corpus.images.len(), val_fraction, seed as u64);
+        let is_val = split_images(corpus.images.len(), p.val_fraction, seed as u64);
         let (mut train_caps, mut val_caps) = (Vec::new(), Vec::new());
         for (i, &img) in corpus.image_of_caption.iter().enumerate() {
             if is_val[img] { &mut val_caps } else { &mut train_caps }.push(i);
         }
 
         // The model and its tokenizer: fine-tuned from init, or new.
-        let init = ctx.input_list("init");
-        let (mut model, tokenizer) = match (init, ctx.input_list("tokenizer")) {
-            ([_], [_]) => bail!("node {}: init brings its own tokenizer; leave the input `tokenizer` unconnected", ctx.node),
-            ([dir], []) => {
-                let heads = Some(ctx.param_i64("init_heads")?).filter(|&h| h > 0);
-                let opened = DecoderDir::open(dir, ctx.param_str("init_checkpoint")?, heads, dev)?;
+        let (mut model, tokenizer) = match (&i.init, &i.tokenizer) {
+            (Some(_), Some(_)) => bail!("node {}: init brings its own tokenizer; leave the input `tokenizer` unconnected", ctx.node),
+            (Some(dir), None) => {
+                let heads = (p.init_heads > 0).then_some(p.init_heads as i64);
+                let opened = DecoderDir::open(dir, &p.init_checkpoint, heads, dev)?;
                 if opened.model.kind() != Kind::Float {
                     bail!("node {}: init's weights are {:?}; training needs fp32", ctx.node, opened.model.kind());
                 }
                 (opened.model, opened.tokenizer)
             }
-            (_, tok) => {
+            (None, tok) => {
                 let tokenizer = match tok {
-                    [path] => ModelTokenizer::SentencePiece { model: SentencePieceModel::load(path)?, file: path.clone() },
-                    _ => {
+                    Some(path) => ModelTokenizer::SentencePiece { model: SentencePieceModel::load(path)?, file: path.clone() },
+                    None => {
                         let texts: Vec<&str> = train_caps.iter().map(|&i| corpus.captions[i].as_str()).collect();
-                        ModelTokenizer::Words(WordVocab::build(&texts, ctx.param_positive("min_count")? as usize))
+                        ModelTokenizer::Words(WordVocab::build(&texts, p.min_count))
                     }
                 };
-                let model = new_decoder(ctx, tokenizer.as_dyn().vocab_size() as i64, clip_dim, max_len, seed, dev)?;
+                let model = new_decoder(ctx, &p, tokenizer.as_dyn().vocab_size() as i64, clip_dim, dev)?;
                 (model, tokenizer)
             }
         };
@@ -221,9 +237,9 @@ impl Op for TrainDecoder {
         println!("{} training captions, {} validation captions", train_ids.len(), val_ids.len());
 
         let opts = TrainOptions {
-            epochs: epochs as usize,
-            batch_size: batch_size as usize,
-            lr: ctx.param_f64("lr")?,
+            epochs,
+            batch_size: p.batch_size,
+            lr: p.lr,
             max_len: max_len as usize,
             seed: seed as u64,
             keep_best: true,
@@ -238,7 +254,7 @@ impl Op for TrainDecoder {
 
         let kept = report.best_epoch.unwrap_or(report.epochs.len() - 1);
         let kept_val = report.epochs[kept].val_loss;
-        save_model_dir(ctx.output("model")?, &model, &tokenizer, clip_dim, kept, kept_val)?;
+        save_model_dir(&o.model, &model, &tokenizer, clip_dim, kept, kept_val)?;
         println!("kept epoch {} (val loss {})", kept + 1, kept_val.map_or("-".into(), |v| format!("{v:.4}")));
 
         let epochs_log: Vec<serde_json::Value> = report
@@ -247,7 +263,7 @@ impl Op for TrainDecoder {
             .map(|e| serde_json::json!({ "epoch": e.epoch + 1, "train_loss": e.train_loss, "val_loss": e.val_loss, "seconds": e.seconds }))
             .collect();
         write_json(
-            ctx.output("log")?,
+            &o.log,
             &serde_json::json!({
                 "epochs": epochs_log,
                 "kept_epoch": kept + 1,
@@ -265,8 +281,8 @@ impl Op for TrainDecoder {
 }
 
 /// A randomly initialised decoder of the shape the params give.
-fn new_decoder(ctx: &OpContext, vocab_size: i64, clip_dim: i64, max_len: i64, seed: i64, dev: Device) -> Result<BertGenerationDecoder> {
-    let (hidden, layers, heads) = (ctx.param_positive("hidden")?, ctx.param_positive("layers")?, ctx.param_positive("heads")?);
+fn new_decoder(ctx: &OpContext, p: &Params, vocab_size: i64, clip_dim: i64, dev: Device) -> Result<BertGenerationDecoder> {
+    let (hidden, layers, heads) = (p.hidden, p.layers, p.heads);
     if hidden % clip_dim != 0 {
         bail!(
             "node {}: hidden {hidden} is not a multiple of the CLIP embedding width {clip_dim} (ZOC repeats the \
@@ -277,17 +293,16 @@ fn new_decoder(ctx: &OpContext, vocab_size: i64, clip_dim: i64, max_len: i64, se
     if hidden % heads != 0 {
         bail!("node {}: hidden {hidden} is not a multiple of heads {heads}", ctx.node);
     }
-    let intermediate = match ctx.param_i64("intermediate")? {
+    let intermediate = match p.intermediate {
         0 => 4 * hidden,
-        v if v > 0 => v,
-        v => bail!("node {}: intermediate must be positive or 0 (= 4 x hidden), got {v}", ctx.node),
+        v => v as i64,
     };
     let config = DecoderConfig {
         intermediate_size: intermediate,
-        max_position_embeddings: max_len.max(128),
+        max_position_embeddings: p.max_len.max(128),
         ..DecoderConfig::small(vocab_size, hidden, layers, heads)
     };
-    tch::manual_seed(seed);
+    tch::manual_seed(p.seed);
     BertGenerationDecoder::new(config, dev).with_context(|| format!("node {}: building the decoder", ctx.node))
 }
 

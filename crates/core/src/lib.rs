@@ -12,3 +12,7 @@ pub mod sys;
 pub mod worker;
 pub mod lineage;
 pub mod cli;
+
+// For the op_params! and op_ports! macros, which expand in the op crate.
+#[doc(hidden)]
+pub use anyhow as __anyhow;

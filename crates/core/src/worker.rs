@@ -117,6 +117,9 @@ fn run_job(registry: &Registry, job_path: &Path) -> anyhow::Result<()> {
     let text = std::fs::read(job_path).with_context(|| format!("cannot read job {}", job_path.display()))?;
     let job: Job = serde_json::from_slice(&text).with_context(|| format!("bad job file {}", job_path.display()))?;
     let op = registry.get(&job.op).with_context(|| format!("this worker has no op `{}`", job.op))?;
-    eprintln!("toe-pipe-worker: op {} v{} for node {} on {}", op.name(), op.version(), job.ctx.node, job.ctx.device);
-    op.run(&job.ctx).with_context(|| format!("op {} failed in node {}", job.op, job.ctx.node))
+    let info = op.info();
+    eprintln!("toe-pipe-worker: op {} v{} for node {} on {}", info.name, info.version, job.ctx.node, job.ctx.device);
+    // Errors name the node: reading the params and ports, before any work,
+    // or "op NAME failed in node NODE: ..." from the op itself.
+    op.run(&job.ctx)
 }

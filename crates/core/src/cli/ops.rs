@@ -27,7 +27,8 @@ pub fn run(cli: &Cli, a: &OpsArgs) -> CmdResult {
         println!("{} v{}: {}", op.name, op.version, op.summary);
         for p in &op.params {
             let default = p.default.as_ref().map(|d| format!(" = {d}")).unwrap_or_else(|| " (required)".into());
-            println!("    param  {}: {}{default}  {}", p.name, p.ty.name(), p.doc);
+            let allowed = p.allowed().map(|a| format!(" [{a}]")).unwrap_or_default();
+            println!("    param  {}: {}{default}{allowed}  {}", p.name, p.ty.name(), p.doc);
         }
         for i in &op.inputs {
             let extra = match (i.optional, i.list) {

@@ -139,7 +139,7 @@ pub fn prepare(p: &Pipeline, node: &Node, res: &Resolved, store: &Store, run_dir
                     params: res.params.clone(),
                     inputs,
                     outputs: outputs.iter().map(|(n, p, _)| (n.clone(), p.clone())).collect(),
-                    device: slot.device().to_owned(),
+                    device: if slot == Slot::Cpu { crate::ops::Device::Cpu } else { crate::ops::Device::Cuda },
                     scratch: scratch.clone(),
                 },
             };

@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use super::diag::{suggest, Diagnostic, Diagnostics};
 use super::expand::overlaps;
 use super::vars;
-use super::{Action, ArtifactKind, InputRef, Output, Param, Pipeline};
+use super::{Action, ArtifactKind, InputRef, Output, Param, ParamValue, Pipeline};
 use crate::graph::Dag;
-use crate::ops::OpCatalog;
+use crate::ops::{with_article, OpCatalog, ParamProblem};
 
 /// What to check besides the file itself.
 #[derive(Debug, Clone, Default)]
@@ -54,12 +54,6 @@ pub fn check(p: &mut Pipeline, catalog: Option<&OpCatalog>, opts: &CheckOptions)
     diags.into_result()?;
     // Cycles were reported just above, so this is the DAG.
     dag.map_err(|_| Diagnostics::default())
-}
-
-/// "an integer", "a string".
-fn a(noun: &str) -> String {
-    let article = if noun.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
-    format!("{article} {noun}")
 }
 
 /// Every `node.output` names an existing node.
@@ -130,14 +124,27 @@ fn ops(p: &mut Pipeline, catalog: &OpCatalog, diags: &mut Diagnostics) {
                     let hint = suggest(pname, "param", info.params.iter().map(|x| x.name.as_str()));
                     diags.push(p.diagnostic(&param.span, Some(&id), format!("op `{name}` has no param `{pname}`")).with_fix(hint));
                 }
-                Some(spec) => match spec.ty.coerce(&param.value) {
-                    Some(v) => {
+                // The same check the worker applies before the op runs.
+                Some(spec) => match spec.validate(&param.value) {
+                    Ok(v) => {
                         params.insert(pname.clone(), Param { value: v, span: param.span.clone() });
                     }
-                    None => diags.push(
-                        p.diagnostic(&param.span, Some(&id), format!("param `{pname}` of op `{name}` must be {}, found {} {}", a(spec.ty.name()), param.value.type_name(), param.value))
-                            .with_fix(format!("write {}", a(spec.ty.name()))),
-                    ),
+                    Err(problem) => {
+                        let fix = match problem {
+                            ParamProblem::Type => format!("write {}", with_article(spec.ty.name())),
+                            ParamProblem::Range => format!("write a value in the allowed range ({})", spec.allowed().unwrap_or_default()),
+                            ParamProblem::Choice => {
+                                let allowed = |s: &&str| spec.choices.iter().any(|c| c == s);
+                                let bad = match &param.value {
+                                    ParamValue::List(items) => items.iter().filter_map(ParamValue::as_str).find(|s| !allowed(s)),
+                                    v => v.as_str(),
+                                };
+                                suggest(bad.unwrap_or_default(), "value", spec.choices.iter().map(String::as_str))
+                            }
+                        };
+                        let shown = if problem == ParamProblem::Type { String::new() } else { format!(" = {}", param.value) };
+                        diags.push(p.diagnostic(&param.span, Some(&id), format!("param `{pname}` of op `{name}`{shown} {}", spec.problem_text(&problem, &param.value))).with_fix(fix));
+                    }
                 },
             }
         }
@@ -388,30 +395,48 @@ fn sources(p: &Pipeline, catalog: Option<&OpCatalog>, diags: &mut Diagnostics) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::{Op, OpContext, ParamSpec, ParamType, PortSpec, Registry};
+    use crate::ops::{OpContext, Precision, Registry, TypedOp};
     use crate::spec::{load, LoadOptions, ParamValue};
 
+    crate::op_params! {
+        // Only declared: the catalog is what check reads.
+        #[allow(dead_code)]
+        struct ScaleParams {
+            /// by how much
+            #[range(above(0.0))]
+            factor: f64 = 2.0,
+            /// how exactly
+            precision: Precision = Precision::Fp32,
+        }
+    }
+    crate::op_ports! {
+        // Only declared: the catalog is what check reads.
+        #[allow(dead_code)]
+        struct ScaleInputs {
+            /// numbers
+            x: Npy,
+        }
+    }
+    crate::op_ports! {
+        // Only declared: the catalog is what check reads.
+        #[allow(dead_code)]
+        struct ScaleOutputs {
+            /// scaled
+            y: Npy,
+            /// notes
+            log: Text,
+        }
+    }
+
     struct Scale;
-    impl Op for Scale {
-        fn name(&self) -> &'static str {
-            "scale"
-        }
-        fn version(&self) -> u32 {
-            1
-        }
-        fn summary(&self) -> &'static str {
-            "multiply"
-        }
-        fn params(&self) -> Vec<ParamSpec> {
-            vec![ParamSpec::with_default("factor", ParamType::Float, ParamValue::Float(2.0), "by how much")]
-        }
-        fn inputs(&self) -> Vec<PortSpec> {
-            vec![PortSpec::new("x", ArtifactKind::Npy, "numbers")]
-        }
-        fn outputs(&self) -> Vec<PortSpec> {
-            vec![PortSpec::new("y", ArtifactKind::Npy, "scaled"), PortSpec::new("log", ArtifactKind::Text, "notes")]
-        }
-        fn run(&self, _: &OpContext) -> anyhow::Result<()> {
+    impl TypedOp for Scale {
+        const NAME: &'static str = "scale";
+        const VERSION: u32 = 1;
+        const SUMMARY: &'static str = "multiply";
+        type Params = ScaleParams;
+        type Inputs = ScaleInputs;
+        type Outputs = ScaleOutputs;
+        fn run(&self, _: &OpContext, _: ScaleParams, _: ScaleInputs, _: ScaleOutputs) -> anyhow::Result<()> {
             Ok(())
         }
     }
@@ -448,6 +473,12 @@ mod tests {
     fn op_nodes_are_checked_against_the_catalog() {
         let err = checked(&format!("{BASE}params.factor = \"3\"\n")).unwrap_err().to_string();
         assert!(err.contains("p.toml:10:17: error in node `s`: param `factor` of op `scale` must be a float"), "{err}");
+        let err = checked(&format!("{BASE}params.factor = 0\n")).unwrap_err().to_string();
+        assert!(err.contains("p.toml:10:17: error in node `s`: param `factor` of op `scale` = 0 is out of range (allowed: more than 0.0)"), "{err}");
+        assert!(err.contains("fix: write a value in the allowed range (more than 0.0)"), "{err}");
+        let err = checked(&format!("{BASE}params.precision = \"fp8\"\n")).unwrap_err().to_string();
+        assert!(err.contains("p.toml:10:20: error in node `s`: param `precision` of op `scale` = \"fp8\" is not allowed (allowed: one of \"fp32\", \"fp16\", \"bf16\")"), "{err}");
+        assert!(err.contains("fix: use one of the values: `fp32`, `fp16`, `bf16`"), "{err}");
         let err = checked(&BASE.replace("inputs.x = \"gen.x\"", "inputs.x = [\"gen.x\"]")).unwrap_err().to_string();
         assert!(err.contains("takes one artifact, not a list"), "{err}");
         let err = checked(&BASE.replace("outputs.x = \"npy\"", "outputs.x = \"json\"")).unwrap_err().to_string();

@@ -1,5 +1,5 @@
-//! File helpers shared by the ops: features, labels and strings with
-//! errors that name the file and what was expected.
+//! File helpers shared by the ops: features, labels and JSON, with errors
+//! that name the file and what was expected.
 
 use std::path::Path;
 
@@ -29,28 +29,6 @@ pub fn read_labels(path: &Path) -> Result<Vec<i64>> {
     Vec::<i64>::try_from(&t.to_kind(Kind::Int64)).with_context(|| format!("reading labels from {}", path.display()))
 }
 
-/// The `normalize_features` param of the ops that read image features into
-/// a head (`train_oe`, `evaluate`): off by default, as in the original.
-pub fn normalize_param() -> super::ParamSpec {
-    super::ParamSpec::with_default(
-        "normalize_features",
-        super::ParamType::Bool,
-        crate::spec::ParamValue::Bool(false),
-        "L2-normalise image features before the head (off in the original, which uses raw CLIP features; train and evaluate must agree)",
-    )
-}
-
-/// Image features for a head: as stored, or L2-normalised when the node's
-/// `normalize_features` param says so.
-pub fn head_features(ctx: &super::OpContext, path: &Path) -> Result<Tensor> {
-    let features = read_features(path)?;
-    Ok(if ctx.param_bool("normalize_features")? {
-        &features / features.norm_scalaropt_dim(2, [1], true).clamp_min(1e-12)
-    } else {
-        features
-    })
-}
-
 pub fn write_features(path: &Path, t: &Tensor) -> Result<()> {
     formats::write_npy_tensor(path, &t.to_kind(Kind::Float).to_device(Device::Cpu).contiguous())
 }
@@ -71,15 +49,6 @@ pub fn check_same_length(features: &Tensor, features_path: &Path, labels: &[i64]
         );
     }
     Ok(())
-}
-
-/// The tch device for an op's device string ("cpu" or "cuda").
-pub fn device(name: &str) -> Device {
-    if name == "cuda" && tch::Cuda::is_available() {
-        Device::Cuda(0)
-    } else {
-        Device::Cpu
-    }
 }
 
 /// Write JSON, pretty-printed, with the path in any error.
