@@ -78,7 +78,7 @@ pub fn oe_loss(logits: &Tensor) -> Tensor {
 
 /// How the training steps are computed. Both run the same maths on the same
 /// draws from torch's seeded generator, so they train the same head (up to
-/// float rounding; `tests/toe_math.rs` checks they agree).
+/// float rounding; `tests/testsuite/toe_math.rs` checks they agree).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
     /// Plain Rust on f32 buffers (CPU only): a 32 + 32-row step is two small
