@@ -9,7 +9,7 @@ use ndarray_npy::{read_npy, write_npy};
 use tch::{Kind, Tensor};
 use toe_pipe::toe::class_stats::class_stats;
 use toe_pipe::toe::mahalanobis::{lowest_fraction, mahalanobis_scores};
-use toe_pipe::toe::train_head::{inject_noise, oe_loss, train_head, train_head_with, Engine, HeadConfig};
+use toe_pipe::toe::train_head::{inject_noise, oe_loss, train_head, train_head_with, Backend, HeadConfig};
 
 fn python() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python")
@@ -146,7 +146,7 @@ fn exposure_lowers_confidence_on_outliers_without_hurting_accuracy() {
 /// to float rounding: with outliers (more than a batch, and fewer, which
 /// reshuffles every step), without, and with a last partial ID batch.
 #[test]
-fn plain_and_tensor_engines_train_the_same_head() {
+fn plain_and_tensor_backends_train_the_same_head() {
     let _rng = crate::rng_lock();
     tch::manual_seed(5);
     let (n, d, c) = (203i64, 24i64, 6i64);
@@ -156,8 +156,8 @@ fn plain_and_tensor_engines_train_the_same_head() {
     let few = Tensor::randn([9, d], (Kind::Float, tch::Device::Cpu));
     let cfg = HeadConfig { epochs: 4, lr: 1e-2, ..Default::default() };
     for (name, outliers) in [("70 outliers", Some(&many)), ("9 outliers", Some(&few)), ("no outliers", None)] {
-        let plain = train_head_with(Engine::Plain, &feats, &labels, outliers, c, &cfg).unwrap();
-        let tensor = train_head_with(Engine::Tensor, &feats, &labels, outliers, c, &cfg).unwrap();
+        let plain = train_head_with(Backend::Plain, &feats, &labels, outliers, c, &cfg).unwrap();
+        let tensor = train_head_with(Backend::Tensor, &feats, &labels, outliers, c, &cfg).unwrap();
         let dw = (&plain.weight - &tensor.weight).abs().max().double_value(&[]);
         let db = (&plain.bias - &tensor.bias).abs().max().double_value(&[]);
         assert!(dw < 1e-4 && db < 1e-4, "{name}: weights differ by {dw}, bias by {db}");
@@ -176,8 +176,8 @@ fn labels_outside_the_classes_are_an_error() {
     let _rng = crate::rng_draws();
     let feats = Tensor::randn([4, 3], (Kind::Float, tch::Device::Cpu));
     let labels = Tensor::from_slice(&[0i64, 1, 2, 1]);
-    for engine in [Engine::Plain, Engine::Tensor] {
-        let err = train_head_with(engine, &feats, &labels, None, 2, &HeadConfig { epochs: 1, ..Default::default() }).err().unwrap().to_string();
+    for backend in [Backend::Plain, Backend::Tensor] {
+        let err = train_head_with(backend, &feats, &labels, None, 2, &HeadConfig { epochs: 1, ..Default::default() }).err().unwrap().to_string();
         assert!(err.contains("label 2 at row 2") && err.contains("num_classes"), "{err}");
     }
 }
