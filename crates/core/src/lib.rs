@@ -11,4 +11,5 @@ pub mod engine;
 pub mod sys;
 pub mod worker;
 pub mod lineage;
+pub mod logging;
 pub mod cli;
