@@ -48,3 +48,49 @@ where
         writeln!(writer)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// A writer into a shared buffer.
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn lines_are_plain_and_filtered_by_level() {
+        let buf = Buf::default();
+        let out = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(Level::DEBUG)
+            .with_writer(move || out.clone())
+            .with_ansi(false)
+            .event_format(Plain)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::error!("cannot read {}", "x.npy");
+            tracing::warn!("worker is older");
+            tracing::info!("toe-pipe-worker: op a v1");
+            tracing::debug!(epoch = 3, "decoder training epoch");
+            tracing::trace!("not shown at debug");
+        });
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(
+            text,
+            "error: cannot read x.npy\nwarning: worker is older\ntoe-pipe-worker: op a v1\ndebug: toe_pipe_core::logging::tests: decoder training epoch epoch=3\n"
+        );
+    }
+}
