@@ -1,6 +1,6 @@
 //! `train_oe` speed against the same loop in Python PyTorch, on the same
 //! cached features and cores: epochs per second, side by side in one run.
-//! Also the tensor engine (the tch steps that CUDA uses) run on the CPU, and
+//! Also the tensor backend (the tch steps that CUDA uses) run on the CPU, and
 //! each side's CPU time, which a busy machine disturbs less than wall time.
 //!
 //!     cargo bench --bench train_oe [-- --n 20000 --dim 512 --classes 100 --outliers 5000 --epochs 3]
@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use tch::{Device, Kind, Tensor};
 use toe_pipe::formats;
-use toe_pipe::toe::train_head::{train_head, train_head_with, Engine, HeadConfig};
+use toe_pipe::toe::train_head::{train_head, train_head_with, Backend, HeadConfig};
 
 fn arg(name: &str, default: i64) -> i64 {
     let args: Vec<String> = std::env::args().collect();
@@ -46,7 +46,7 @@ fn main() {
     println!("toe-pipe:        {:.3} s ({:.3} epochs/s), CPU {:.3} s, final loss {:.4}", ours, epochs as f64 / ours, ours_cpu, head.log.last().unwrap().loss);
 
     let (start, cpu) = (Instant::now(), cpu_seconds());
-    let head = train_head_with(Engine::Tensor, &features, &labels, Some(&outliers), c, &cfg).unwrap();
+    let head = train_head_with(Backend::Tensor, &features, &labels, Some(&outliers), c, &cfg).unwrap();
     let (tensor, tensor_cpu) = (start.elapsed().as_secs_f64(), cpu_seconds() - cpu);
     println!("  (tch steps:    {:.3} s ({:.3} epochs/s), CPU {:.3} s, final loss {:.4})", tensor, epochs as f64 / tensor, tensor_cpu, head.log.last().unwrap().loss);
 

@@ -6,7 +6,7 @@
 //!     cargo run --release --example gpu_check -- --device cpu   # the program itself, CPU against CPU
 //!
 //! * native CLIP (tiny random ViT and ResNet, the shapes of
-//!   tests/clip_model.rs): fp32 features on CUDA against the CPU's, with
+//!   tests/testsuite/clip_model.rs): fp32 features on CUDA against the CPU's, with
 //!   cuDNN on (libtorch's default, whose convolutions may use TF32) and off;
 //!   fp16 and bf16 features on CUDA against the CPU's fp32 (cosine);
 //! * `train_head`: a CUDA run against a CPU run with the same seed. The

@@ -1,4 +1,4 @@
-"""Reference side of tests/images_pillow_parity.rs.
+"""Reference side of tests/testsuite/images_pillow_parity.rs.
 
 Writes test images of odd sizes and modes into OUT/images and, for each, what
 Pillow + torchvision make of them:

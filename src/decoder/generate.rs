@@ -1,4 +1,4 @@
-//! Word-level outlier generation (toe-method.md, "Word-level outliers"):
+//! Word-level outlier generation, as in the original TOE code:
 //! for each CLIP image embedding, decode greedily for 9 steps from BOS and
 //! at each step keep the tokens ranked 31..55 of the last position (indices
 //! 30..54 of the top-55): near the image, but not its top guess.

@@ -2,7 +2,7 @@
 //! (`spiece.model`, a serialized `sentencepiece.ModelProto`), read with a
 //! minimal protobuf reader and encoded with SentencePiece's unigram Viterbi.
 //!
-//! What we reproduce, and how it is checked (tests/decoder_tokenizer.rs runs
+//! What we reproduce, and how it is checked (tests/testsuite/decoder_tokenizer.rs runs
 //! the `sentencepiece` Python package and Hugging Face's tokenizer on a model
 //! trained at test time):
 //! * normalisation: the model's precompiled character map (a Darts double

@@ -270,7 +270,9 @@ pub fn train_decoder_with(
         let train_loss = total / batches as f64;
         let val_loss = val.map(|v| evaluate_loss(model, v, opts.batch_size)).transpose()?;
         let log = EpochLog { epoch, train_loss, val_loss, seconds: started.elapsed().as_secs_f64() };
-        tracing::info!(
+        // Progress for the user is `on_epoch`'s to print (the train_decoder
+        // op writes a line per epoch to its node log); this is for debugging.
+        tracing::debug!(
             epoch,
             train_loss,
             val_loss = val_loss.unwrap_or(f64::NAN),

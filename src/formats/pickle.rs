@@ -269,79 +269,93 @@ struct Machine<'a, 'p> {
     persistent_load: Option<PersistentLoad<'p>>,
 }
 
-/// Python name of a pickle opcode, for error messages.
-fn opcode_name(op: u8) -> &'static str {
-    match op {
-        b'(' => "MARK",
-        b'.' => "STOP",
-        b'0' => "POP",
-        b'1' => "POP_MARK",
-        b'2' => "DUP",
-        b'F' => "FLOAT",
-        b'I' => "INT",
-        b'J' => "BININT",
-        b'K' => "BININT1",
-        b'L' => "LONG",
-        b'M' => "BININT2",
-        b'N' => "NONE",
-        b'P' => "PERSID",
-        b'Q' => "BINPERSID",
-        b'R' => "REDUCE",
-        b'S' => "STRING",
-        b'T' => "BINSTRING",
-        b'U' => "SHORT_BINSTRING",
-        b'V' => "UNICODE",
-        b'X' => "BINUNICODE",
-        b'a' => "APPEND",
-        b'b' => "BUILD",
-        b'c' => "GLOBAL",
-        b'd' => "DICT",
-        b'}' => "EMPTY_DICT",
-        b'e' => "APPENDS",
-        b'g' => "GET",
-        b'h' => "BINGET",
-        b'i' => "INST",
-        b'j' => "LONG_BINGET",
-        b'l' => "LIST",
-        b']' => "EMPTY_LIST",
-        b'o' => "OBJ",
-        b'p' => "PUT",
-        b'q' => "BINPUT",
-        b'r' => "LONG_BINPUT",
-        b's' => "SETITEM",
-        b't' => "TUPLE",
-        b')' => "EMPTY_TUPLE",
-        b'u' => "SETITEMS",
-        b'G' => "BINFLOAT",
-        0x80 => "PROTO",
-        0x81 => "NEWOBJ",
-        0x82 => "EXT1",
-        0x83 => "EXT2",
-        0x84 => "EXT4",
-        0x85 => "TUPLE1",
-        0x86 => "TUPLE2",
-        0x87 => "TUPLE3",
-        0x88 => "NEWTRUE",
-        0x89 => "NEWFALSE",
-        0x8a => "LONG1",
-        0x8b => "LONG4",
-        b'B' => "BINBYTES",
-        b'C' => "SHORT_BINBYTES",
-        0x8c => "SHORT_BINUNICODE",
-        0x8d => "BINUNICODE8",
-        0x8e => "BINBYTES8",
-        0x8f => "EMPTY_SET",
-        0x90 => "ADDITEMS",
-        0x91 => "FROZENSET",
-        0x92 => "NEWOBJ_EX",
-        0x93 => "STACK_GLOBAL",
-        0x94 => "MEMOIZE",
-        0x95 => "FRAME",
-        0x96 => "BYTEARRAY8",
-        0x97 => "NEXT_BUFFER",
-        0x98 => "READONLY_BUFFER",
-        _ => "unknown",
-    }
+/// The pickle opcodes under their names in CPython's `pickle.py` (and
+/// `pickletools`), for the reader here and the writer in `torch_pt`.
+macro_rules! opcodes {
+    ($($name:ident = $byte:expr,)*) => {
+        pub(crate) mod opcode {
+            $(pub const $name: u8 = $byte;)*
+
+            /// The Python name of an opcode, for error messages.
+            pub fn name(op: u8) -> &'static str {
+                match op {
+                    $($name => stringify!($name),)*
+                    _ => "unknown",
+                }
+            }
+        }
+    };
+}
+
+opcodes! {
+    MARK = b'(',
+    STOP = b'.',
+    POP = b'0',
+    POP_MARK = b'1',
+    DUP = b'2',
+    FLOAT = b'F',
+    INT = b'I',
+    BININT = b'J',
+    BININT1 = b'K',
+    LONG = b'L',
+    BININT2 = b'M',
+    NONE = b'N',
+    PERSID = b'P',
+    BINPERSID = b'Q',
+    REDUCE = b'R',
+    STRING = b'S',
+    BINSTRING = b'T',
+    SHORT_BINSTRING = b'U',
+    UNICODE = b'V',
+    BINUNICODE = b'X',
+    APPEND = b'a',
+    BUILD = b'b',
+    GLOBAL = b'c',
+    DICT = b'd',
+    EMPTY_DICT = b'}',
+    APPENDS = b'e',
+    GET = b'g',
+    BINGET = b'h',
+    INST = b'i',
+    LONG_BINGET = b'j',
+    LIST = b'l',
+    EMPTY_LIST = b']',
+    OBJ = b'o',
+    PUT = b'p',
+    BINPUT = b'q',
+    LONG_BINPUT = b'r',
+    SETITEM = b's',
+    TUPLE = b't',
+    EMPTY_TUPLE = b')',
+    SETITEMS = b'u',
+    BINFLOAT = b'G',
+    PROTO = 0x80,
+    NEWOBJ = 0x81,
+    EXT1 = 0x82,
+    EXT2 = 0x83,
+    EXT4 = 0x84,
+    TUPLE1 = 0x85,
+    TUPLE2 = 0x86,
+    TUPLE3 = 0x87,
+    NEWTRUE = 0x88,
+    NEWFALSE = 0x89,
+    LONG1 = 0x8a,
+    LONG4 = 0x8b,
+    BINBYTES = b'B',
+    SHORT_BINBYTES = b'C',
+    SHORT_BINUNICODE = 0x8c,
+    BINUNICODE8 = 0x8d,
+    BINBYTES8 = 0x8e,
+    EMPTY_SET = 0x8f,
+    ADDITEMS = 0x90,
+    FROZENSET = 0x91,
+    NEWOBJ_EX = 0x92,
+    STACK_GLOBAL = 0x93,
+    MEMOIZE = 0x94,
+    FRAME = 0x95,
+    BYTEARRAY8 = 0x96,
+    NEXT_BUFFER = 0x97,
+    READONLY_BUFFER = 0x98,
 }
 
 impl<'a, 'p> Machine<'a, 'p> {
@@ -439,54 +453,54 @@ impl<'a, 'p> Machine<'a, 'p> {
             let at = self.pos;
             let op = self.u8()?;
             match op {
-                0x80 => {
+                opcode::PROTO => {
                     let proto = self.u8()?;
                     if proto > 5 {
                         bail!("pickle protocol {proto} is newer than 5");
                     }
                 }
-                0x95 => {
+                opcode::FRAME => {
                     self.u64()?; // FRAME: a length hint only
                 }
-                b'.' => return self.pop(),
-                b'(' => self.marks.push(self.stack.len()),
-                b'0' => {
+                opcode::STOP => return self.pop(),
+                opcode::MARK => self.marks.push(self.stack.len()),
+                opcode::POP => {
                     self.pop()?;
                 }
-                b'1' => {
+                opcode::POP_MARK => {
                     self.pop_mark()?;
                 }
-                b'2' => {
+                opcode::DUP => {
                     let v = self.top()?.clone();
                     self.stack.push(v);
                 }
-                b'N' => self.stack.push(Value::None),
-                0x88 => self.stack.push(Value::Bool(true)),
-                0x89 => self.stack.push(Value::Bool(false)),
-                b'J' => {
+                opcode::NONE => self.stack.push(Value::None),
+                opcode::NEWTRUE => self.stack.push(Value::Bool(true)),
+                opcode::NEWFALSE => self.stack.push(Value::Bool(false)),
+                opcode::BININT => {
                     let v = self.u32()? as i32;
                     self.stack.push(Value::Int(v as i64));
                 }
-                b'K' => {
+                opcode::BININT1 => {
                     let v = self.u8()?;
                     self.stack.push(Value::Int(v as i64));
                 }
-                b'M' => {
+                opcode::BININT2 => {
                     let v = self.u16()?;
                     self.stack.push(Value::Int(v as i64));
                 }
-                0x8a => {
+                opcode::LONG1 => {
                     let n = self.u8()? as usize;
                     let b = self.take(n)?;
                     self.stack.push(Value::Int(long_from_le(b)?));
                 }
-                0x8b => {
+                opcode::LONG4 => {
                     let n = self.u32()? as u64;
                     let n = self.len_u64(n)?;
                     let b = self.take(n)?;
                     self.stack.push(Value::Int(long_from_le(b)?));
                 }
-                b'I' => {
+                opcode::INT => {
                     // Text INT; protocol 0 also writes booleans as I00/I01.
                     let s = self.line()?;
                     let v = match s {
@@ -496,50 +510,50 @@ impl<'a, 'p> Machine<'a, 'p> {
                     };
                     self.stack.push(v);
                 }
-                b'L' => {
+                opcode::LONG => {
                     let s = self.line()?;
                     let s = s.strip_suffix('L').unwrap_or(s);
                     let v = s.parse().map_err(|_| anyhow!("LONG {s:?} at offset {at} does not fit 64 bits"))?;
                     self.stack.push(Value::Int(v));
                 }
-                b'G' => {
+                opcode::BINFLOAT => {
                     let v = f64::from_be_bytes(self.take(8)?.try_into()?);
                     self.stack.push(Value::Float(v));
                 }
-                b'F' => {
+                opcode::FLOAT => {
                     let s = self.line()?;
                     let v = s.parse().map_err(|_| anyhow!("bad FLOAT {s:?} at offset {at}"))?;
                     self.stack.push(Value::Float(v));
                 }
-                b'X' => {
+                opcode::BINUNICODE => {
                     let n = self.u32()? as u64;
                     let n = self.len_u64(n)?;
                     let v = self.utf8(n)?;
                     self.stack.push(v);
                 }
-                0x8c => {
+                opcode::SHORT_BINUNICODE => {
                     let n = self.u8()? as usize;
                     let v = self.utf8(n)?;
                     self.stack.push(v);
                 }
-                0x8d => {
+                opcode::BINUNICODE8 => {
                     let n = self.u64()?;
                     let n = self.len_u64(n)?;
                     let v = self.utf8(n)?;
                     self.stack.push(v);
                 }
-                b'C' => {
+                opcode::SHORT_BINBYTES => {
                     let n = self.u8()? as usize;
                     let b = self.take(n)?;
                     self.stack.push(Value::Bytes(b.into()));
                 }
-                b'B' => {
+                opcode::BINBYTES => {
                     let n = self.u32()? as u64;
                     let n = self.len_u64(n)?;
                     let b = self.take(n)?;
                     self.stack.push(Value::Bytes(b.into()));
                 }
-                0x8e | 0x96 => {
+                opcode::BINBYTES8 | opcode::BYTEARRAY8 => {
                     let n = self.u64()?;
                     let n = self.len_u64(n)?;
                     let b = self.take(n)?;
@@ -547,97 +561,97 @@ impl<'a, 'p> Machine<'a, 'p> {
                 }
                 // Python 2 byte strings (numpy files written under Python 2):
                 // kept as bytes.
-                b'U' => {
+                opcode::SHORT_BINSTRING => {
                     let n = self.u8()? as usize;
                     let b = self.take(n)?;
                     self.stack.push(Value::Bytes(b.into()));
                 }
-                b'T' => {
+                opcode::BINSTRING => {
                     let n = self.u32()? as u64;
                     let n = self.len_u64(n)?;
                     let b = self.take(n)?;
                     self.stack.push(Value::Bytes(b.into()));
                 }
-                b')' => self.stack.push(Value::Tuple(Rc::from(Vec::new()))),
-                b't' => {
+                opcode::EMPTY_TUPLE => self.stack.push(Value::Tuple(Rc::from(Vec::new()))),
+                opcode::TUPLE => {
                     let items = self.pop_mark()?;
                     self.stack.push(Value::Tuple(items.into()));
                 }
-                0x85..=0x87 => {
-                    let n = (op - 0x84) as usize;
+                opcode::TUPLE1 | opcode::TUPLE2 | opcode::TUPLE3 => {
+                    let n = (op - opcode::TUPLE1 + 1) as usize;
                     if self.stack.len() < n {
                         bail!("pickle stack underflow at offset {at}");
                     }
                     let items = self.stack.split_off(self.stack.len() - n);
                     self.stack.push(Value::Tuple(items.into()));
                 }
-                b']' => self.stack.push(Value::List(shared(Vec::new()))),
-                b'l' => {
+                opcode::EMPTY_LIST => self.stack.push(Value::List(shared(Vec::new()))),
+                opcode::LIST => {
                     let items = self.pop_mark()?;
                     self.stack.push(Value::List(shared(items)));
                 }
-                b'a' => {
+                opcode::APPEND => {
                     let v = self.pop()?;
                     self.append(vec![v], at)?;
                 }
-                b'e' => {
+                opcode::APPENDS => {
                     let items = self.pop_mark()?;
                     self.append(items, at)?;
                 }
-                b'}' => self.stack.push(Value::Dict(shared(Vec::new()))),
-                b'd' => {
+                opcode::EMPTY_DICT => self.stack.push(Value::Dict(shared(Vec::new()))),
+                opcode::DICT => {
                     let items = self.pop_mark()?;
                     let pairs = pairs(items, at)?;
                     self.stack.push(Value::Dict(shared(pairs)));
                 }
-                b's' => {
+                opcode::SETITEM => {
                     let v = self.pop()?;
                     let k = self.pop()?;
                     self.set_items(vec![k, v], at)?;
                 }
-                b'u' => {
+                opcode::SETITEMS => {
                     let items = self.pop_mark()?;
                     self.set_items(items, at)?;
                 }
-                b'p' => {
+                opcode::PUT => {
                     let s = self.line()?;
                     let i = s.parse().map_err(|_| anyhow!("bad PUT index {s:?} at offset {at}"))?;
                     self.memo_put(i)?;
                 }
-                b'q' => {
+                opcode::BINPUT => {
                     let i = self.u8()? as u32;
                     self.memo_put(i)?;
                 }
-                b'r' => {
+                opcode::LONG_BINPUT => {
                     let i = self.u32()?;
                     self.memo_put(i)?;
                 }
-                0x94 => {
+                opcode::MEMOIZE => {
                     let i = self.memo.len() as u32;
                     self.memo_put(i)?;
                 }
-                b'g' => {
+                opcode::GET => {
                     let s = self.line()?;
                     let i = s.parse().map_err(|_| anyhow!("bad GET index {s:?} at offset {at}"))?;
                     let v = self.memo_get(i)?;
                     self.stack.push(v);
                 }
-                b'h' => {
+                opcode::BINGET => {
                     let i = self.u8()? as u32;
                     let v = self.memo_get(i)?;
                     self.stack.push(v);
                 }
-                b'j' => {
+                opcode::LONG_BINGET => {
                     let i = self.u32()?;
                     let v = self.memo_get(i)?;
                     self.stack.push(v);
                 }
-                b'c' => {
+                opcode::GLOBAL => {
                     let module = self.line()?;
                     let name = self.line()?;
                     self.stack.push(Value::Global(global(module, name)?));
                 }
-                0x93 => {
+                opcode::STACK_GLOBAL => {
                     let name = self.pop()?;
                     let module = self.pop()?;
                     let (Value::Str(module), Value::Str(name)) = (&module, &name) else {
@@ -645,36 +659,36 @@ impl<'a, 'p> Machine<'a, 'p> {
                     };
                     self.stack.push(Value::Global(global(module, name)?));
                 }
-                b'R' => {
+                opcode::REDUCE => {
                     let args = self.pop()?;
                     let callable = self.pop()?;
                     let v = self.reduce(callable, args).map_err(|e| anyhow!("{e} (REDUCE at offset {at})"))?;
                     self.stack.push(v);
                 }
-                0x81 => {
+                opcode::NEWOBJ => {
                     let args = self.pop()?;
                     let class = self.pop()?;
                     let v = new_object(class, args).map_err(|e| anyhow!("{e} (NEWOBJ at offset {at})"))?;
                     self.stack.push(v);
                 }
-                b'b' => {
+                opcode::BUILD => {
                     let state = self.pop()?;
                     let target = self.top()?.clone();
                     build(&target, state).map_err(|e| anyhow!("{e} (BUILD at offset {at})"))?;
                 }
-                b'Q' => {
+                opcode::BINPERSID => {
                     let pid = self.pop()?;
                     let v = self.persistent(&pid, at)?;
                     self.stack.push(v);
                 }
-                b'P' => {
+                opcode::PERSID => {
                     let s = self.line()?;
                     let v = self.persistent(&Value::Str(s.into()), at)?;
                     self.stack.push(v);
                 }
                 _ => bail!(
                     "pickle opcode {} (0x{op:02x}) at offset {at} is not supported by toe-pipe's safe unpickler",
-                    opcode_name(op)
+                    opcode::name(op)
                 ),
             }
         }

@@ -25,7 +25,7 @@ use std::rc::Rc;
 use anyhow::{anyhow, bail, Context, Result};
 use tch::{Device, Tensor};
 
-use super::pickle::{self, storage_name, Global, StorageRef, TensorRef, Value};
+use super::pickle::{self, opcode, storage_name, Global, StorageRef, TensorRef, Value};
 
 /// An object loaded from a `.pt` file.
 #[derive(Debug)]
@@ -108,7 +108,7 @@ pub fn detect_kind(path: &Path) -> Result<TorchFileKind> {
     let n = f
         .read(&mut head)
         .with_context(|| format!("cannot read {}", path.display()))?;
-    if n >= 2 && head[0] == 0x80 && head[1] <= 5 {
+    if n >= 2 && head[0] == opcode::PROTO && head[1] <= 5 {
         return Ok(TorchFileKind::LegacyTorchSave);
     }
     if n < 4 || &head != b"PK\x03\x04" {
@@ -476,11 +476,11 @@ pub fn save_pt(path: &Path, value: &PtValue) -> Result<()> {
     // Tensors to write as storages, in key order; copied out one at a time
     // so that saving a large model needs little memory beyond the model.
     let mut storages: Vec<&Tensor> = Vec::new();
-    pickler.buf.extend_from_slice(b"\x80\x02");
+    pickler.buf.extend_from_slice(&[opcode::PROTO, 2]);
     pickler
         .value(value, &mut storages, 0)
         .map_err(|e| anyhow!("cannot write {shown}: {e}"))?;
-    pickler.buf.push(b'.');
+    pickler.buf.push(opcode::STOP);
 
     let f = File::create(path).with_context(|| format!("cannot create {shown}"))?;
     let io = |e: zip::result::ZipError| anyhow!("cannot write {shown}: {e}");
@@ -523,39 +523,39 @@ impl Pickler {
         Pickler { buf: Vec::new() }
     }
     fn global(&mut self, module: &str, name: &str) {
-        self.buf.push(b'c');
+        self.buf.push(opcode::GLOBAL);
         self.buf.extend_from_slice(module.as_bytes());
         self.buf.push(b'\n');
         self.buf.extend_from_slice(name.as_bytes());
         self.buf.push(b'\n');
     }
     fn str(&mut self, s: &str) {
-        self.buf.push(b'X');
+        self.buf.push(opcode::BINUNICODE);
         self.buf.extend_from_slice(&(s.len() as u32).to_le_bytes());
         self.buf.extend_from_slice(s.as_bytes());
     }
     fn int(&mut self, v: i64) {
         if (0..256).contains(&v) {
-            self.buf.extend_from_slice(&[b'K', v as u8]);
+            self.buf.extend_from_slice(&[opcode::BININT1, v as u8]);
         } else if (0..65536).contains(&v) {
-            self.buf.push(b'M');
+            self.buf.push(opcode::BININT2);
             self.buf.extend_from_slice(&(v as u16).to_le_bytes());
         } else if i32::try_from(v).is_ok() {
-            self.buf.push(b'J');
+            self.buf.push(opcode::BININT);
             self.buf.extend_from_slice(&(v as i32).to_le_bytes());
         } else {
-            self.buf.extend_from_slice(&[0x8a, 8]);
+            self.buf.extend_from_slice(&[opcode::LONG1, 8]);
             self.buf.extend_from_slice(&v.to_le_bytes());
         }
     }
     fn int_tuple(&mut self, xs: &[i64]) {
-        self.buf.push(b'(');
+        self.buf.push(opcode::MARK);
         xs.iter().for_each(|&x| self.int(x));
-        self.buf.push(b't');
+        self.buf.push(opcode::TUPLE);
     }
     fn empty_ordered_dict(&mut self) {
         self.global("collections", "OrderedDict");
-        self.buf.extend_from_slice(b")R");
+        self.buf.extend_from_slice(&[opcode::EMPTY_TUPLE, opcode::REDUCE]);
     }
 
     fn value<'t>(
@@ -568,20 +568,20 @@ impl Pickler {
             bail!("objects nested more than {MAX_DEPTH} deep");
         }
         match v {
-            PtValue::None => self.buf.push(b'N'),
-            PtValue::Bool(b) => self.buf.push(if *b { 0x88 } else { 0x89 }),
+            PtValue::None => self.buf.push(opcode::NONE),
+            PtValue::Bool(b) => self.buf.push(if *b { opcode::NEWTRUE } else { opcode::NEWFALSE }),
             PtValue::Int(i) => self.int(*i),
             PtValue::Float(f) => {
-                self.buf.push(b'G');
+                self.buf.push(opcode::BINFLOAT);
                 self.buf.extend_from_slice(&f.to_be_bytes());
             }
             PtValue::Str(s) => self.str(s),
             PtValue::List(items) => {
-                self.buf.extend_from_slice(b"](");
+                self.buf.extend_from_slice(&[opcode::EMPTY_LIST, opcode::MARK]);
                 for x in items {
                     self.value(x, storages, depth + 1)?;
                 }
-                self.buf.push(b'e');
+                self.buf.push(opcode::APPENDS);
             }
             PtValue::Dict(entries) => {
                 let ordered = !entries.is_empty()
@@ -589,14 +589,14 @@ impl Pickler {
                 if ordered {
                     self.empty_ordered_dict();
                 } else {
-                    self.buf.push(b'}');
+                    self.buf.push(opcode::EMPTY_DICT);
                 }
-                self.buf.push(b'(');
+                self.buf.push(opcode::MARK);
                 for (k, x) in entries {
                     self.str(k);
                     self.value(x, storages, depth + 1)?;
                 }
-                self.buf.push(b'u');
+                self.buf.push(opcode::SETITEMS);
             }
             PtValue::Tensor(t) => self.tensor(t, storages)?,
         }
@@ -613,19 +613,19 @@ impl Pickler {
         storages.push(t);
 
         self.global("torch._utils", "_rebuild_tensor_v2");
-        self.buf.extend_from_slice(b"((");
+        self.buf.extend_from_slice(&[opcode::MARK, opcode::MARK]);
         self.str("storage");
         self.global("torch", storage_type);
         self.str(&key);
         self.str("cpu");
         self.int(numel);
-        self.buf.extend_from_slice(b"tQ");
+        self.buf.extend_from_slice(&[opcode::TUPLE, opcode::BINPERSID]);
         self.int(0);
         self.int_tuple(&size);
         self.int_tuple(&contiguous_strides(&size));
-        self.buf.push(0x89); // requires_grad = False
+        self.buf.push(opcode::NEWFALSE); // requires_grad = False
         self.empty_ordered_dict(); // backward hooks
-        self.buf.extend_from_slice(b"tR");
+        self.buf.extend_from_slice(&[opcode::TUPLE, opcode::REDUCE]);
         Ok(())
     }
 }

@@ -4,7 +4,7 @@
 //! transform=clip_preprocess)` opens each file with Pillow, converts it to
 //! RGB ([`RgbConversion::OnLoad`]; [`RgbConversion::InTransform`] gives
 //! `clip_preprocess(Image.open(path))` instead), then resizes bicubic,
-//! crops the centre and normalises. `tests/images_pillow_parity.rs` checks
+//! crops the centre and normalises. `tests/testsuite/images_pillow_parity.rs` checks
 //! this against the venv's Pillow + torchvision on images of odd sizes and
 //! modes; they agree exactly.
 //!

@@ -1,6 +1,5 @@
 //! Class-wise means and the shared precision matrix of ID image features,
-//! as the original's `get_mean_prec` is meant to compute them (see
-//! toe-method.md: "Class statistics").
+//! as the original TOE code's `get_mean_prec` is meant to compute them.
 
 use anyhow::{bail, Result};
 use tch::{Kind, Tensor};

@@ -1,4 +1,4 @@
-//! Energy scores of a trained linear head (toe-method.md, "Scoring").
+//! Energy scores of a trained linear head, TOE's OoD score.
 
 use anyhow::{bail, Result};
 use tch::{Kind, Tensor};

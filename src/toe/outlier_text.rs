@@ -1,5 +1,6 @@
 //! The text of textual outliers: description sentences, word sentences,
-//! templates and the non-semantic word filter (toe-method.md, "Constants").
+//! templates and the non-semantic word filter, with the constants the
+//! original TOE code uses (its defaults, not what its help texts claim).
 
 use std::collections::HashSet;
 
@@ -35,7 +36,7 @@ fn fill(template: &str, x: &str) -> String {
 /// phrase in order, then (with templates) each template filled with each
 /// phrase, template by template. The original cut "a photo of " off with
 /// `str.strip`, which strips a *set of characters* and mangles words; we
-/// fill the templates with the phrase itself (toe-method.md).
+/// fill the templates with the phrase itself.
 pub fn description_sentences(phrases: &[String], templates: bool) -> Vec<String> {
     let mut out: Vec<String> = phrases.iter().map(|p| format!("This is a photo of {p}")).collect();
     if templates {

@@ -1,5 +1,5 @@
-//! Outlier-exposure training of the linear head on cached CLIP features
-//! (toe-method.md, "Training"). The original re-encodes every image every
+//! Outlier-exposure training of the linear head on cached CLIP features,
+//! as in the original TOE code. The original re-encodes every image every
 //! epoch; features are fixed (CLIP is frozen), so we encode once upstream
 //! and train here on the cached arrays, which is what makes a 100-epoch
 //! run cheap.
@@ -78,9 +78,9 @@ pub fn oe_loss(logits: &Tensor) -> Tensor {
 
 /// How the training steps are computed. Both run the same maths on the same
 /// draws from torch's seeded generator, so they train the same head (up to
-/// float rounding; `tests/toe_math.rs` checks they agree).
+/// float rounding; `tests/testsuite/toe_math.rs` checks they agree).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Engine {
+pub enum Backend {
     /// Plain Rust on f32 buffers (CPU only): a 32 + 32-row step is two small
     /// GEMMs, softmax and Adam, which tch would spread over ~40 ops whose
     /// dispatch and allocation cost more than the arithmetic.
@@ -99,15 +99,15 @@ pub enum Engine {
 /// so its epoch ends with the shorter one; with few outliers that silently
 /// shortens every epoch, which we do not reproduce.)
 ///
-/// On the CPU the steps run in plain Rust ([`Engine::Plain`]), elsewhere
-/// with tch ops ([`Engine::Tensor`]).
+/// On the CPU the steps run in plain Rust ([`Backend::Plain`]), elsewhere
+/// with tch ops ([`Backend::Tensor`]).
 pub fn train_head(features: &Tensor, labels: &Tensor, outliers: Option<&Tensor>, num_classes: i64, cfg: &HeadConfig) -> Result<TrainedHead> {
-    let engine = if cfg.device == Device::Cpu { Engine::Plain } else { Engine::Tensor };
-    train_head_with(engine, features, labels, outliers, num_classes, cfg)
+    let backend = if cfg.device == Device::Cpu { Backend::Plain } else { Backend::Tensor };
+    train_head_with(backend, features, labels, outliers, num_classes, cfg)
 }
 
-/// [`train_head`] with the engine chosen by the caller.
-pub fn train_head_with(engine: Engine, features: &Tensor, labels: &Tensor, outliers: Option<&Tensor>, num_classes: i64, cfg: &HeadConfig) -> Result<TrainedHead> {
+/// [`train_head`] with the backend chosen by the caller.
+pub fn train_head_with(backend: Backend, features: &Tensor, labels: &Tensor, outliers: Option<&Tensor>, num_classes: i64, cfg: &HeadConfig) -> Result<TrainedHead> {
     let (n, d) = features.size2()?;
     if labels.size() != [n] {
         bail!("{n} features but labels of shape {:?}", labels.size());
@@ -124,8 +124,8 @@ pub fn train_head_with(engine: Engine, features: &Tensor, labels: &Tensor, outli
             bail!("the outlier set is empty");
         }
     }
-    if engine == Engine::Plain && cfg.device != Device::Cpu {
-        bail!("the plain-Rust training engine runs on the CPU only, not on {:?}", cfg.device);
+    if backend == Backend::Plain && cfg.device != Device::Cpu {
+        bail!("the plain-Rust training backend runs on the CPU only, not on {:?}", cfg.device);
     }
     let y_host = Vec::<i64>::try_from(&labels.to_kind(Kind::Int64).to_device(Device::Cpu))?;
     if let Some((row, label)) = y_host.iter().enumerate().find(|(_, &l)| l < 0 || l >= num_classes) {
@@ -146,9 +146,9 @@ pub fn train_head_with(engine: Engine, features: &Tensor, labels: &Tensor, outli
     let head = Tensor::empty([num_classes, d + 1], (Kind::Float, device)).f_uniform_(-bound, bound)?;
     let x = features.to_kind(Kind::Float).to_device(device);
     let out = outliers.map(|o| o.to_kind(Kind::Float).to_device(device));
-    let (head, log) = tch::no_grad(|| match engine {
-        Engine::Plain => plain::train(&x, &y_host, out.as_ref(), head, cfg),
-        Engine::Tensor => train_with_tensors(&x, &labels.to_kind(Kind::Int64).to_device(device), out.as_ref(), head, cfg),
+    let (head, log) = tch::no_grad(|| match backend {
+        Backend::Plain => plain::train(&x, &y_host, out.as_ref(), head, cfg),
+        Backend::Tensor => train_with_tensors(&x, &labels.to_kind(Kind::Int64).to_device(device), out.as_ref(), head, cfg),
     })?;
     let head = head.to_device(Device::Cpu);
     Ok(TrainedHead { weight: head.narrow(1, 0, d).contiguous(), bias: head.select(1, d).contiguous(), log })
@@ -156,7 +156,7 @@ pub fn train_head_with(engine: Engine, features: &Tensor, labels: &Tensor, outli
 
 /// The outliers paired with each ID batch: the next `batch` of a shuffled
 /// order of all M, reshuffled with torch's generator whenever fewer than a
-/// batch remain. Both engines draw from it, so they consume the generator
+/// batch remain. Both backends draw from it, so they consume the generator
 /// identically.
 struct OutlierCursor {
     m: i64,

@@ -11,6 +11,7 @@ pub mod engine;
 pub mod sys;
 pub mod worker;
 pub mod lineage;
+pub mod logging;
 pub mod cli;
 
 // For the op_params! and op_ports! macros, which expand in the op crate.

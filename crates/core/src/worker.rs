@@ -47,7 +47,7 @@ pub fn worker_exe() -> anyhow::Result<PathBuf> {
         if cli.duration_since(worker).is_ok_and(|d| d.as_secs() > 60) {
             static WARNED: std::sync::Once = std::sync::Once::new();
             WARNED.call_once(|| {
-                eprintln!("warning: {} is older than {}; if ops changed, rebuild both with `cargo build --bins`", exe.display(), me.display())
+                tracing::warn!("{} is older than {}; if ops changed, rebuild both with `cargo build --bins`", exe.display(), me.display())
             });
         }
     }
@@ -92,6 +92,8 @@ pub fn gpu_count() -> anyhow::Result<usize> {
 /// Entry point of a worker binary. `gpu_count` is passed in so that this
 /// library function does not itself reach libtorch.
 pub fn main(registry: Registry, gpu_count: fn() -> usize) -> ExitCode {
+    // Its stderr is the node's log.
+    crate::logging::init(tracing_subscriber::filter::LevelFilter::INFO);
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     let result = match args.first().and_then(|a| a.to_str()) {
         Some("describe") => serde_json::to_string(&registry.catalog()).map(|s| println!("{s}")).map_err(anyhow::Error::from),
@@ -118,7 +120,7 @@ fn run_job(registry: &Registry, job_path: &Path) -> anyhow::Result<()> {
     let job: Job = serde_json::from_slice(&text).with_context(|| format!("bad job file {}", job_path.display()))?;
     let op = registry.get(&job.op).with_context(|| format!("this worker has no op `{}`", job.op))?;
     let info = op.info();
-    eprintln!("toe-pipe-worker: op {} v{} for node {} on {}", info.name, info.version, job.ctx.node, job.ctx.device);
+    tracing::info!("toe-pipe-worker: op {} v{} for node {} on {}", info.name, info.version, job.ctx.node, job.ctx.device);
     // Errors name the node: reading the params and ports, before any work,
     // or "op NAME failed in node NODE: ..." from the op itself.
     op.run(&job.ctx)

@@ -7,7 +7,7 @@
 //!
 //! The random draws (epoch shuffles, outlier shuffles, noise) still come from
 //! torch's seeded CPU generator, in the same order and shapes as the tensor
-//! engine, so both engines train the same head.
+//! backend, so both backends train the same head.
 
 use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
@@ -127,7 +127,7 @@ fn run(data: &Data, mut head_t: Vec<f32>, cfg: &HeadConfig) -> Result<(Vec<f32>,
                     let i = i as usize;
                     let feat = &mut row[..d];
                     feat.copy_from_slice(&out[i * d..(i + 1) * d]);
-                    // the tensor engine's `inject_noise`
+                    // the tensor backend's `inject_noise`
                     l2_normalize(feat);
                     if cfg.noise_var != 0.0 {
                         for (f, z) in feat.iter_mut().zip(&noise[j * d..(j + 1) * d]) {
@@ -310,7 +310,7 @@ fn accuracy(x: &[f32], y: &[i64], head_t: &[f32], d: usize, c: usize) -> f64 {
 }
 
 /// torch.optim.Adam's update (betas 0.9 / 0.999, eps 1e-8, no weight decay)
-/// on one flat parameter, written as the tensor engine's `Adam` is.
+/// on one flat parameter, written as the tensor backend's `Adam` is.
 struct Adam {
     lr: f64,
     step: i32,

@@ -31,10 +31,11 @@ pub struct Cli {
     /// above the current directory).
     #[arg(long, global = true, value_name = "DIR")]
     pub store: Option<PathBuf>,
-    /// Also list nodes that were already fresh.
+    /// Also list nodes that were already fresh, and log at info level
+    /// (RUST_LOG, when set, chooses the log level instead).
     #[arg(short, long, global = true)]
     pub verbose: bool,
-    /// Print only errors and the final summary.
+    /// Print only errors and the final summary (and log only errors).
     #[arg(short, long, global = true)]
     pub quiet: bool,
     #[command(subcommand)]
@@ -95,6 +96,11 @@ pub type CmdResult = Result<ExitCode, Failure>;
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    crate::logging::init(match (cli.quiet, cli.verbose) {
+        (true, _) => tracing_subscriber::filter::LevelFilter::ERROR,
+        (false, true) => tracing_subscriber::filter::LevelFilter::INFO,
+        (false, false) => tracing_subscriber::filter::LevelFilter::WARN,
+    });
     let result = match &cli.command {
         Command::Run(a) => run::run(&cli, a),
         Command::Status(a) => status::run(&cli, a),

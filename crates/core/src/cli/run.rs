@@ -125,7 +125,7 @@ fn show(p: &crate::spec::Pipeline) {
         let path = p.workspace.join(rel);
         match std::fs::read_to_string(&path) {
             Ok(text) => println!("\n{}:\n\n{}", rel.display(), text.trim_end()),
-            Err(e) => eprintln!("warning: cannot show {}: {e}", path.display()),
+            Err(e) => tracing::warn!("cannot show {}: {e}", path.display()),
         }
     }
 }

@@ -3,7 +3,7 @@
 //! exposure, evaluation and the report; then an edit re-runs exactly the
 //! nodes it makes stale.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 
@@ -91,6 +91,7 @@ fn save(ws: &Ws, rel: &str, t: &Tensor) {
 
 /// Three ID classes around separate centres in 16-d, OoD sets near and far.
 fn make_data(ws: &Ws) {
+    let _rng = crate::rng_lock();
     tch::manual_seed(0);
     let centres = randn(&[3, 16]) * 3.0;
     let class_data = |n: i64| {

@@ -1,7 +1,7 @@
 //! The sentencepiece reader against the `sentencepiece` Python package and
 //! Hugging Face's BertGenerationTokenizer, on small models trained here.
 
-mod decoder_common;
+use crate::decoder_common;
 
 use std::path::Path;
 

@@ -9,7 +9,7 @@ use ndarray_npy::{read_npy, write_npy};
 use tch::{Kind, Tensor};
 use toe_pipe::toe::class_stats::class_stats;
 use toe_pipe::toe::mahalanobis::{lowest_fraction, mahalanobis_scores};
-use toe_pipe::toe::train_head::{inject_noise, oe_loss, train_head, train_head_with, Engine, HeadConfig};
+use toe_pipe::toe::train_head::{inject_noise, oe_loss, train_head, train_head_with, Backend, HeadConfig};
 
 fn python() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python")
@@ -33,6 +33,7 @@ fn max_abs_diff(a: &Array2<f32>, b: &Array2<f32>) -> f32 {
 
 #[test]
 fn class_stats_and_mahalanobis_match_torch() {
+    let _rng = crate::rng_lock();
     let tmp = tempfile::tempdir().unwrap();
     tch::manual_seed(0);
     let (n, d, c) = (300i64, 16i64, 4i64);
@@ -91,6 +92,7 @@ np.save('means.npy', means.numpy()); np.save('prec.npy', prec.numpy()); np.save(
 
 #[test]
 fn class_stats_rejects_bad_labels_and_singular_covariance() {
+    let _rng = crate::rng_draws();
     let feats = Tensor::randn([10, 16], (Kind::Float, tch::Device::Cpu));
     let labels: Vec<i64> = (0..10).map(|i| i % 2).collect();
     let err = class_stats(&feats, &labels, 2, 250, true).err().unwrap().to_string();
@@ -101,6 +103,7 @@ fn class_stats_rejects_bad_labels_and_singular_covariance() {
 
 #[test]
 fn noise_keeps_unit_norm_and_oe_loss_is_zero_for_uniform_logits() {
+    let _rng = crate::rng_lock();
     tch::manual_seed(1);
     let x = Tensor::randn([64, 32], (Kind::Float, tch::Device::Cpu)) * 3.0;
     let noisy = inject_noise(&x, 0.016);
@@ -115,6 +118,7 @@ fn noise_keeps_unit_norm_and_oe_loss_is_zero_for_uniform_logits() {
 
 #[test]
 fn exposure_lowers_confidence_on_outliers_without_hurting_accuracy() {
+    let _rng = crate::rng_lock();
     tch::manual_seed(3);
     let (n, d, c) = (400i64, 8i64, 3i64);
     let labels = Tensor::arange(n, (Kind::Int64, tch::Device::Cpu)).remainder(c);
@@ -142,7 +146,8 @@ fn exposure_lowers_confidence_on_outliers_without_hurting_accuracy() {
 /// to float rounding: with outliers (more than a batch, and fewer, which
 /// reshuffles every step), without, and with a last partial ID batch.
 #[test]
-fn plain_and_tensor_engines_train_the_same_head() {
+fn plain_and_tensor_backends_train_the_same_head() {
+    let _rng = crate::rng_lock();
     tch::manual_seed(5);
     let (n, d, c) = (203i64, 24i64, 6i64);
     let labels = Tensor::randint(c, [n], (Kind::Int64, tch::Device::Cpu));
@@ -151,8 +156,8 @@ fn plain_and_tensor_engines_train_the_same_head() {
     let few = Tensor::randn([9, d], (Kind::Float, tch::Device::Cpu));
     let cfg = HeadConfig { epochs: 4, lr: 1e-2, ..Default::default() };
     for (name, outliers) in [("70 outliers", Some(&many)), ("9 outliers", Some(&few)), ("no outliers", None)] {
-        let plain = train_head_with(Engine::Plain, &feats, &labels, outliers, c, &cfg).unwrap();
-        let tensor = train_head_with(Engine::Tensor, &feats, &labels, outliers, c, &cfg).unwrap();
+        let plain = train_head_with(Backend::Plain, &feats, &labels, outliers, c, &cfg).unwrap();
+        let tensor = train_head_with(Backend::Tensor, &feats, &labels, outliers, c, &cfg).unwrap();
         let dw = (&plain.weight - &tensor.weight).abs().max().double_value(&[]);
         let db = (&plain.bias - &tensor.bias).abs().max().double_value(&[]);
         assert!(dw < 1e-4 && db < 1e-4, "{name}: weights differ by {dw}, bias by {db}");
@@ -168,10 +173,11 @@ fn plain_and_tensor_engines_train_the_same_head() {
 
 #[test]
 fn labels_outside_the_classes_are_an_error() {
+    let _rng = crate::rng_draws();
     let feats = Tensor::randn([4, 3], (Kind::Float, tch::Device::Cpu));
     let labels = Tensor::from_slice(&[0i64, 1, 2, 1]);
-    for engine in [Engine::Plain, Engine::Tensor] {
-        let err = train_head_with(engine, &feats, &labels, None, 2, &HeadConfig { epochs: 1, ..Default::default() }).err().unwrap().to_string();
+    for backend in [Backend::Plain, Backend::Tensor] {
+        let err = train_head_with(backend, &feats, &labels, None, 2, &HeadConfig { epochs: 1, ..Default::default() }).err().unwrap().to_string();
         assert!(err.contains("label 2 at row 2") && err.contains("num_classes"), "{err}");
     }
 }

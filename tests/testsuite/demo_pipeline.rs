@@ -6,7 +6,7 @@
 //! re-runs), and a changed noise variance re-runs only the exposed heads and
 //! what follows. scripts/demo_feature_scores.py runs on the store it leaves.
 
-mod common;
+use crate::common;
 
 use common::Ws;
 

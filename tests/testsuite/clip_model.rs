@@ -2,7 +2,7 @@
 //! the reference code (`tests/clip_reference.py`), saved in every format,
 //! loaded here, and their features compared on the same inputs.
 
-mod clip_support;
+use crate::clip_support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -117,6 +117,7 @@ fn resnet_config() -> ClipConfig {
 
 #[test]
 fn vit_from_safetensors_matches_reference() {
+    let _rng = crate::rng_draws();
     let loaded = clip::load(reference_file("vit.safetensors"), Device::Cpu).unwrap();
     assert_eq!(*loaded.clip.config(), vit_config());
     check_features(&loaded, "vit", "safetensors");
@@ -124,6 +125,7 @@ fn vit_from_safetensors_matches_reference() {
 
 #[test]
 fn resnet_from_safetensors_matches_reference() {
+    let _rng = crate::rng_draws();
     let loaded = clip::load(reference_file("resnet.safetensors"), Device::Cpu).unwrap();
     assert_eq!(*loaded.clip.config(), resnet_config());
     check_features(&loaded, "resnet", "safetensors");
@@ -131,6 +133,7 @@ fn resnet_from_safetensors_matches_reference() {
 
 #[test]
 fn vit_from_torchscript_matches_reference() {
+    let _rng = crate::rng_draws();
     let path = reference_file("vit.ts");
     let loaded = clip::load(&path, Device::Cpu).unwrap();
     assert_eq!(*loaded.clip.config(), vit_config());
@@ -150,6 +153,7 @@ fn vit_from_torchscript_matches_reference() {
 
 #[test]
 fn resnet_from_torchscript_matches_reference() {
+    let _rng = crate::rng_draws();
     // The batch-norm statistics are buffers, not parameters: read from the archive.
     let loaded = clip::load(reference_file("resnet.ts"), Device::Cpu).unwrap();
     assert_eq!(*loaded.clip.config(), resnet_config());
@@ -158,6 +162,7 @@ fn resnet_from_torchscript_matches_reference() {
 
 #[test]
 fn both_from_torch_save_state_dicts_match_reference() {
+    let _rng = crate::rng_draws();
     for (model, config) in [("vit", vit_config()), ("resnet", resnet_config())] {
         let loaded = clip::load(reference_file(&format!("{model}.pt")), Device::Cpu).unwrap();
         assert_eq!(*loaded.clip.config(), config);
@@ -171,6 +176,7 @@ fn both_from_torch_save_state_dicts_match_reference() {
 /// features stay close to the fp32 reference.
 #[test]
 fn half_and_bfloat16_features_track_fp32() {
+    let _rng = crate::rng_draws();
     let cosine = |a: &Tensor, b: &Tensor| {
         let (a, b) = (a.to_kind(Kind::Float), b.to_kind(Kind::Float));
         let dot = (&a * &b).sum_dim_intlist([-1].as_slice(), false, Kind::Float);
@@ -201,6 +207,7 @@ fn half_and_bfloat16_features_track_fp32() {
 
 #[test]
 fn batches_are_independent() {
+    let _rng = crate::rng_draws();
     let loaded = clip::load(reference_file("resnet.safetensors"), Device::Cpu).unwrap();
     let io = io("resnet");
     let one = loaded.clip.encode_image(&io.images.narrow(0, 1, 1)).unwrap();
@@ -218,6 +225,7 @@ fn batches_are_independent() {
 
 #[test]
 fn missing_and_misshaped_tensors_are_named() {
+    let _rng = crate::rng_draws();
     let tensors = Tensor::read_safetensors(reference_file("vit.safetensors")).unwrap();
     let without: Vec<_> = tensors
         .iter()
@@ -272,6 +280,7 @@ fn missing_and_misshaped_tensors_are_named() {
 
 #[test]
 fn bad_inputs_are_errors_not_panics() {
+    let _rng = crate::rng_draws();
     let vs = nn::VarStore::new(Device::Cpu);
     let model = Clip::new(&vs.root(), &vit_config());
     let wrong_size = Tensor::zeros([2, 3, 48, 48], (Kind::Float, Device::Cpu));
@@ -289,6 +298,7 @@ fn bad_inputs_are_errors_not_panics() {
 /// reference's tensor names and shapes.
 #[test]
 fn openai_configurations_are_inferred_from_shapes() {
+    let _rng = crate::rng_draws();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("shapes.json");
     run_reference(&["shapes", path_str(&out)]);
@@ -318,6 +328,7 @@ fn openai_configurations_are_inferred_from_shapes() {
 /// batch lower it, and every weight receives a gradient.
 #[test]
 fn a_tiny_resnet_clip_trains() {
+    let _rng = crate::rng_lock();
     tch::manual_seed(0);
     let config = ClipConfig {
         embed_dim: 16,

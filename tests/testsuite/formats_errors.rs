@@ -1,7 +1,7 @@
 //! Bad files give errors that name the file and what is wrong, never a
 //! panic, and a malicious pickle never runs.
 
-mod formats_util;
+use crate::formats_util;
 
 use std::io::Write;
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! original TOE/MCM `fpr_and_fdr_at_recall` (FPR95), on random inputs with
 //! and without heavy ties, and on edge cases.
 
-mod formats_util;
+use crate::formats_util;
 
 use ndarray::{Array1, Array2};
 use toe_pipe::formats::{read_npy, write_npy};

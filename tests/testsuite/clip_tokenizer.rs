@@ -1,7 +1,7 @@
 //! The native tokenizer gives the ids of OpenAI's `SimpleTokenizer.encode`
 //! and `clip.tokenize` on awkward text.
 
-mod clip_support;
+use crate::clip_support;
 
 use clip_support::{path_str, run_reference};
 use toe_pipe::clip::tokenizer::{Tokenizer, DEFAULT_CONTEXT_LENGTH};

@@ -2,7 +2,7 @@
 //! every supported dtype and odd shapes, tensors, and string arrays (unicode,
 //! bytes, pickled object arrays of several pickle protocols).
 
-mod formats_util;
+use crate::formats_util;
 
 use std::path::Path;
 

@@ -9,7 +9,7 @@
 //! error these checks accept is "unknown op `outliers_word`"; once the op is
 //! in the build, they require that there is no other error at all.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

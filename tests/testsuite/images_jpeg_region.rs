@@ -9,7 +9,7 @@ use toe_pipe::images::pillow_resize::Window;
 use toe_pipe::images::ClipPreprocess;
 use toe_pipe::images::RgbConversion;
 
-mod images_support;
+use crate::images_support;
 use images_support::run_python;
 
 const MAKE_JPEGS: &str = r#"

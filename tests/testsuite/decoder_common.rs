@@ -36,12 +36,3 @@ pub fn run_python(py: &Path, script: &str, args: &[&str]) -> String {
     }
     String::from_utf8(out.stdout).expect("utf-8 output")
 }
-
-/// libtorch's random generator is global to the process and the tests of
-/// one file run on parallel threads: tests that seed it hold this lock so
-/// that another test's draws cannot interleave with theirs.
-#[allow(dead_code)] // not every test file seeds libtorch
-pub fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}

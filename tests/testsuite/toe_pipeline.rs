@@ -5,9 +5,10 @@
 //! OoD set, one report. Then one op's params change and exactly the
 //! expected nodes re-run.
 
-mod common;
+use crate::common;
 
-use common::{set, write_tiny_clip, Ws};
+use crate::write_tiny_clip;
+use common::{set, Ws};
 use toe_pipe::formats;
 
 const PIPELINE: &str = r#"

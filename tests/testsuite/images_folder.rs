@@ -7,7 +7,7 @@ use std::path::Path;
 
 use toe_pipe::images::{FolderOptions, ImageFolder, ImagesError};
 
-mod images_support;
+use crate::images_support;
 use images_support::run_python;
 
 fn touch(root: &Path, rel: &str) {

@@ -13,7 +13,7 @@ use ndarray::{Array3, ArrayD};
 use ndarray_npy::read_npy;
 use toe_pipe::images::{decode, ClipPreprocess, DecodeError, RgbConversion};
 
-mod images_support;
+use crate::images_support;
 use images_support::run_python;
 
 const SIZES: [usize; 3] = [224, 32, 7];

@@ -1,8 +1,12 @@
-//! The checks listed in ../shared/reference/toe/README.md, on the original
-//! release's files. Each test is skipped (with a message) when the folder is
-//! absent.
+//! Our readers on real files written by the original TOE release's Python
+//! code (CLIP ViT-B/32 on ImageNet): the unicode class-name array, the
+//! pickled object array of description outliers, the bare-tensor class means
+//! and precision matrix, with the properties the release documents for them.
+//! The files are not part of the project; `formats_util::reference_dir` says
+//! where they are looked for, and each test is skipped (with a message) when
+//! they are absent.
 
-mod formats_util;
+use crate::formats_util;
 
 use std::fmt;
 

@@ -2,7 +2,7 @@
 //! loss equals Hugging Face's shifted LM loss, training is seeded, and a
 //! saved model fine-tunes with validation keeping the best epoch.
 
-mod decoder_common;
+use crate::decoder_common;
 
 use std::path::Path;
 
@@ -42,7 +42,7 @@ fn opts(epochs: usize) -> TrainOptions {
 
 #[test]
 fn learns_a_toy_caption_world_from_scratch() {
-    let _rng = decoder_common::rng_lock();
+    let _rng = crate::rng_lock();
     let (embeds, captions, image) = toy_world();
     let vocab = WordVocab::build(&captions, 1);
     let ids: Vec<Vec<i64>> = captions.iter().map(|c| vocab.encode_caption(c, 12).unwrap()).collect();
@@ -69,7 +69,7 @@ fn learns_a_toy_caption_world_from_scratch() {
 
 #[test]
 fn training_is_seeded() {
-    let _rng = decoder_common::rng_lock();
+    let _rng = crate::rng_lock();
     let (embeds, captions, image) = toy_world();
     let vocab = WordVocab::build(&captions, 1);
     let ids: Vec<Vec<i64>> = captions.iter().map(|c| vocab.encode_caption(c, 12).unwrap()).collect();
@@ -89,7 +89,7 @@ fn training_is_seeded() {
 
 #[test]
 fn fine_tunes_a_saved_model_keeping_the_best_validation_epoch() {
-    let _rng = decoder_common::rng_lock();
+    let _rng = crate::rng_lock();
     let (embeds, captions, image) = toy_world();
     let vocab = WordVocab::build(&captions, 1);
     let ids: Vec<Vec<i64>> = captions.iter().map(|c| vocab.encode_caption(c, 12).unwrap()).collect();
@@ -120,7 +120,7 @@ fn fine_tunes_a_saved_model_keeping_the_best_validation_epoch() {
 
 #[test]
 fn bad_caption_sets_are_clear_errors() {
-    let _rng = decoder_common::rng_lock();
+    let _rng = crate::rng_lock();
     let (embeds, captions, image) = toy_world();
     let vocab = WordVocab::build(&captions, 1);
     let mut model = tiny_model(&vocab, 0);
@@ -175,7 +175,7 @@ print(float(out.loss))
 #[test]
 fn loss_equals_hugging_face_shifted_lm_loss() {
     let Some(py) = decoder_common::python_with(&["torch", "transformers", "safetensors"]) else { return };
-    let rng = decoder_common::rng_lock();
+    let rng = crate::rng_lock();
     let (embeds, captions, image) = toy_world();
     let vocab = WordVocab::build(&captions, 1);
     // Captions of different lengths, so the batch is padded.
@@ -211,7 +211,7 @@ fn loss_equals_hugging_face_shifted_lm_loss() {
 
 #[test]
 fn outlier_words_are_the_kept_ranks_decoded_in_order() {
-    let _rng = decoder_common::rng_lock();
+    let _rng = crate::rng_lock();
     let (embeds, captions, _) = toy_world();
     let vocab = WordVocab::build(&captions, 1);
     let model = tiny_model(&vocab, 2);
@@ -238,7 +238,7 @@ fn outlier_words_are_the_kept_ranks_decoded_in_order() {
 
 #[test]
 fn reduced_precision_generation_runs_and_training_refuses_it() {
-    let _rng = decoder_common::rng_lock();
+    let _rng = crate::rng_lock();
     let (embeds, captions, image) = toy_world();
     let vocab = WordVocab::build(&captions, 1);
     let mut model = tiny_model(&vocab, 3);

@@ -2,7 +2,7 @@
 //! state dicts, nested checkpoints, odd layouts (transposed, sliced, shared
 //! storages, 0-d, empty), many dtypes, the legacy format, and TorchScript.
 
-mod formats_util;
+use crate::formats_util;
 
 use std::collections::HashMap;
 use std::path::Path;

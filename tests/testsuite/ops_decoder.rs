@@ -5,8 +5,9 @@
 //! in the library, greedy captions with the key/value cache equal to
 //! decoding step by step without it.
 
-mod common;
-mod decoder_common;
+use crate::common;
+use crate::decoder_common;
+use crate::write_tiny_clip;
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -89,13 +90,6 @@ outputs.captions = {{ path = "out/captions.npy" }}
     )
 }
 
-/// The shared tiny CLIP, drawn under the lock that keeps torch's global
-/// generator to one test at a time.
-fn write_tiny_clip(path: &Path) {
-    let _rng = decoder_common::rng_lock();
-    common::write_tiny_clip(path);
-}
-
 #[test]
 fn train_decoder_then_word_outliers_and_captions() {
     let ws = Ws::new();
@@ -137,10 +131,12 @@ fn train_decoder_then_word_outliers_and_captions() {
 
     // The checkpoint loads here (shape from the weights, heads given) and
     // through the folder (heads from config.json).
+    let rng = crate::rng_draws();
     let model = load_decoder(&dir.join("model.pt"), Some(2), Device::Cpu).unwrap();
     assert_eq!(model.config().hidden_size, 32);
     assert_eq!(model.config().num_hidden_layers, 1);
     let opened = DecoderDir::open(&dir, "model.pt", None, Device::Cpu).unwrap();
+    drop(rng);
     assert_eq!(opened.model.config().num_attention_heads, 2);
     let vocab = read_word_vocab_json(&dir.join("vocab.json")).unwrap();
     assert_eq!(vocab.vocab_size() as i64, model.config().vocab_size);
@@ -189,7 +185,7 @@ fn train_decoder_then_word_outliers_and_captions() {
 /// A model folder with a tiny random decoder over `words`, written by the
 /// library as train_decoder writes it.
 fn write_model_folder(dir: &Path, words: &[&str], clip_dim: i64) -> WordVocab {
-    let _rng = decoder_common::rng_lock();
+    let _rng = crate::rng_lock();
     let vocab = WordVocab::build(words, 1);
     tch::manual_seed(3);
     let model = BertGenerationDecoder::new(DecoderConfig::small(vocab.vocab_size() as i64, 32, 1, 4), Device::Cpu).unwrap();
@@ -277,7 +273,7 @@ fn greedy_without_cache(model: &BertGenerationDecoder, clip: &Tensor, max_tokens
 
 #[test]
 fn greedy_captions_with_the_cache_equal_step_by_step_decoding() {
-    let _rng = decoder_common::rng_lock();
+    let _rng = crate::rng_lock();
     tch::manual_seed(21);
     let config = DecoderConfig { max_position_embeddings: 16, ..DecoderConfig::small(12, 32, 2, 4) };
     let model = BertGenerationDecoder::new(config, Device::Cpu).unwrap();

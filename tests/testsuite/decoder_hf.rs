@@ -5,7 +5,7 @@
 //! code, ZOC `{'net': state_dict}` checkpoints read from and written for
 //! PyTorch (our saved state dicts load strictly into HF).
 
-mod decoder_common;
+use crate::decoder_common;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -103,6 +103,7 @@ fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
 
 #[test]
 fn logits_and_generation_match_hugging_face() {
+    let _rng = crate::rng_draws();
     let Some(py) = decoder_common::python_with(&["torch", "transformers", "safetensors"]) else { return };
     let dir = tempfile::tempdir().unwrap();
     decoder_common::run_python(&py, BUILD_HF, &[dir.path().to_str().unwrap()]);
@@ -167,7 +168,7 @@ fn logits_and_generation_match_hugging_face() {
 fn saved_state_dict_loads_strictly_into_hugging_face() {
     let Some(py) = decoder_common::python_with(&["torch", "transformers", "safetensors"]) else { return };
     let dir = tempfile::tempdir().unwrap();
-    let rng = decoder_common::rng_lock();
+    let rng = crate::rng_lock();
     tch::manual_seed(3);
     let mut config = DecoderConfig::small(50, 32, 3, 2);
     config.intermediate_size = 48;
@@ -206,7 +207,7 @@ fn tiny_weights(prefix: &str) -> Vec<(String, Tensor)> {
 
 #[test]
 fn loads_zoc_prefixed_state_dicts_and_names_bad_tensors() {
-    let _rng = decoder_common::rng_lock();
+    let _rng = crate::rng_lock();
     let src = Path::new("model_epoch100.pt");
     // ZOC's {'net': state_dict}, flattened with '.', plus a non-weight entry.
     let mut weights = tiny_weights("net.");
@@ -247,7 +248,7 @@ fn loads_zoc_prefixed_state_dicts_and_names_bad_tensors() {
 
 #[test]
 fn untied_lm_head_is_kept_separate() {
-    let _rng = decoder_common::rng_lock();
+    let _rng = crate::rng_lock();
     let src = Path::new("untied.safetensors");
     let mut weights = tiny_weights("");
     for (n, t) in weights.iter_mut() {
