@@ -1,6 +1,6 @@
-//! `outliers_word`: word-level textual outliers (toe-method.md, "Word-level
-//! outliers"). The ZOC decoder, conditioned on the CLIP embedding of each
-//! ID validation image, decodes greedily for 9 steps from BOS; at each step
+//! `outliers_word`: word-level textual outliers, made as the original
+//! release makes them. The ZOC decoder, conditioned on the CLIP embedding
+//! of each ID validation image, decodes greedily for 9 steps from BOS; at each step
 //! the tokens ranked 31..55 of the top-55 are kept (near the image, not its
 //! top guess), decoded to lower-case words, ID class names and non-semantic
 //! words dropped, duplicates removed; each word w becomes "This is a photo

@@ -3,8 +3,9 @@
 //! instead of one per file saves most of the link time and disk.
 //!
 //! Not here: `tests/op_worker.rs`, a test binary that is also a worker
-//! (`harness = false`), and the CLI tests `tests/cli_*.rs`. `tests/common`
-//! is shared with them, so it stays where they find it.
+//! (`harness = false`), and the engine's CLI tests, which live with the
+//! engine in crates/core/tests/cli/. `tests/common` is shared with
+//! op_worker, so it stays where both find it.
 
 #[path = "../common/mod.rs"]
 mod common;

@@ -60,7 +60,7 @@ impl InferencePrecision {
             Precision::Bf16 => Kind::BFloat16,
         };
         if tch_device(device) == tch::Device::Cpu {
-            println!("precision {} needs CUDA; computing in fp32 on the CPU", self.precision);
+            tracing::warn!("precision {} needs CUDA; computing in fp32 on the CPU", self.precision);
             return None;
         }
         Some(kind)

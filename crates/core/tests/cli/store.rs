@@ -1,11 +1,10 @@
 //! The store under stress: killed runs, corrupted objects, concurrent
 //! runs, gc, lineage and logs.
 
-mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bin, set, Ws};
+use crate::common::{bin, set, Ws};
 
 fn wait_for(path: &std::path::Path) {
     let t0 = Instant::now();

@@ -1,8 +1,7 @@
 //! Bad pipeline files: every error names file:line:col, the node and a
 //! fix, and nothing panics.
 
-mod common;
-use common::Ws;
+use crate::common::Ws;
 
 fn check(ws: &Ws, text: &str) -> String {
     ws.write("p.toml", text);

@@ -1,7 +1,6 @@
 //! Incremental runs through the CLI, on pipelines of `cmd` nodes.
 
-mod common;
-use common::{set, Ws};
+use crate::common::{set, Ws};
 
 /// a -> b -> c, and d beside them; b's output depends on n / div only.
 const PIPELINE: &str = r#"

@@ -1,7 +1,6 @@
 //! A failing node stops its dependants; independent branches finish.
 
-mod common;
-use common::{set, Ws};
+use crate::common::{set, Ws};
 
 const PIPELINE: &str = r#"
 [[node]]

@@ -1,0 +1,11 @@
+//! The engine's CLI tests, one test binary (cargo's own layout): pipelines
+//! of `cmd` nodes run through the `toe-pipe` binary, with no libtorch.
+//! `../common` holds the helpers; the root crate's tests include it too.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod errors;
+mod failures;
+mod incremental;
+mod store;
