@@ -25,10 +25,7 @@ fn main() {
         }
     }
     if !lib.exists() {
-        println!(
-            "cargo:warning=libtorch not found at {}; run scripts/setup.sh first",
-            lib.display()
-        );
+        println!("cargo:warning=libtorch not found at {}; run scripts/setup.sh first", lib.display());
     }
     build_jpeg_shim();
 }
@@ -37,11 +34,7 @@ fn main() {
 /// that CLIP preprocessing sees Pillow's pixels bit for bit (src/images/jpeg.rs).
 fn build_jpeg_shim() {
     println!("cargo:rerun-if-changed=src/images/jpeg_shim.c");
-    if let Err(e) = cc::Build::new()
-        .file("src/images/jpeg_shim.c")
-        .warnings(true)
-        .try_compile("toe_jpeg_shim")
-    {
+    if let Err(e) = cc::Build::new().file("src/images/jpeg_shim.c").warnings(true).try_compile("toe_jpeg_shim") {
         panic!(
             "cannot compile src/images/jpeg_shim.c against libjpeg ({e}).\n\
              toe-pipe decodes JPEG with libjpeg-turbo; install its headers \

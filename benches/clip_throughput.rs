@@ -60,23 +60,12 @@ fn main() -> Result<()> {
         "bfloat16" => Kind::BFloat16,
         other => bail!("--kind {other}: use float, half or bfloat16"),
     };
-    let config = ClipConfig::openai(&args.model).with_context(|| {
-        format!(
-            "--model {}: not one of {:?}",
-            args.model,
-            ClipConfig::OPENAI_MODELS
-        )
-    })?;
+    let config = ClipConfig::openai(&args.model)
+        .with_context(|| format!("--model {}: not one of {:?}", args.model, ClipConfig::OPENAI_MODELS))?;
     let mut vs = nn::VarStore::new(device);
     let model = Clip::new(&vs.root(), &config);
     vs.set_kind(kind);
-    println!(
-        "native CLIP {} on {:?} ({:?}), {} intra-op threads",
-        args.model,
-        device,
-        kind,
-        tch::get_num_threads()
-    );
+    println!("native CLIP {} on {:?} ({:?}), {} intra-op threads", args.model, device, kind, tch::get_num_threads());
 
     let res = config.image_resolution;
     let images = Tensor::randn([args.batch, 3, res, res], (Kind::Float, device)).to_kind(kind);
@@ -140,10 +129,7 @@ fn main() -> Result<()> {
         .output()
         .context("running the PyTorch reference")?;
     if !output.status.success() {
-        bail!(
-            "the PyTorch reference failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        bail!("the PyTorch reference failed:\n{}", String::from_utf8_lossy(&output.stderr));
     }
     let reference: f64 = String::from_utf8_lossy(&output.stdout)
         .lines()

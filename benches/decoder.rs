@@ -24,7 +24,8 @@ use std::time::Instant;
 
 use tch::{Device, Kind, Tensor};
 use toe_pipe::decoder::{
-    clip_to_encoder_states, generate_topk, train_decoder, BertGenerationDecoder, CaptionSet, DecoderConfig, GenerateOptions, TrainOptions,
+    clip_to_encoder_states, generate_topk, train_decoder, BertGenerationDecoder, CaptionSet, DecoderConfig,
+    GenerateOptions, TrainOptions,
 };
 
 const PYTHON_SIDE: &str = r#"
@@ -141,11 +142,8 @@ fn main() {
     ours.push(("gen_greedy_no_cache".into(), images as f64 / no_cache));
     drop(big);
 
-    let config = DecoderConfig {
-        intermediate_size: 512,
-        max_position_embeddings: 32,
-        ..DecoderConfig::small(100, 128, 2, 2)
-    };
+    let config =
+        DecoderConfig { intermediate_size: 512, max_position_embeddings: 32, ..DecoderConfig::small(100, 128, 2, 2) };
     let mut small = BertGenerationDecoder::new(config, Device::Cpu).expect("model");
     let embeds = Tensor::randn([128, 64], (Kind::Float, Device::Cpu));
     let captions: Vec<Vec<i64>> = (0..128 * 20)

@@ -22,30 +22,19 @@ use std::time::Instant;
 use toe_pipe::images::{BatchOptions, Batches, ClipPreprocess, ImageFolder, RgbConversion};
 
 fn setting(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 fn python(args: &[&str]) -> String {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let python = root.join(".venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run scripts/setup.sh",
-        python.display()
-    );
+    assert!(python.exists(), "{} is missing: run scripts/setup.sh", python.display());
     let out = Command::new(&python)
         .arg(root.join("benches/images_pillow.py"))
         .args(args)
         .output()
         .expect("run the venv's python");
-    assert!(
-        out.status.success(),
-        "images_pillow.py {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "images_pillow.py {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).expect("utf-8 output")
 }
 
@@ -82,9 +71,7 @@ fn main() {
     for s in folder.samples() {
         let bytes = std::fs::read(&s.path).expect("read");
         let t = Instant::now();
-        let img = preprocess
-            .decode_reusing(&bytes, std::mem::take(&mut pixels))
-            .expect("decode");
+        let img = preprocess.decode_reusing(&bytes, std::mem::take(&mut pixels)).expect("decode");
         decode_s += t.elapsed().as_secs_f64();
         let t = Instant::now();
         preprocess.write_tensor(&img, &mut out);
@@ -100,36 +87,17 @@ fn main() {
         per(preprocess_s)
     );
 
-    println!(
-        "{:>5} {:>22} {:>22} {:>7}",
-        "round", "Pillow+torchvision/s", "toe-pipe images/s", "ratio"
-    );
+    println!("{:>5} {:>22} {:>22} {:>7}", "round", "Pillow+torchvision/s", "toe-pipe images/s", "ratio");
     let (mut py_rates, mut rs_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     let mut py_one_process = Vec::new();
     for round in 1..=rounds {
-        let line = python(&[
-            "bench",
-            data.to_str().unwrap(),
-            &threads.to_string(),
-            &batch.to_string(),
-            &n_px.to_string(),
-        ]);
+        let line =
+            python(&["bench", data.to_str().unwrap(), &threads.to_string(), &batch.to_string(), &n_px.to_string()]);
         let v: serde_json::Value = serde_json::from_str(line.trim()).expect("python json");
-        let py = v["dataloader_images_per_s"]
-            .as_f64()
-            .expect("images per second");
-        py_one_process.push(
-            v["one_process_ms_per_image"]
-                .as_f64()
-                .expect("ms per image"),
-        );
+        let py = v["dataloader_images_per_s"].as_f64().expect("images per second");
+        py_one_process.push(v["one_process_ms_per_image"].as_f64().expect("ms per image"));
 
-        let options = BatchOptions {
-            batch_size: batch,
-            n_px,
-            threads,
-            ..BatchOptions::default()
-        };
+        let options = BatchOptions { batch_size: batch, n_px, threads, ..BatchOptions::default() };
         let t = Instant::now();
         let mut seen = 0;
         for b in Batches::new(folder.samples().to_vec(), options).expect("batches") {

@@ -82,13 +82,8 @@ fn run(label: &str, id: Vec<f64>, ood: Vec<f64>, dir: &std::path::Path) {
 
     let reps = 3;
     let (rust_s, m): (f64, OodMetrics) = best_of(reps, || ood_metrics(&id, &ood).expect("metrics"));
-    let one = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
-        .expect("pool");
-    let (rust_1t, _) = best_of(reps, || {
-        one.install(|| ood_metrics(&id, &ood).expect("metrics"))
-    });
+    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("pool");
+    let (rust_1t, _) = best_of(reps, || one.install(|| ood_metrics(&id, &ood).expect("metrics")));
 
     let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
     let out = Command::new(&python)
@@ -98,41 +93,22 @@ fn run(label: &str, id: Vec<f64>, ood: Vec<f64>, dir: &std::path::Path) {
         .arg(reps.to_string())
         .output()
         .expect("run the venv's Python");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let fields: Vec<f64> = String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .map(|x| x.parse().expect("a number"))
-        .collect();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let fields: Vec<f64> =
+        String::from_utf8_lossy(&out.stdout).split_whitespace().map(|x| x.parse().expect("a number")).collect();
     let (py_s, py_fpr, py_auroc, py_aupr) = (fields[0], fields[1], fields[2], fields[3]);
     assert_eq!(m.fpr95, py_fpr, "FPR95 differs");
-    assert!(
-        (m.auroc - py_auroc).abs() < 1e-12 && (m.aupr - py_aupr).abs() < 1e-12,
-        "AUROC/AUPR differ"
-    );
+    assert!((m.auroc - py_auroc).abs() < 1e-12 && (m.aupr - py_aupr).abs() < 1e-12, "AUROC/AUPR differ");
 
-    println!(
-        "{label}: {} ID + {} OoD scores (f64), best of {reps}",
-        id.len(),
-        ood.len()
-    );
+    println!("{label}: {} ID + {} OoD scores (f64), best of {reps}", id.len(), ood.len());
     println!("  python (sklearn + original FPR95): {py_s:8.3} s");
     println!(
         "  toe-pipe, {} rayon threads:        {rust_s:8.3} s   ratio {:6.1}x",
         rayon::current_num_threads(),
         py_s / rust_s
     );
-    println!(
-        "  toe-pipe, 1 thread:                {rust_1t:8.3} s   ratio {:6.1}x",
-        py_s / rust_1t
-    );
-    println!(
-        "  FPR95 {:.6}  AUROC {:.6}  AUPR {:.6} (equal on both sides)",
-        m.fpr95, m.auroc, m.aupr
-    );
+    println!("  toe-pipe, 1 thread:                {rust_1t:8.3} s   ratio {:6.1}x", py_s / rust_1t);
+    println!("  FPR95 {:.6}  AUROC {:.6}  AUPR {:.6} (equal on both sides)", m.fpr95, m.auroc, m.aupr);
 }
 
 fn main() {
@@ -143,10 +119,6 @@ fn main() {
     let id: Vec<f64> = (0..n).map(|_| 1.0 + rng.normal()).collect();
     let ood: Vec<f64> = (0..n).map(|_| rng.normal()).collect();
     run("continuous scores", id.clone(), ood.clone(), dir.path());
-    let grid = |xs: Vec<f64>| {
-        xs.into_iter()
-            .map(|x| (x * 100.0).round() / 100.0)
-            .collect::<Vec<_>>()
-    };
+    let grid = |xs: Vec<f64>| xs.into_iter().map(|x| (x * 100.0).round() / 100.0).collect::<Vec<_>>();
     run("heavy ties (0.01 grid)", grid(id), grid(ood), dir.path());
 }

@@ -27,7 +27,8 @@ fn cpu_seconds() -> f64 {
 }
 
 fn main() {
-    let (n, d, c, m, epochs) = (arg("--n", 20000), arg("--dim", 512), arg("--classes", 100), arg("--outliers", 5000), arg("--epochs", 3));
+    let (n, d, c, m, epochs) =
+        (arg("--n", 20000), arg("--dim", 512), arg("--classes", 100), arg("--outliers", 5000), arg("--epochs", 3));
     tch::manual_seed(0);
     let labels = Tensor::randint(c, [n], (Kind::Int64, Device::Cpu));
     let features = Tensor::randn([n, d], (Kind::Float, Device::Cpu));
@@ -43,12 +44,24 @@ fn main() {
     let (start, cpu) = (Instant::now(), cpu_seconds());
     let head = train_head(&features, &labels, Some(&outliers), c, &cfg).unwrap();
     let (ours, ours_cpu) = (start.elapsed().as_secs_f64(), cpu_seconds() - cpu);
-    println!("toe-pipe:        {:.3} s ({:.3} epochs/s), CPU {:.3} s, final loss {:.4}", ours, epochs as f64 / ours, ours_cpu, head.log.last().unwrap().loss);
+    println!(
+        "toe-pipe:        {:.3} s ({:.3} epochs/s), CPU {:.3} s, final loss {:.4}",
+        ours,
+        epochs as f64 / ours,
+        ours_cpu,
+        head.log.last().unwrap().loss
+    );
 
     let (start, cpu) = (Instant::now(), cpu_seconds());
     let head = train_head_with(Backend::Tensor, &features, &labels, Some(&outliers), c, &cfg).unwrap();
     let (tensor, tensor_cpu) = (start.elapsed().as_secs_f64(), cpu_seconds() - cpu);
-    println!("  (tch steps:    {:.3} s ({:.3} epochs/s), CPU {:.3} s, final loss {:.4})", tensor, epochs as f64 / tensor, tensor_cpu, head.log.last().unwrap().loss);
+    println!(
+        "  (tch steps:    {:.3} s ({:.3} epochs/s), CPU {:.3} s, final loss {:.4})",
+        tensor,
+        epochs as f64 / tensor,
+        tensor_cpu,
+        head.log.last().unwrap().loss
+    );
 
     let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/train_oe_pytorch.py");
@@ -58,7 +71,14 @@ fn main() {
         panic!("python failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     let seconds: Vec<f64> = text.split_whitespace().map(|v| v.parse().expect("seconds from the python side")).collect();
-    let [theirs, theirs_cpu] = seconds[..] else { panic!("expected wall and CPU seconds from the python side, got {text:?}") };
+    let [theirs, theirs_cpu] = seconds[..] else {
+        panic!("expected wall and CPU seconds from the python side, got {text:?}")
+    };
     println!("PyTorch:         {:.3} s ({:.3} epochs/s), CPU {:.3} s", theirs, epochs as f64 / theirs, theirs_cpu);
-    println!("ratio (toe-pipe epochs/s over PyTorch's): {:.2}x (CPU time: {:.2}x; tch steps: {:.2}x)", theirs / ours, theirs_cpu / ours_cpu, theirs / tensor);
+    println!(
+        "ratio (toe-pipe epochs/s over PyTorch's): {:.2}x (CPU time: {:.2}x; tch steps: {:.2}x)",
+        theirs / ours,
+        theirs_cpu / ours_cpu,
+        theirs / tensor
+    );
 }

@@ -32,12 +32,12 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use tch::{nn, Cuda, Device, Kind, Tensor};
+use toe_pipe::clip::train::{train_contrastive, ContrastiveOptions, Pairs, StepLog};
+use toe_pipe::clip::Tokenizer;
 use toe_pipe::clip::{self, Clip, ClipConfig, ResNetConfig, TextConfig, VisionConfig, VitConfig};
 use toe_pipe::decoder::{
     clip_to_encoder_states, outlier_words, BertGenerationDecoder, DecoderConfig, GenerateOptions, WordVocab,
 };
-use toe_pipe::clip::train::{train_contrastive, ContrastiveOptions, Pairs, StepLog};
-use toe_pipe::clip::Tokenizer;
 use toe_pipe::formats::CaptionCorpus;
 use toe_pipe::images::{BatchOptions, Batches, Sample};
 use toe_pipe::toe::train_head::{train_head, HeadConfig};
@@ -193,8 +193,16 @@ fn check_clip(table: &mut Table, name: &str, config: &ClipConfig, cuda: Device) 
         let label = if cudnn { "cuDNN on, TF32 convolutions allowed" } else { "cuDNN off" };
         // TF32 (10-bit mantissa) convolutions land near 3e-4; true fp32 far under 1e-4.
         let image_limit = if cudnn { 3e-3 } else { 1e-4 };
-        table.at_most(format!("clip {name} fp32 image rel. err. vs CPU ({label})"), relative_error(&image, &cpu_image), image_limit);
-        table.at_most(format!("clip {name} fp32 text rel. err. vs CPU ({label})"), relative_error(&text, &cpu_text), 1e-4);
+        table.at_most(
+            format!("clip {name} fp32 image rel. err. vs CPU ({label})"),
+            relative_error(&image, &cpu_image),
+            image_limit,
+        );
+        table.at_most(
+            format!("clip {name} fp32 text rel. err. vs CPU ({label})"),
+            relative_error(&text, &cpu_text),
+            1e-4,
+        );
     }
     Cuda::set_user_enabled_cudnn(true);
     for (kind, least) in [(Kind::Half, 0.999), (Kind::BFloat16, 0.99)] {
@@ -204,8 +212,16 @@ fn check_clip(table: &mut Table, name: &str, config: &ClipConfig, cuda: Device) 
         if image.kind() != kind || text.kind() != kind {
             bail!("clip {name}: {kind:?} model gave {:?} / {:?} features", image.kind(), text.kind());
         }
-        table.above(format!("clip {name} {kind:?} image cosine vs CPU fp32 (least)"), least_cosine(&image, &cpu_image), least);
-        table.above(format!("clip {name} {kind:?} text cosine vs CPU fp32 (least)"), least_cosine(&text, &cpu_text), least);
+        table.above(
+            format!("clip {name} {kind:?} image cosine vs CPU fp32 (least)"),
+            least_cosine(&image, &cpu_image),
+            least,
+        );
+        table.above(
+            format!("clip {name} {kind:?} text cosine vs CPU fp32 (least)"),
+            least_cosine(&text, &cpu_text),
+            least,
+        );
     }
     Ok(())
 }
@@ -233,7 +249,11 @@ fn check_train_head(table: &mut Table, cuda: Device) -> Result<()> {
     );
     table.at_most(
         "train_head same seed, two CUDA runs: weights max abs diff",
-        (&gpu.weight - &again.weight).abs().max().double_value(&[]).max((&gpu.bias - &again.bias).abs().max().double_value(&[])),
+        (&gpu.weight - &again.weight)
+            .abs()
+            .max()
+            .double_value(&[])
+            .max((&gpu.bias - &again.bias).abs().max().double_value(&[])),
         0.0,
     );
     table.at_most(
@@ -299,7 +319,8 @@ fn check_decoder(table: &mut Table, cuda: Device) -> Result<()> {
         let opts = GenerateOptions { feed_only_bos, ..Default::default() };
         let on_cpu = outlier_words(&cpu, &vocab, &clip, &opts)?;
         let on_gpu = outlier_words(&gpu, &vocab, &clip, &opts)?;
-        let differing = on_cpu.iter().zip(&on_gpu).filter(|(a, b)| a != b).count() + on_cpu.len().abs_diff(on_gpu.len());
+        let differing =
+            on_cpu.iter().zip(&on_gpu).filter(|(a, b)| a != b).count() + on_cpu.len().abs_diff(on_gpu.len());
         table.push(
             format!("decoder outlier_words CUDA == CPU (feed_only_bos {feed_only_bos})"),
             format!("{differing}/{} differ", on_cpu.len()),
@@ -376,7 +397,11 @@ fn check_train_clip(table: &mut Table, cuda: Device, steps: usize, variants: boo
     let gap = (last(&curves[1].1) - last(&curves[0].1)).abs();
     // The two runs share weights and batches; cuDNN's TF32 convolutions and
     // a different reduction order make them drift apart, not part ways.
-    table.at_most("train_contrastive CUDA vs CPU, same start: |loss gap| at the last step", if gap.is_nan() { f64::INFINITY } else { gap }, 0.15);
+    table.at_most(
+        "train_contrastive CUDA vs CPU, same start: |loss gap| at the last step",
+        if gap.is_nan() { f64::INFINITY } else { gap },
+        0.15,
+    );
     Ok(())
 }
 

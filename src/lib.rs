@@ -9,11 +9,11 @@
 pub use toe_pipe_core::{cli, engine, graph, lineage, spec, store, sys, worker};
 pub use toe_pipe_core::{op_params, op_ports, param_enum};
 
+pub mod clip;
 pub mod decoder;
 pub mod formats;
 pub mod images;
 pub mod metrics;
 pub mod ops;
-pub mod world;
 pub mod toe;
-pub mod clip;
+pub mod world;

@@ -51,39 +51,23 @@ impl Score for f64 {
 /// higher scores mean more in-distribution.
 pub fn ood_metrics<S: Score>(id_scores: &[S], ood_scores: &[S]) -> Result<OodMetrics> {
     let c = Curve::new(id_scores, ood_scores, 0.95)?;
-    Ok(OodMetrics {
-        fpr95: c.fpr_at_recall,
-        auroc: c.auroc,
-        aupr: c.aupr,
-    })
+    Ok(OodMetrics { fpr95: c.fpr_at_recall, auroc: c.auroc, aupr: c.aupr })
 }
 
 /// The original's `fpr_and_fdr_at_recall` at any recall level in (0, 1].
-pub fn fpr_at_recall<S: Score>(
-    id_scores: &[S],
-    ood_scores: &[S],
-    recall_level: f64,
-) -> Result<f64> {
+pub fn fpr_at_recall<S: Score>(id_scores: &[S], ood_scores: &[S], recall_level: f64) -> Result<f64> {
     Ok(Curve::new(id_scores, ood_scores, recall_level)?.fpr_at_recall)
 }
 
 /// Top-1 accuracy: the fraction of `predictions` equal to `labels`.
 pub fn accuracy(predictions: &[i64], labels: &[i64]) -> Result<f64> {
     if predictions.len() != labels.len() {
-        bail!(
-            "accuracy: {} predictions but {} labels",
-            predictions.len(),
-            labels.len()
-        );
+        bail!("accuracy: {} predictions but {} labels", predictions.len(), labels.len());
     }
     if labels.is_empty() {
         bail!("accuracy of an empty set is undefined");
     }
-    let correct = predictions
-        .par_iter()
-        .zip(labels)
-        .filter(|(p, l)| p == l)
-        .count();
+    let correct = predictions.par_iter().zip(labels).filter(|(p, l)| p == l).count();
     Ok(correct as f64 / labels.len() as f64)
 }
 
@@ -102,10 +86,7 @@ fn order_key(x: f64) -> u64 {
 /// scikit-learn, whose input checks refuse NaN and infinity).
 fn sorted_keys<S: Score>(scores: &[S], what: &str) -> Result<Vec<u64>> {
     if let Some(i) = scores.par_iter().position_any(|s| !s.to_f64().is_finite()) {
-        bail!(
-            "{what} score {i} is {}, metrics need finite scores",
-            scores[i].to_f64()
-        );
+        bail!("{what} score {i} is {}, metrics need finite scores", scores[i].to_f64());
     }
     let mut keys: Vec<u64> = scores.par_iter().map(|s| order_key(s.to_f64())).collect();
     keys.par_sort_unstable();
@@ -121,11 +102,7 @@ struct Curve {
 impl Curve {
     fn new<S: Score>(id: &[S], ood: &[S], recall_level: f64) -> Result<Curve> {
         if id.is_empty() || ood.is_empty() {
-            bail!(
-                "OoD metrics need ID and OoD scores (got {} ID, {} OoD)",
-                id.len(),
-                ood.len()
-            );
+            bail!("OoD metrics need ID and OoD scores (got {} ID, {} OoD)", id.len(), ood.len());
         }
         if !(recall_level > 0.0 && recall_level <= 1.0) {
             bail!("recall level {recall_level} is not in (0, 1]");

@@ -191,7 +191,11 @@ fn op_nodes_run_in_the_worker() {
     assert!(ops.stdout.contains("param  repeat: integer (required)"), "{}", ops.stdout);
     assert!(ops.stdout.contains("in     parts: text (list)"), "{}", ops.stdout);
     assert!(ops.stdout.contains("param  scale: float = 1.0 [more than 0.0]  unused number"), "{}", ops.stdout);
-    assert!(ops.stdout.contains("param  case: string = \"keep\" [one of \"keep\", \"upper\"]  letter case of the result"), "{}", ops.stdout);
+    assert!(
+        ops.stdout.contains("param  case: string = \"keep\" [one of \"keep\", \"upper\"]  letter case of the result"),
+        "{}",
+        ops.stdout
+    );
 }
 
 /// The worker itself reads and checks a job before the op does any work:
@@ -220,7 +224,10 @@ fn the_worker_checks_params_before_any_work() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("node join: param scale = 0.0 is out of range (allowed: more than 0.0)"), "{stderr}");
-    assert!(stderr.contains("node join: param case = \"title\" is not allowed (allowed: one of \"keep\", \"upper\")"), "{stderr}");
+    assert!(
+        stderr.contains("node join: param case = \"title\" is not allowed (allowed: one of \"keep\", \"upper\")"),
+        "{stderr}"
+    );
     assert!(stderr.contains("node join: unknown param `sepp` (the op's params: sep, repeat, scale, case)"), "{stderr}");
     assert!(!ws.path("out.txt").exists(), "the op must not have started");
 
@@ -246,7 +253,12 @@ fn op_params_and_ports_are_checked() {
         toe(&ws, &["check", "p.toml"], "0").fails().stderr
     };
     let err = check(&OPS.replace("repeat = 2, sep = \"+\"", "repeat = \"2\", sepp = \"+\""));
-    assert!(err.contains("p.toml:12:21: error in node `join`: param `repeat` of op `concat` must be an integer, found string \"2\""), "{err}");
+    assert!(
+        err.contains(
+            "p.toml:12:21: error in node `join`: param `repeat` of op `concat` must be an integer, found string \"2\""
+        ),
+        "{err}"
+    );
     assert!(err.contains("error in node `join`: op `concat` has no param `sepp`"), "{err}");
     assert!(err.contains("fix: did you mean `sep`?"), "{err}");
 
@@ -262,7 +274,10 @@ fn op_params_and_ports_are_checked() {
     assert!(err.contains("fix: did you mean `upper`?"), "{err}");
 
     let err = check(&OPS.replace("repeat = 2, sep = \"+\"", "sep = \"+\""));
-    assert!(err.contains("p.toml:9:6: error in node `join`: op `concat` needs param `repeat` (how many times)"), "{err}");
+    assert!(
+        err.contains("p.toml:9:6: error in node `join`: op `concat` needs param `repeat` (how many times)"),
+        "{err}"
+    );
 
     let err = check(&OPS.replace("op = \"concat\"", "op = \"concatt\""));
     assert!(err.contains("p.toml:10:6: error in node `join`: unknown op `concatt`"), "{err}");
@@ -275,7 +290,10 @@ fn op_params_and_ports_are_checked() {
     let err = check(&OPS.replace("outputs.joined = { path", "outputs.joined = { kind = \"npy\", path"));
     assert!(err.contains("error in node `join`: output `joined` of op `concat` is a text file, not npy"), "{err}");
 
-    let err = check(&OPS.replace("cmd = \"echo ${p} > ${out.o}\"\noutputs.o = \"text\"", "cmd = \"echo ${p} > ${out.o}\"\noutputs.o = \"npy\""));
+    let err = check(&OPS.replace(
+        "cmd = \"echo ${p} > ${out.o}\"\noutputs.o = \"text\"",
+        "cmd = \"echo ${p} > ${out.o}\"\noutputs.o = \"npy\"",
+    ));
     assert!(err.contains("input `parts` of op `concat` wants text, but part_x.o is npy"), "{err}");
 
     let err = check(&OPS.replace("inputs.j = \"join.joined\"", "inputs.j = \"join.joind\""));
@@ -307,7 +325,10 @@ fn gpu_nodes_get_one_gpu_each_or_fall_back_to_the_cpu() {
     let a: serde_json::Value = serde_json::from_str(&ws.read("out/a.json")).unwrap();
     let b: serde_json::Value = serde_json::from_str(&ws.read("out/b.json")).unwrap();
     assert_eq!(a["device"], "cuda");
-    let mut devices = vec![a["cuda_visible_devices"].as_str().unwrap().to_owned(), b["cuda_visible_devices"].as_str().unwrap().to_owned()];
+    let mut devices = vec![
+        a["cuda_visible_devices"].as_str().unwrap().to_owned(),
+        b["cuda_visible_devices"].as_str().unwrap().to_owned(),
+    ];
     devices.sort();
     assert_eq!(devices, ["0", "1"], "the two probes overlap, so they hold different GPUs");
     assert!(out.stderr.contains("on cuda:"), "{}", out.stderr);
@@ -336,7 +357,10 @@ fn gpu_nodes_get_one_gpu_each_or_fall_back_to_the_cpu() {
 
 fn require_gpu_is_an_error_before_anything_runs() {
     let ws = Ws::new();
-    ws.write("p.toml", &GPU.replace("op = \"probe\"\ndevice = \"gpu\"", "op = \"probe\"\ndevice = \"gpu\"\nrequire_gpu = true"));
+    ws.write(
+        "p.toml",
+        &GPU.replace("op = \"probe\"\ndevice = \"gpu\"", "op = \"probe\"\ndevice = \"gpu\"\nrequire_gpu = true"),
+    );
     let out = toe(&ws, &["run", "p.toml"], "0").fails();
     assert!(out.stderr.contains("node probe_a, probe_b requires a GPU (require_gpu = true) but none is available (libtorch sees no CUDA device)"), "{}", out.stderr);
     assert!(out.ran().is_empty());

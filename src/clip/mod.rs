@@ -58,14 +58,8 @@ pub fn normalize_images(images: &Tensor) -> Tensor {
         _ => images.shallow_clone(),
     };
     let options = (images.kind(), images.device());
-    let mean = Tensor::from_slice(&IMAGE_MEAN)
-        .to_kind(options.0)
-        .to_device(options.1)
-        .view([1, 3, 1, 1]);
-    let std = Tensor::from_slice(&IMAGE_STD)
-        .to_kind(options.0)
-        .to_device(options.1)
-        .view([1, 3, 1, 1]);
+    let mean = Tensor::from_slice(&IMAGE_MEAN).to_kind(options.0).to_device(options.1).view([1, 3, 1, 1]);
+    let std = Tensor::from_slice(&IMAGE_STD).to_kind(options.0).to_device(options.1).view([1, 3, 1, 1]);
     (images - mean) / std
 }
 
@@ -95,22 +89,13 @@ impl ClipConfig {
         let vit = |embed_dim, image_resolution, layers, width, patch_size, text_width| ClipConfig {
             embed_dim,
             image_resolution,
-            vision: VisionConfig::Vit(VitConfig {
-                width,
-                layers,
-                heads: width / 64,
-                patch_size,
-            }),
+            vision: VisionConfig::Vit(VitConfig { width, layers, heads: width / 64, patch_size }),
             text: openai_text(text_width),
         };
         let resnet = |embed_dim, image_resolution, layers, width: i64, text_width| ClipConfig {
             embed_dim,
             image_resolution,
-            vision: VisionConfig::ResNet(ResNetConfig {
-                layers,
-                width,
-                heads: width * 32 / 64,
-            }),
+            vision: VisionConfig::ResNet(ResNetConfig { layers, width, heads: width * 32 / 64 }),
             text: openai_text(text_width),
         };
         Some(match name {
@@ -128,17 +113,8 @@ impl ClipConfig {
     }
 
     /// The names [`ClipConfig::openai`] knows.
-    pub const OPENAI_MODELS: [&'static str; 9] = [
-        "RN50",
-        "RN101",
-        "RN50x4",
-        "RN50x16",
-        "RN50x64",
-        "ViT-B/32",
-        "ViT-B/16",
-        "ViT-L/14",
-        "ViT-L/14@336px",
-    ];
+    pub const OPENAI_MODELS: [&'static str; 9] =
+        ["RN50", "RN101", "RN50x4", "RN50x16", "RN50x64", "ViT-B/32", "ViT-B/16", "ViT-L/14", "ViT-L/14@336px"];
 
     /// Infers the configuration from a checkpoint's tensor names and shapes,
     /// the way OpenAI's `build_model` does: a `visual.proj` means a vision
@@ -154,17 +130,15 @@ impl ClipConfig {
         };
         let dim = |name: &str, axis: usize| -> Result<i64> {
             let s = shape(name)?;
-            s.get(axis).copied().filter(|&d| d > 0).with_context(|| {
-                format!("tensor `{name}` has shape {s:?}, expected a positive size on axis {axis}")
-            })
+            s.get(axis)
+                .copied()
+                .filter(|&d| d > 0)
+                .with_context(|| format!("tensor `{name}` has shape {s:?}, expected a positive size on axis {axis}"))
         };
         // Distinct values of the third dotted component among names with this prefix.
         let count_blocks = |prefix: &str| -> i64 {
-            let blocks: std::collections::BTreeSet<&str> = shapes
-                .keys()
-                .filter(|k| k.starts_with(prefix))
-                .filter_map(|k| k.split('.').nth(2))
-                .collect();
+            let blocks: std::collections::BTreeSet<&str> =
+                shapes.keys().filter(|k| k.starts_with(prefix)).filter_map(|k| k.split('.').nth(2)).collect();
             blocks.len() as i64
         };
         let grid_of = |name: &str| -> Result<i64> {
@@ -180,21 +154,12 @@ impl ClipConfig {
         let (vision, image_resolution) = if shapes.contains_key("visual.proj") {
             let width = dim("visual.conv1.weight", 0)?;
             let patch_size = dim("visual.conv1.weight", 3)?;
-            let layers = shapes
-                .keys()
-                .filter(|k| k.starts_with("visual.") && k.ends_with(".attn.in_proj_weight"))
-                .count() as i64;
+            let layers =
+                shapes.keys().filter(|k| k.starts_with("visual.") && k.ends_with(".attn.in_proj_weight")).count()
+                    as i64;
             let grid = grid_of("visual.positional_embedding")?;
             let heads = (width / 64).max(1);
-            (
-                VisionConfig::Vit(VitConfig {
-                    width,
-                    layers,
-                    heads,
-                    patch_size,
-                }),
-                patch_size * grid,
-            )
+            (VisionConfig::Vit(VitConfig { width, layers, heads, patch_size }), patch_size * grid)
         } else {
             let layers = [1, 2, 3, 4].map(|stage| count_blocks(&format!("visual.layer{stage}")));
             if layers.contains(&0) {
@@ -206,10 +171,7 @@ impl ClipConfig {
             let width = dim("visual.layer1.0.conv1.weight", 0)?;
             let grid = grid_of("visual.attnpool.positional_embedding")?;
             let heads = (width * 32 / 64).max(1);
-            (
-                VisionConfig::ResNet(ResNetConfig { layers, width, heads }),
-                grid * 32,
-            )
+            (VisionConfig::ResNet(ResNetConfig { layers, width, heads }), grid * 32)
         };
 
         let width = dim("ln_final.weight", 0)?;
@@ -220,23 +182,12 @@ impl ClipConfig {
             heads: (width / 64).max(1),
             layers: count_blocks("transformer.resblocks"),
         };
-        Ok(Self {
-            embed_dim: dim("text_projection", 1)?,
-            image_resolution,
-            vision,
-            text,
-        })
+        Ok(Self { embed_dim: dim("text_projection", 1)?, image_resolution, vision, text })
     }
 }
 
 fn openai_text(width: i64) -> TextConfig {
-    TextConfig {
-        context_length: 77,
-        vocab_size: 49408,
-        width,
-        heads: width / 64,
-        layers: 12,
-    }
+    TextConfig { context_length: 77, vocab_size: 49408, width, heads: width / 64, layers: 12 }
 }
 
 #[derive(Debug)]
@@ -262,18 +213,12 @@ impl Clip {
     pub fn new(root: &nn::Path, config: &ClipConfig) -> Self {
         let visual_path = root / "visual";
         let visual = match &config.vision {
-            VisionConfig::Vit(vit) => ImageTower::Vit(VisionTransformer::new(
-                visual_path,
-                vit,
-                config.image_resolution,
-                config.embed_dim,
-            )),
-            VisionConfig::ResNet(resnet) => ImageTower::ResNet(ModifiedResNet::new(
-                visual_path,
-                resnet,
-                config.image_resolution,
-                config.embed_dim,
-            )),
+            VisionConfig::Vit(vit) => {
+                ImageTower::Vit(VisionTransformer::new(visual_path, vit, config.image_resolution, config.embed_dim))
+            }
+            VisionConfig::ResNet(resnet) => {
+                ImageTower::ResNet(ModifiedResNet::new(visual_path, resnet, config.image_resolution, config.embed_dim))
+            }
         };
         Self {
             config: *config,
@@ -311,11 +256,7 @@ impl Clip {
             size.len() == 4 && size[0] > 0 && size[1] == 3 && size[2] == res && size[3] == res,
             "CLIP expects images of shape [batch, 3, {res}, {res}], got {size:?}"
         );
-        ensure!(
-            images.is_floating_point(),
-            "CLIP expects normalised float images, got {:?}",
-            images.kind()
-        );
+        ensure!(images.is_floating_point(), "CLIP expects normalised float images, got {:?}", images.kind());
         let images = images.to_device(self.logit_scale.device());
         Ok(match &self.visual {
             ImageTower::Vit(vit) => vit.forward(&images),
@@ -331,11 +272,7 @@ impl Clip {
             size.len() == 2 && size[0] > 0 && (1..=context).contains(&size[1]),
             "CLIP expects token ids of shape [batch, n] with 1 <= n <= {context}, got {size:?}"
         );
-        ensure!(
-            tokens.kind() == Kind::Int64,
-            "CLIP expects int64 token ids, got {:?}",
-            tokens.kind()
-        );
+        ensure!(tokens.kind() == Kind::Int64, "CLIP expects int64 token ids, got {:?}", tokens.kind());
         let (low, high) = (tokens.min().int64_value(&[]), tokens.max().int64_value(&[]));
         let vocab = self.config.text.vocab_size;
         ensure!(
@@ -366,9 +303,7 @@ mod tests {
     #[test]
     fn normalisation_centres_the_training_mean() {
         let mean_pixel: Vec<u8> = IMAGE_MEAN.iter().map(|m| (m * 255.0).round() as u8).collect();
-        let image = Tensor::from_slice(&mean_pixel)
-            .view([1, 3, 1, 1])
-            .repeat([2, 1, 4, 4]);
+        let image = Tensor::from_slice(&mean_pixel).view([1, 3, 1, 1]).repeat([2, 1, 4, 4]);
         let normalised = normalize_images(&image);
         assert_eq!(normalised.size(), [2, 3, 4, 4]);
         assert!(normalised.abs().max().double_value(&[]) < 0.01);

@@ -24,21 +24,13 @@ pub struct ResNetConfig {
 const EXPANSION: i64 = 4;
 
 fn conv(path: nn::Path, inputs: i64, outputs: i64, kernel: i64, stride: i64, padding: i64) -> nn::Conv2D {
-    let config = nn::ConvConfig {
-        stride,
-        padding,
-        bias: false,
-        ..Default::default()
-    };
+    let config = nn::ConvConfig { stride, padding, bias: false, ..Default::default() };
     nn::conv2d(path, inputs, outputs, kernel, config)
 }
 
 /// PyTorch's BatchNorm2d defaults (scale 1, shift 0).
 fn batch_norm(path: nn::Path, channels: i64) -> nn::BatchNorm {
-    let config = nn::BatchNormConfig {
-        ws_init: nn::Init::Const(1.0),
-        ..Default::default()
-    };
+    let config = nn::BatchNormConfig { ws_init: nn::Init::Const(1.0), ..Default::default() };
     nn::batch_norm2d(path, channels, config)
 }
 
@@ -67,10 +59,7 @@ impl Bottleneck {
         let outplanes = planes * EXPANSION;
         let downsample = (stride > 1 || inplanes != outplanes).then(|| {
             let ds = &path / "downsample";
-            (
-                conv(&ds / "0", inplanes, outplanes, 1, 1, 0),
-                batch_norm(&ds / "1", outplanes),
-            )
+            (conv(&ds / "0", inplanes, outplanes, 1, 1, 0), batch_norm(&ds / "1", outplanes))
         });
         Self {
             conv1: conv(&path / "conv1", inplanes, planes, 1, 1, 0),
@@ -87,9 +76,7 @@ impl Bottleneck {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         let out = xs.apply(&self.conv1).apply_t(&self.bn1, train).relu();
         let out = out.apply(&self.conv2).apply_t(&self.bn2, train).relu();
-        let out = avg_pool(&out, self.stride)
-            .apply(&self.conv3)
-            .apply_t(&self.bn3, train);
+        let out = avg_pool(&out, self.stride).apply(&self.conv3).apply_t(&self.bn3, train);
         let identity = match &self.downsample {
             Some((conv, bn)) => avg_pool(xs, self.stride).apply(conv).apply_t(bn, train),
             None => xs.shallow_clone(),
@@ -113,15 +100,9 @@ struct AttentionPool2d {
 impl AttentionPool2d {
     fn new(path: nn::Path, spatial: i64, channels: i64, heads: i64, output_dim: i64) -> Self {
         let std = (channels as f64).powf(-0.5);
-        let linear =
-            |name: &str, outputs: i64| nn::linear(&path / name, channels, outputs, Default::default());
+        let linear = |name: &str, outputs: i64| nn::linear(&path / name, channels, outputs, Default::default());
         Self {
-            positional_embedding: path.randn(
-                "positional_embedding",
-                &[spatial * spatial + 1, channels],
-                0.0,
-                std,
-            ),
+            positional_embedding: path.randn("positional_embedding", &[spatial * spatial + 1, channels], 0.0, std),
             q_proj: linear("q_proj", channels),
             k_proj: linear("k_proj", channels),
             v_proj: linear("v_proj", channels),
@@ -132,21 +113,13 @@ impl AttentionPool2d {
 
     fn forward(&self, xs: &Tensor) -> Tensor {
         let tokens = xs.flatten(2, 3).transpose(1, 2); // [b, h*w, c]
-        let tokens = Tensor::cat(&[tokens.mean_dim(1, true, None), tokens], 1)
-            + self.positional_embedding.to_kind(xs.kind());
+        let tokens =
+            Tensor::cat(&[tokens.mean_dim(1, true, None), tokens], 1) + self.positional_embedding.to_kind(xs.kind());
         let query = split_heads(&tokens.narrow(1, 0, 1).apply(&self.q_proj), self.heads);
         let key = split_heads(&tokens.apply(&self.k_proj), self.heads);
         let value = split_heads(&tokens.apply(&self.v_proj), self.heads);
-        let pooled = Tensor::scaled_dot_product_attention(
-            &query,
-            &key,
-            &value,
-            None::<Tensor>,
-            0.0,
-            false,
-            None,
-            false,
-        );
+        let pooled =
+            Tensor::scaled_dot_product_attention(&query, &key, &value, None::<Tensor>, 0.0, false, None, false);
         merge_heads(&pooled).apply(&self.c_proj).squeeze_dim(1)
     }
 }
@@ -163,18 +136,9 @@ impl ModifiedResNet {
     pub fn new(path: nn::Path, config: &ResNetConfig, image_resolution: i64, embed_dim: i64) -> Self {
         let width = config.width;
         let stem = vec![
-            (
-                conv(&path / "conv1", 3, width / 2, 3, 2, 1),
-                batch_norm(&path / "bn1", width / 2),
-            ),
-            (
-                conv(&path / "conv2", width / 2, width / 2, 3, 1, 1),
-                batch_norm(&path / "bn2", width / 2),
-            ),
-            (
-                conv(&path / "conv3", width / 2, width, 3, 1, 1),
-                batch_norm(&path / "bn3", width),
-            ),
+            (conv(&path / "conv1", 3, width / 2, 3, 2, 1), batch_norm(&path / "bn1", width / 2)),
+            (conv(&path / "conv2", width / 2, width / 2, 3, 1, 1), batch_norm(&path / "bn2", width / 2)),
+            (conv(&path / "conv3", width / 2, width, 3, 1, 1), batch_norm(&path / "bn3", width)),
         ];
         let mut inplanes = width;
         let mut stages = Vec::with_capacity(4);
@@ -190,18 +154,9 @@ impl ModifiedResNet {
             }
             stages.push(stage_blocks);
         }
-        let attnpool = AttentionPool2d::new(
-            &path / "attnpool",
-            image_resolution / 32,
-            width * 32,
-            config.heads,
-            embed_dim,
-        );
-        let this = Self {
-            stem,
-            stages,
-            attnpool,
-        };
+        let attnpool =
+            AttentionPool2d::new(&path / "attnpool", image_resolution / 32, width * 32, config.heads, embed_dim);
+        let this = Self { stem, stages, attnpool };
         this.init_like_openai();
         this
     }

@@ -31,32 +31,16 @@ pub struct TextTransformer {
 impl TextTransformer {
     /// `path` is the model's root: the text weights have no prefix of their own.
     pub fn new(path: &nn::Path, config: &TextConfig, embed_dim: i64) -> Self {
-        let TextConfig {
-            context_length,
-            vocab_size,
-            width,
-            heads,
-            layers,
-        } = *config;
-        let embedding = nn::EmbeddingConfig {
-            ws_init: nn::Init::Randn {
-                mean: 0.0,
-                stdev: 0.02,
-            },
-            ..Default::default()
-        };
+        let TextConfig { context_length, vocab_size, width, heads, layers } = *config;
+        let embedding =
+            nn::EmbeddingConfig { ws_init: nn::Init::Randn { mean: 0.0, stdev: 0.02 }, ..Default::default() };
         // The draws above and below are OpenAI's `initialize_parameters`.
         let this = Self {
             token_embedding: nn::embedding(path / "token_embedding", vocab_size, width, embedding),
             positional_embedding: path.randn("positional_embedding", &[context_length, width], 0.0, 0.01),
             transformer: Transformer::new(path / "transformer", width, layers, heads),
             ln_final: LayerNorm::new(path / "ln_final", width),
-            text_projection: path.randn(
-                "text_projection",
-                &[width, embed_dim],
-                0.0,
-                (width as f64).powf(-0.5),
-            ),
+            text_projection: path.randn("text_projection", &[width, embed_dim], 0.0, (width as f64).powf(-0.5)),
         };
         this.transformer.init_like_openai(width);
         this
@@ -72,11 +56,10 @@ impl TextTransformer {
         // cannot change any feature: drop them (captions rarely fill 77).
         let n = end_of_text.max().int64_value(&[]) + 1;
         let tokens = tokens.narrow(1, 0, n);
-        let xs = tokens.apply(&self.token_embedding).to_kind(kind)
-            + self.positional_embedding.narrow(0, 0, n).to_kind(kind);
+        let xs =
+            tokens.apply(&self.token_embedding).to_kind(kind) + self.positional_embedding.narrow(0, 0, n).to_kind(kind);
         let xs = self.ln_final.forward(&self.transformer.forward(&xs, true));
         let rows = Tensor::arange(xs.size()[0], (Kind::Int64, xs.device()));
-        xs.index(&[Some(rows), Some(end_of_text)])
-            .matmul(&self.text_projection)
+        xs.index(&[Some(rows), Some(end_of_text)]).matmul(&self.text_projection)
     }
 }

@@ -89,10 +89,7 @@ fn fix_segment(segment: &str, unescape_html: bool) -> String {
         text = uncurl_quotes(&text);
         text = fix_line_breaks(&text);
         text = regexes().terminal_escape.replace_all(&text, "").into_owned();
-        text = text
-            .chars()
-            .filter(|c| !text_tables::CONTROL_CHARS.contains(c))
-            .collect();
+        text = text.chars().filter(|c| !text_tables::CONTROL_CHARS.contains(c)).collect();
         text = text.nfc().collect();
         if text == before {
             return text;
@@ -140,8 +137,7 @@ fn uncurl_quotes(text: &str) -> String {
 }
 
 fn fix_line_breaks(text: &str) -> String {
-    text.replace("\r\n", "\n")
-        .replace(['\r', '\u{2028}', '\u{2029}', '\u{85}'], "\n")
+    text.replace("\r\n", "\n").replace(['\r', '\u{2028}', '\u{2029}', '\u{85}'], "\n")
 }
 
 /// ftfy's `unescape_html`: only `&name;` / `&#...;` forms, from its own table.
@@ -176,10 +172,7 @@ pub fn html_unescape(text: &str) -> String {
     if !text.contains('&') {
         return text.to_string();
     }
-    regexes()
-        .html_charref
-        .replace_all(text, |caps: &Captures| replace_charref(&caps[1]))
-        .into_owned()
+    regexes().html_charref.replace_all(text, |caps: &Captures| replace_charref(&caps[1])).into_owned()
 }
 
 fn replace_charref(reference: &str) -> String {
@@ -190,9 +183,9 @@ fn replace_charref(reference: &str) -> String {
         };
         let digits = digits.trim_end_matches(';');
         // Saturate: anything past U+10FFFF is replaced the same way.
-        let code = digits.chars().fold(0u64, |acc, d| {
-            (acc * radix + d.to_digit(radix as u32).unwrap_or(0) as u64).min(0x11_0000)
-        });
+        let code = digits
+            .chars()
+            .fold(0u64, |acc, d| (acc * radix + d.to_digit(radix as u32).unwrap_or(0) as u64).min(0x11_0000));
         if let Some(replacement) = invalid_charref(code) {
             return replacement.to_string();
         }
@@ -322,10 +315,7 @@ mod tests {
     fn html_unescape_follows_python() {
         assert_eq!(html_unescape("&amp;amp; &lt;b&gt;"), "&amp; <b>");
         assert_eq!(html_unescape("&ampx; &notit; &#65;&#x42;&#X43"), "&x; ¬it; ABC");
-        assert_eq!(
-            html_unescape("&#0; &#128; &#1; &#99999999999;"),
-            "\u{fffd} €  \u{fffd}"
-        );
+        assert_eq!(html_unescape("&#0; &#128; &#1; &#99999999999;"), "\u{fffd} €  \u{fffd}");
         assert_eq!(html_unescape("&nosuchthing; & alone"), "&nosuchthing; & alone");
     }
 

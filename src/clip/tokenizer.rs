@@ -66,8 +66,7 @@ impl Tokenizer {
     /// Reads a `bpe_simple_vocab_16e6.txt.gz`-style file (gzip, or plain text).
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let raw = std::fs::read(path)
-            .with_context(|| format!("reading the CLIP BPE vocabulary {}", path.display()))?;
+        let raw = std::fs::read(path).with_context(|| format!("reading the CLIP BPE vocabulary {}", path.display()))?;
         let text = if raw.starts_with(&[0x1f, 0x8b]) {
             let mut text = String::new();
             flate2::read::GzDecoder::new(&raw[..])
@@ -98,10 +97,7 @@ impl Tokenizer {
         for (number, line) in lines[1..=NUM_MERGES].iter().enumerate() {
             let parts: Vec<&str> = line.split_whitespace().collect();
             let [left, right] = parts[..] else {
-                bail!(
-                    "line {} of the BPE file is not a merge `left right`: {line:?}",
-                    number + 2
-                );
+                bail!("line {} of the BPE file is not a merge `left right`: {line:?}", number + 2);
             };
             vocab.push(format!("{left}{right}"));
             merge_pairs.push((left, right));
@@ -171,11 +167,7 @@ impl Tokenizer {
 
     /// Turns ids back into text (`SimpleTokenizer.decode`).
     pub fn decode(&self, ids: &[u32]) -> String {
-        let joined: String = ids
-            .iter()
-            .filter_map(|&id| self.decoder.get(id as usize))
-            .map(String::as_str)
-            .collect();
+        let joined: String = ids.iter().filter_map(|&id| self.decoder.get(id as usize)).map(String::as_str).collect();
         let mut bytes = Vec::with_capacity(joined.len());
         for c in joined.replace("</w>", " ").chars() {
             match self.byte_chars.iter().position(|&b| b == c) {
@@ -190,12 +182,7 @@ impl Tokenizer {
     /// then zeros, as an int64 tensor `[texts.len(), context_length]`. A text
     /// that does not fit is an error unless `truncate`, which cuts it and ends
     /// it with `<|endoftext|>`.
-    pub fn tokenize<S: AsRef<str>>(
-        &self,
-        texts: &[S],
-        context_length: usize,
-        truncate: bool,
-    ) -> Result<Tensor> {
+    pub fn tokenize<S: AsRef<str>>(&self, texts: &[S], context_length: usize, truncate: bool) -> Result<Tensor> {
         if context_length < 2 {
             bail!("context length {context_length} leaves no room for the start and end tokens");
         }
@@ -278,16 +265,10 @@ impl Tokenizer {
 /// bytes follow, moved to U+0100 onwards.
 fn bytes_to_unicode() -> Vec<(u8, char)> {
     let printable = |b: &u32| matches!(b, 0x21..=0x7e | 0xa1..=0xac | 0xae..=0xff);
-    let mut pairs: Vec<(u8, char)> = (0u32..256)
-        .filter(printable)
-        .map(|b| (b as u8, char::from_u32(b).unwrap_or('\u{fffd}')))
-        .collect();
+    let mut pairs: Vec<(u8, char)> =
+        (0u32..256).filter(printable).map(|b| (b as u8, char::from_u32(b).unwrap_or('\u{fffd}'))).collect();
     let moved = (0u32..256).filter(|b| !printable(b));
-    pairs.extend(
-        moved
-            .zip(256u32..)
-            .map(|(b, c)| (b as u8, char::from_u32(c).unwrap_or('\u{fffd}'))),
-    );
+    pairs.extend(moved.zip(256u32..).map(|(b, c)| (b as u8, char::from_u32(c).unwrap_or('\u{fffd}'))));
     pairs
 }
 
@@ -309,10 +290,7 @@ pub fn default_bpe_path() -> Result<PathBuf> {
         if path.is_file() {
             return Ok(path);
         }
-        bail!(
-            "${BPE_PATH_ENV} points at {}, which is not a file",
-            path.display()
-        );
+        bail!("${BPE_PATH_ENV} points at {}, which is not a file", path.display());
     }
     let mut venvs = Vec::new();
     if let Some(venv) = std::env::var_os("VIRTUAL_ENV") {
@@ -327,11 +305,7 @@ pub fn default_bpe_path() -> Result<PathBuf> {
     bail!(
         "CLIP's BPE vocabulary {BPE_FILE_NAME} was not found in the `clip` package of {}; \
          run scripts/setup.sh (it installs clip-anytorch) or set ${BPE_PATH_ENV} to the file",
-        venvs
-            .iter()
-            .map(|v| v.display().to_string())
-            .collect::<Vec<_>>()
-            .join(" or ")
+        venvs.iter().map(|v| v.display().to_string()).collect::<Vec<_>>().join(" or ")
     )
 }
 
@@ -340,14 +314,8 @@ fn find_in_venv(venv: &Path) -> Option<PathBuf> {
     let mut pythons: Vec<PathBuf> = std::fs::read_dir(&lib)
         .ok()?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("python"))
-        })
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("python")))
         .collect();
     pythons.sort();
-    pythons
-        .into_iter()
-        .map(|p| p.join("site-packages").join("clip").join(BPE_FILE_NAME))
-        .find(|p| p.is_file())
+    pythons.into_iter().map(|p| p.join("site-packages").join("clip").join(BPE_FILE_NAME)).find(|p| p.is_file())
 }

@@ -85,7 +85,11 @@ pub fn train_contrastive(
     let n_texts = pairs.tokens.size()[0];
     ensure!(n_texts as usize == pairs.image_of_text.len(), "one image index per caption is needed");
     ensure!(options.batch_size >= 2, "contrastive training needs batches of at least 2 pairs");
-    ensure!(n_texts >= options.batch_size as i64, "the corpus has {n_texts} captions, fewer than one batch of {}", options.batch_size);
+    ensure!(
+        n_texts >= options.batch_size as i64,
+        "the corpus has {n_texts} captions, fewer than one batch of {}",
+        options.batch_size
+    );
     ensure!(options.steps > 0, "at least one step is needed");
     let device = vs.device();
     tch::manual_seed(options.seed);
@@ -97,7 +101,8 @@ pub fn train_contrastive(
         .filter(|(name, var)| var.requires_grad() && var.dim() >= 2 && !name.contains("embedding"))
         .map(|(_, var)| var)
         .collect();
-    let mut optimizer = nn::Adam { beta1: 0.9, beta2: 0.98, wd: 0.0, eps: 1e-6, amsgrad: false }.build(vs, options.lr)?;
+    let mut optimizer =
+        nn::Adam { beta1: 0.9, beta2: 0.98, wd: 0.0, eps: 1e-6, amsgrad: false }.build(vs, options.lr)?;
     let batch = options.batch_size as i64;
     let labels = Tensor::arange(batch, (Kind::Int64, device));
     let mut order = Tensor::randperm(n_texts, (Kind::Int64, Device::Cpu));
@@ -118,7 +123,8 @@ pub fn train_contrastive(
         let lr = learning_rate(options, step);
         optimizer.set_lr(lr);
         let logits = model.logits(&model.encode_image_t(&images, true)?, &model.encode_text_t(&tokens)?);
-        let loss = (logits.cross_entropy_for_logits(&labels) + logits.transpose(0, 1).cross_entropy_for_logits(&labels)) / 2.0;
+        let loss =
+            (logits.cross_entropy_for_logits(&labels) + logits.transpose(0, 1).cross_entropy_for_logits(&labels)) / 2.0;
         optimizer.zero_grad();
         loss.backward();
         // Decoupled weight decay (AdamW): shrink the decayed weights before
@@ -163,7 +169,8 @@ pub fn zero_shot_accuracy(model: &Clip, images: &Tensor, labels: &[i64], prompt_
     for (start, chunk) in (0..labels.len()).step_by(256).zip(labels.chunks(256)) {
         let feats = model.encode_image(&images.narrow(0, start as i64, chunk.len() as i64))?;
         let feats = &feats / feats.norm_scalaropt_dim(2, [-1], true);
-        let predicted = Vec::<i64>::try_from(feats.matmul(&text.transpose(0, 1)).argmax(1, false).to_device(Device::Cpu))?;
+        let predicted =
+            Vec::<i64>::try_from(feats.matmul(&text.transpose(0, 1)).argmax(1, false).to_device(Device::Cpu))?;
         correct += predicted.iter().zip(chunk).filter(|(p, l)| p == l).count();
     }
     Ok(correct as f64 / labels.len().max(1) as f64)

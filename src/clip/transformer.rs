@@ -22,11 +22,7 @@ pub struct LayerNorm {
 
 impl LayerNorm {
     pub fn new(path: nn::Path, width: i64) -> Self {
-        Self {
-            weight: path.ones("weight", &[width]),
-            bias: path.zeros("bias", &[width]),
-            width,
-        }
+        Self { weight: path.ones("weight", &[width]), bias: path.zeros("bias", &[width]), width }
     }
 }
 
@@ -76,38 +72,23 @@ impl SelfAttention {
     pub fn new(path: nn::Path, width: i64, heads: i64) -> Self {
         // PyTorch's init: xavier-uniform packed projection, zero biases.
         let bound = (6.0 / (width + 3 * width) as f64).sqrt();
-        let in_proj_weight = path.var(
-            "in_proj_weight",
-            &[3 * width, width],
-            nn::Init::Uniform {
-                lo: -bound,
-                up: bound,
-            },
-        );
+        let in_proj_weight =
+            path.var("in_proj_weight", &[3 * width, width], nn::Init::Uniform { lo: -bound, up: bound });
         let in_proj_bias = path.zeros("in_proj_bias", &[3 * width]);
         let out_proj = nn::linear(
             &path / "out_proj",
             width,
             width,
-            nn::LinearConfig {
-                bs_init: Some(nn::Init::Const(0.0)),
-                ..Default::default()
-            },
+            nn::LinearConfig { bs_init: Some(nn::Init::Const(0.0)), ..Default::default() },
         );
-        Self {
-            in_proj_weight,
-            in_proj_bias,
-            out_proj,
-            heads,
-        }
+        Self { in_proj_weight, in_proj_bias, out_proj, heads }
     }
 
     pub fn forward(&self, xs: &Tensor, causal: bool) -> Tensor {
         let qkv = xs.linear(&self.in_proj_weight, Some(&self.in_proj_bias));
         let parts = qkv.chunk(3, -1);
         let [q, k, v] = [&parts[0], &parts[1], &parts[2]].map(|t| split_heads(t, self.heads));
-        let attended =
-            Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, 0.0, causal, None, false);
+        let attended = Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, 0.0, causal, None, false);
         merge_heads(&attended).apply(&self.out_proj)
     }
 }
@@ -150,18 +131,12 @@ pub struct Transformer {
 impl Transformer {
     pub fn new(path: nn::Path, width: i64, layers: i64, heads: i64) -> Self {
         let blocks = &path / "resblocks";
-        Self {
-            blocks: (0..layers)
-                .map(|i| ResidualAttentionBlock::new(&blocks / i, width, heads))
-                .collect(),
-        }
+        Self { blocks: (0..layers).map(|i| ResidualAttentionBlock::new(&blocks / i, width, heads)).collect() }
     }
 
     /// `causal`: each token attends only to itself and earlier ones (text).
     pub fn forward(&self, xs: &Tensor, causal: bool) -> Tensor {
-        self.blocks
-            .iter()
-            .fold(xs.shallow_clone(), |xs, block| block.forward(&xs, causal))
+        self.blocks.iter().fold(xs.shallow_clone(), |xs, block| block.forward(&xs, causal))
     }
 
     /// OpenAI's initialisation of the blocks (`CLIP.initialize_parameters`),

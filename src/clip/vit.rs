@@ -32,19 +32,10 @@ pub struct VisionTransformer {
 impl VisionTransformer {
     /// `path` is the tower's prefix (`visual`).
     pub fn new(path: nn::Path, config: &VitConfig, image_resolution: i64, embed_dim: i64) -> Self {
-        let VitConfig {
-            width,
-            layers,
-            heads,
-            patch_size,
-        } = *config;
+        let VitConfig { width, layers, heads, patch_size } = *config;
         let grid = image_resolution / patch_size;
         let scale = (width as f64).powf(-0.5);
-        let conv = nn::ConvConfig {
-            stride: patch_size,
-            bias: false,
-            ..Default::default()
-        };
+        let conv = nn::ConvConfig { stride: patch_size, bias: false, ..Default::default() };
         Self {
             conv1: nn::conv2d(&path / "conv1", 3, width, patch_size, conv),
             class_embedding: path.randn("class_embedding", &[width], 0.0, scale),
@@ -62,11 +53,7 @@ impl VisionTransformer {
         let patches = images.to_kind(kind).apply(&self.conv1); // [b, width, grid, grid]
         let (batch, width, _, _) = patches.size4().expect("conv output is 4-d");
         let tokens = patches.flatten(2, 3).transpose(1, 2); // [b, grid², width]
-        let class_token = self
-            .class_embedding
-            .to_kind(kind)
-            .view([1, 1, width])
-            .expand([batch, 1, width], false);
+        let class_token = self.class_embedding.to_kind(kind).view([1, 1, width]).expand([batch, 1, width], false);
         let xs = Tensor::cat(&[class_token, tokens], 1) + self.positional_embedding.to_kind(kind);
         let xs = self.transformer.forward(&xs.apply(&self.ln_pre), false);
         self.ln_post.forward(&xs.select(1, 0)).matmul(&self.proj)

@@ -55,10 +55,8 @@ pub fn load(path: impl AsRef<Path>, device: Device) -> Result<LoadedClip> {
 /// Builds a model from named tensors (any source): infers the configuration,
 /// then copies the tensors in.
 pub fn from_tensors(tensors: Vec<(String, Tensor)>, device: Device) -> Result<LoadedClip> {
-    let shapes: BTreeMap<String, Vec<i64>> = tensors
-        .iter()
-        .map(|(name, tensor)| (name.clone(), tensor.size()))
-        .collect();
+    let shapes: BTreeMap<String, Vec<i64>> =
+        tensors.iter().map(|(name, tensor)| (name.clone(), tensor.size())).collect();
     let config = ClipConfig::from_shapes(&shapes)?;
     let vs = nn::VarStore::new(device);
     let clip = Clip::new(&vs.root(), &config);
@@ -71,24 +69,14 @@ pub fn from_tensors(tensors: Vec<(String, Tensor)>, device: Device) -> Result<Lo
 /// have are an error too (as PyTorch's strict `load_state_dict`), except
 /// entries that are not weights (settings, counters, masks).
 pub fn copy_into(vs: &nn::VarStore, tensors: Vec<(String, Tensor)>) -> Result<()> {
-    let mut source: HashMap<String, Tensor> = tensors
-        .into_iter()
-        .filter(|(name, _)| !is_not_a_weight(name))
-        .collect();
+    let mut source: HashMap<String, Tensor> = tensors.into_iter().filter(|(name, _)| !is_not_a_weight(name)).collect();
     let mut variables: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     variables.sort_by(|a, b| a.0.cmp(&b.0));
 
-    let missing: Vec<&str> = variables
-        .iter()
-        .map(|(name, _)| name.as_str())
-        .filter(|name| !source.contains_key(*name))
-        .collect();
+    let missing: Vec<&str> =
+        variables.iter().map(|(name, _)| name.as_str()).filter(|name| !source.contains_key(*name)).collect();
     if !missing.is_empty() {
-        bail!(
-            "the checkpoint lacks {} tensor(s) the model needs: {}",
-            missing.len(),
-            name_list(&missing)
-        );
+        bail!("the checkpoint lacks {} tensor(s) the model needs: {}", missing.len(), name_list(&missing));
     }
     for (name, variable) in &variables {
         let found = &source[name];
@@ -100,11 +88,8 @@ pub fn copy_into(vs: &nn::VarStore, tensors: Vec<(String, Tensor)>) -> Result<()
             );
         }
     }
-    let mut unexpected: Vec<&str> = source
-        .keys()
-        .map(String::as_str)
-        .filter(|name| !variables.iter().any(|(v, _)| v == name))
-        .collect();
+    let mut unexpected: Vec<&str> =
+        source.keys().map(String::as_str).filter(|name| !variables.iter().any(|(v, _)| v == name)).collect();
     if !unexpected.is_empty() {
         unexpected.sort_unstable();
         bail!(
@@ -124,12 +109,7 @@ pub fn copy_into(vs: &nn::VarStore, tensors: Vec<(String, Tensor)>) -> Result<()
 
 fn name_list(names: &[&str]) -> String {
     const SHOWN: usize = 8;
-    let mut list = names
-        .iter()
-        .take(SHOWN)
-        .map(|n| format!("`{n}`"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let mut list = names.iter().take(SHOWN).map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ");
     if names.len() > SHOWN {
         list.push_str(&format!(" and {} more", names.len() - SHOWN));
     }
@@ -150,9 +130,7 @@ pub enum CheckpointFormat {
 pub fn detect_format(path: &Path) -> Result<CheckpointFormat> {
     let mut head = [0u8; 9];
     let mut file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let read = file
-        .read(&mut head)
-        .with_context(|| format!("reading {}", path.display()))?;
+    let read = file.read(&mut head).with_context(|| format!("reading {}", path.display()))?;
     // safetensors: an 8-byte little-endian header length, then a JSON object.
     if read == 9 && head[8] == b'{' {
         return Ok(CheckpointFormat::Safetensors);
@@ -199,18 +177,11 @@ fn unwrap_prefix(tensors: Vec<(String, Tensor)>) -> Vec<(String, Tensor)> {
     }
     let prefixes: Vec<String> = tensors
         .iter()
-        .filter_map(|(name, _)| {
-            name.strip_suffix(ANCHOR)
-                .filter(|p| p.ends_with('.'))
-                .map(str::to_string)
-        })
+        .filter_map(|(name, _)| name.strip_suffix(ANCHOR).filter(|p| p.ends_with('.')).map(str::to_string))
         .collect();
     let [prefix] = &prefixes[..] else { return tensors };
     tensors
         .into_iter()
-        .filter_map(|(name, tensor)| {
-            name.strip_prefix(prefix.as_str())
-                .map(|n| (n.to_string(), tensor))
-        })
+        .filter_map(|(name, tensor)| name.strip_prefix(prefix.as_str()).map(|n| (n.to_string(), tensor)))
         .collect()
 }

@@ -198,8 +198,8 @@ impl BertGenerationDecoder {
         let enc = &bert / "encoder" / "layer";
         let layers = (0..c.num_hidden_layers).map(|i| Layer::new(&enc / i, c)).collect();
         let head = &root / "lm_head";
-        let lm_weight = (!c.tie_word_embeddings)
-            .then(|| (&head / "decoder").var("weight", &[c.vocab_size, c.hidden_size], INIT));
+        let lm_weight =
+            (!c.tie_word_embeddings).then(|| (&head / "decoder").var("weight", &[c.vocab_size, c.hidden_size], INIT));
         let lm_bias = head.var("bias", &[c.vocab_size], nn::Init::Const(0.0));
         Ok(BertGenerationDecoder {
             vs,
@@ -265,7 +265,10 @@ impl BertGenerationDecoder {
     /// `lm_head.decoder.weight` when tied) and the old `position_ids` buffer.
     pub fn load_weights(&mut self, weights: &[(String, Tensor)], source: &Path) -> Result<()> {
         let prefix = weights_prefix(weights).with_context(|| {
-            format!("{}: no bert.embeddings.word_embeddings.weight; not a BertGenerationDecoder state dict", source.display())
+            format!(
+                "{}: no bert.embeddings.word_embeddings.weight; not a BertGenerationDecoder state dict",
+                source.display()
+            )
         })?;
         let by_name: HashMap<&str, &Tensor> =
             weights.iter().filter_map(|(n, t)| Some((n.strip_prefix(prefix.as_str())?, t))).collect();
@@ -308,8 +311,11 @@ impl BertGenerationDecoder {
         let vars = self.vs.variables();
         let mut names: Vec<&String> = vars.keys().collect();
         names.sort_by_key(|n| hf_order_key(n));
-        let mut out: Vec<(String, Tensor)> =
-            names.into_iter().filter(|n| !n.starts_with("lm_head.")).map(|n| (n.clone(), vars[n].detach().to(Device::Cpu))).collect();
+        let mut out: Vec<(String, Tensor)> = names
+            .into_iter()
+            .filter(|n| !n.starts_with("lm_head."))
+            .map(|n| (n.clone(), vars[n].detach().to(Device::Cpu)))
+            .collect();
         out.push(("lm_head.bias".into(), self.lm_bias.detach().to(Device::Cpu)));
         out.push(("lm_head.decoder.weight".into(), self.lm_weight().detach().to(Device::Cpu)));
         out.push(("lm_head.decoder.bias".into(), self.lm_bias.detach().to(Device::Cpu)));
@@ -330,11 +336,7 @@ impl BertGenerationDecoder {
             bail!("decoder input ids must be [batch, length], got {ids:?}");
         }
         if enc.len() != 3 || enc[0] != ids[0] || enc[2] != self.config.hidden_size {
-            bail!(
-                "encoder states must be [batch={}, length, hidden={}], got {enc:?}",
-                ids[0],
-                self.config.hidden_size
-            );
+            bail!("encoder states must be [batch={}, length, hidden={}], got {enc:?}", ids[0], self.config.hidden_size);
         }
         if past + ids[1] > self.config.max_position_embeddings {
             bail!(
@@ -403,7 +405,11 @@ impl BertGenerationDecoder {
             bail!("step with a batch of {b} on a cache started for {batch_of_cache}");
         }
         if past + l > self.config.max_position_embeddings {
-            bail!("sequence of {} tokens exceeds the decoder's {} positions", past + l, self.config.max_position_embeddings);
+            bail!(
+                "sequence of {} tokens exceeds the decoder's {} positions",
+                past + l,
+                self.config.max_position_embeddings
+            );
         }
         // A block of several new tokens after a cached prefix needs an
         // offset causal mask; one new token sees everything.

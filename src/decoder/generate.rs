@@ -228,7 +228,9 @@ pub fn outlier_words(
     if tokens < vocab {
         // A model vocabulary padded past the tokenizer's: ids beyond it
         // decode to "" (which the non-semantic filter drops).
-        tracing::warn!("the tokenizer has {tokens} tokens, the decoder {vocab}; ids beyond the tokenizer decode to \"\"");
+        tracing::warn!(
+            "the tokenizer has {tokens} tokens, the decoder {vocab}; ids beyond the tokenizer decode to \"\""
+        );
     }
     let generated = generate_topk(model, clip_embeds, opts)?;
     let ids = Vec::<i64>::try_from(generated.kept.flatten(0, -1))?;

@@ -40,7 +40,10 @@ pub const DEFAULT_HEADS: i64 = 16;
 pub enum ModelTokenizer {
     /// A sentencepiece model and the file it was read from (copied into
     /// the folders written with it).
-    SentencePiece { model: SentencePieceModel, file: PathBuf },
+    SentencePiece {
+        model: SentencePieceModel,
+        file: PathBuf,
+    },
     Words(WordVocab),
 }
 
@@ -187,7 +190,11 @@ fn check_pair(model: &BertGenerationDecoder, tokenizer: &dyn DecoderTokenizer, d
             c.vocab_size
         );
     }
-    let pairs = [("BOS", tokenizer.bos_id(), c.bos_token_id), ("EOS", tokenizer.eos_id(), c.eos_token_id), ("padding", tokenizer.pad_id(), c.pad_token_id)];
+    let pairs = [
+        ("BOS", tokenizer.bos_id(), c.bos_token_id),
+        ("EOS", tokenizer.eos_id(), c.eos_token_id),
+        ("padding", tokenizer.pad_id(), c.pad_token_id),
+    ];
     for (name, tok, model_id) in pairs {
         if tok != model_id {
             bail!(

@@ -99,10 +99,8 @@ pub struct SentencePieceModel {
 impl SentencePieceModel {
     /// Read `spiece.model` (or any SentencePiece `.model` file).
     pub fn load(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path)
-            .with_context(|| format!("reading sentencepiece model {}", path.display()))?;
-        Self::from_bytes(&bytes, path)
-            .with_context(|| format!("parsing sentencepiece model {}", path.display()))
+        let bytes = std::fs::read(path).with_context(|| format!("reading sentencepiece model {}", path.display()))?;
+        Self::from_bytes(&bytes, path).with_context(|| format!("parsing sentencepiece model {}", path.display()))
     }
 
     /// Parse a serialized `ModelProto`; `source` names it in messages.
@@ -418,10 +416,8 @@ impl Normalizer {
             if !trie_bytes.is_multiple_of(4) || 4 + trie_bytes > map.len() {
                 bail!("precompiled_charsmap has a bad trie size {trie_bytes}");
             }
-            let trie = map[4..4 + trie_bytes]
-                .chunks_exact(4)
-                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
+            let trie =
+                map[4..4 + trie_bytes].chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
             (trie, map[4 + trie_bytes..].to_vec())
         };
         let user_defined = pieces

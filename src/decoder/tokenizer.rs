@@ -19,8 +19,12 @@ pub trait DecoderTokenizer {
     /// the tokens with spaces, right for a word-level vocabulary.
     fn decode_text(&self, ids: &[i64]) -> String {
         let special = [self.bos_id(), self.eos_id(), self.pad_id()];
-        let words: Vec<String> =
-            ids.iter().filter(|id| !special.contains(id)).map(|&id| self.decode_token(id)).filter(|w| !w.is_empty()).collect();
+        let words: Vec<String> = ids
+            .iter()
+            .filter(|id| !special.contains(id))
+            .map(|&id| self.decode_token(id))
+            .filter(|w| !w.is_empty())
+            .collect();
         words.join(" ")
     }
     fn vocab_size(&self) -> usize;

@@ -80,11 +80,7 @@ impl CaptionSet<'_> {
             other => bail!("{what}: CLIP image embeddings must be [N, D], got {other:?}"),
         };
         if self.captions.len() != self.image_of_caption.len() {
-            bail!(
-                "{what}: {} captions but {} image indices",
-                self.captions.len(),
-                self.image_of_caption.len()
-            );
+            bail!("{what}: {} captions but {} image indices", self.captions.len(), self.image_of_caption.len());
         }
         if self.captions.is_empty() {
             bail!("{what}: no captions to train on");
@@ -169,10 +165,13 @@ fn batch_loss(model: &BertGenerationDecoder, set: &CaptionSet, order: &[usize], 
     let logits = model.forward(&ids.narrow(1, 0, l - 1), &enc, None, train)?;
     let targets = ids.narrow(1, 1, l - 1);
     let targets = targets.masked_fill(&targets.eq(c.pad_token_id), -100);
-    Ok(logits
-        .to_kind(Kind::Float)
-        .view([-1, c.vocab_size])
-        .cross_entropy_loss::<Tensor>(&targets.view([-1]), None, tch::Reduction::Mean, -100, 0.0))
+    Ok(logits.to_kind(Kind::Float).view([-1, c.vocab_size]).cross_entropy_loss::<Tensor>(
+        &targets.view([-1]),
+        None,
+        tch::Reduction::Mean,
+        -100,
+        0.0,
+    ))
 }
 
 /// Mean batch loss over a caption set, without dropout or gradients.
@@ -247,9 +246,10 @@ pub fn train_decoder_with(
     }
     tch::manual_seed(opts.seed as i64);
     let mut rng = SplitMix(opts.seed);
-    let mut optimizer = nn::AdamW { beta1: 0.9, beta2: 0.999, wd: opts.weight_decay, eps: opts.adam_eps, amsgrad: false }
-        .build(model.var_store(), opts.lr)
-        .context("building the AdamW optimizer")?;
+    let mut optimizer =
+        nn::AdamW { beta1: 0.9, beta2: 0.999, wd: opts.weight_decay, eps: opts.adam_eps, amsgrad: false }
+            .build(model.var_store(), opts.lr)
+            .context("building the AdamW optimizer")?;
 
     let mut order: Vec<usize> = (0..train.captions.len()).collect();
     let mut report = TrainReport { epochs: Vec::new(), best_epoch: None };

@@ -89,7 +89,8 @@ impl WordVocab {
     }
 
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading word vocabulary {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading word vocabulary {}", path.display()))?;
         let tokens = text.lines().map(str::to_string).collect();
         Self::from_tokens(tokens).with_context(|| format!("word vocabulary {}", path.display()))
     }

@@ -47,7 +47,10 @@ impl CaptionCorpus {
     pub fn open(root: &Path, captions_json: &str, image_dir: &str) -> Result<CaptionCorpus> {
         let json_path = root.join(captions_json);
         let bytes = std::fs::read(&json_path).with_context(|| {
-            format!("reading the captions file {} (set the `captions_json` param to its path inside the corpus folder)", json_path.display())
+            format!(
+                "reading the captions file {} (set the `captions_json` param to its path inside the corpus folder)",
+                json_path.display()
+            )
         })?;
         let file: CocoFile = serde_json::from_slice(&bytes).with_context(|| {
             format!("{}: not a COCO-style captions file (expected `images` with id/file_name and `annotations` with image_id/caption)", json_path.display())
@@ -64,7 +67,11 @@ impl CaptionCorpus {
         let mut corpus = CaptionCorpus { images: Vec::new(), captions: Vec::new(), image_of_caption: Vec::new() };
         for annotation in &file.annotations {
             let Some(&slot) = slot_of_id.get(&annotation.image_id) else {
-                bail!("{}: a caption refers to image id {}, which `images` does not list", json_path.display(), annotation.image_id);
+                bail!(
+                    "{}: a caption refers to image id {}, which `images` does not list",
+                    json_path.display(),
+                    annotation.image_id
+                );
             };
             let index = *used[slot].get_or_insert_with(|| {
                 corpus.images.push(image_root.join(&file.images[slot].file_name));

@@ -11,12 +11,12 @@ pub mod torchscript;
 
 pub use coco::CaptionCorpus;
 pub use npy::{
-    array_to_tensor, read_npy, read_npy_header, read_npy_tensor, tensor_to_array, write_npy,
-    write_npy_tensor, NpyElement, NpyHeader,
+    array_to_tensor, read_npy, read_npy_header, read_npy_tensor, tensor_to_array, write_npy, write_npy_tensor,
+    NpyElement, NpyHeader,
 };
 pub use npy_strings::{read_indices, read_strings, write_strings};
 pub use torch_pt::{
-    detect_kind, load_pt, load_state_dict, load_tensor_pt, save_nested_state_dicts_pt, save_pt,
-    save_state_dict_pt, save_tensor_pt, PtValue, TorchFileKind,
+    detect_kind, load_pt, load_state_dict, load_tensor_pt, save_nested_state_dicts_pt, save_pt, save_state_dict_pt,
+    save_tensor_pt, PtValue, TorchFileKind,
 };
 pub use torchscript::{is_torchscript, ScriptModule};

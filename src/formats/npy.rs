@@ -37,58 +37,37 @@ impl NpyHeader {
 /// Reads the header of an `.npy` stream, leaving `r` at the start of the data.
 pub fn read_header(r: &mut impl Read, path: &Path) -> Result<NpyHeader> {
     let mut pre = [0u8; 8];
-    r.read_exact(&mut pre)
-        .with_context(|| format!("{}: too short to be a .npy file", path.display()))?;
+    r.read_exact(&mut pre).with_context(|| format!("{}: too short to be a .npy file", path.display()))?;
     if &pre[..6] != MAGIC {
-        bail!(
-            "{}: not a .npy file (wrong magic bytes {:?})",
-            path.display(),
-            &pre[..6]
-        );
+        bail!("{}: not a .npy file (wrong magic bytes {:?})", path.display(), &pre[..6]);
     }
     let (len, prefix) = match pre[6] {
         1 => {
             let mut b = [0u8; 2];
-            r.read_exact(&mut b)
-                .with_context(|| format!("{}: truncated .npy header", path.display()))?;
+            r.read_exact(&mut b).with_context(|| format!("{}: truncated .npy header", path.display()))?;
             (u16::from_le_bytes(b) as usize, 10)
         }
         2 | 3 => {
             let mut b = [0u8; 4];
-            r.read_exact(&mut b)
-                .with_context(|| format!("{}: truncated .npy header", path.display()))?;
+            r.read_exact(&mut b).with_context(|| format!("{}: truncated .npy header", path.display()))?;
             (u32::from_le_bytes(b) as usize, 12)
         }
-        v => bail!(
-            "{}: .npy format version {v} is not supported (1, 2 and 3 are)",
-            path.display()
-        ),
+        v => bail!("{}: .npy format version {v} is not supported (1, 2 and 3 are)", path.display()),
     };
     if len > 1 << 24 {
-        bail!(
-            "{}: .npy header length {len} is implausible",
-            path.display()
-        );
+        bail!("{}: .npy header length {len} is implausible", path.display());
     }
     let mut text = vec![0u8; len];
-    r.read_exact(&mut text)
-        .with_context(|| format!("{}: truncated .npy header", path.display()))?;
-    let text = String::from_utf8(text)
-        .map_err(|_| anyhow!("{}: .npy header is not text", path.display()))?;
-    let dict = parse_header_dict(&text)
-        .map_err(|e| anyhow!("{}: cannot parse .npy header {text:?}: {e}", path.display()))?;
-    Ok(NpyHeader {
-        data_offset: prefix + len,
-        ..dict
-    })
+    r.read_exact(&mut text).with_context(|| format!("{}: truncated .npy header", path.display()))?;
+    let text = String::from_utf8(text).map_err(|_| anyhow!("{}: .npy header is not text", path.display()))?;
+    let dict =
+        parse_header_dict(&text).map_err(|e| anyhow!("{}: cannot parse .npy header {text:?}: {e}", path.display()))?;
+    Ok(NpyHeader { data_offset: prefix + len, ..dict })
 }
 
 /// Parses `{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }`.
 fn parse_header_dict(text: &str) -> std::result::Result<NpyHeader, String> {
-    let mut p = Lit {
-        s: text.trim().as_bytes(),
-        i: 0,
-    };
+    let mut p = Lit { s: text.trim().as_bytes(), i: 0 };
     let mut descr = None;
     let mut fortran = None;
     let mut shape = None;
@@ -159,18 +138,13 @@ impl Lit<'_> {
         }
     }
     fn string(&mut self) -> std::result::Result<String, String> {
-        let q = self
-            .peek()
-            .filter(|&c| c == b'\'' || c == b'"')
-            .ok_or(format!("expected a string at {}", self.i))?;
+        let q = self.peek().filter(|&c| c == b'\'' || c == b'"').ok_or(format!("expected a string at {}", self.i))?;
         self.i += 1;
         let start = self.i;
         while self.peek().ok_or("unterminated string")? != q {
             self.i += 1;
         }
-        let s = std::str::from_utf8(&self.s[start..self.i])
-            .map_err(|e| e.to_string())?
-            .to_string();
+        let s = std::str::from_utf8(&self.s[start..self.i]).map_err(|e| e.to_string())?.to_string();
         self.i += 1;
         Ok(s)
     }
@@ -201,11 +175,7 @@ impl Lit<'_> {
             let digits = std::str::from_utf8(&self.s[start..self.i]).map_err(|e| e.to_string())?;
             // Python 2 wrote shapes as `(3L, 4L)`.
             self.eat(b'L');
-            out.push(
-                digits
-                    .parse()
-                    .map_err(|_| format!("bad dimension at {start}"))?,
-            );
+            out.push(digits.parse().map_err(|_| format!("bad dimension at {start}"))?);
             self.ws();
             if !self.eat(b',') {
                 self.ws();
@@ -218,26 +188,13 @@ impl Lit<'_> {
 
 /// Writes an npy v1 header (v2 when it would not fit), padded with spaces so
 /// that the data starts on a 64-byte boundary, as numpy does.
-pub fn write_header(
-    w: &mut impl Write,
-    descr: &str,
-    fortran_order: bool,
-    shape: &[usize],
-) -> std::io::Result<()> {
+pub fn write_header(w: &mut impl Write, descr: &str, fortran_order: bool, shape: &[usize]) -> std::io::Result<()> {
     let shape = match shape {
         [n] => format!("({n},)"),
-        _ => format!(
-            "({})",
-            shape
-                .iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        _ => format!("({})", shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
     };
     let fortran = if fortran_order { "True" } else { "False" };
-    let mut dict =
-        format!("{{'descr': '{descr}', 'fortran_order': {fortran}, 'shape': {shape}, }}");
+    let mut dict = format!("{{'descr': '{descr}', 'fortran_order': {fortran}, 'shape': {shape}, }}");
     let v1 = prefix_fits_u16(dict.len());
     let prefix = if v1 { 10 } else { 12 };
     let total = (prefix + dict.len() + 1).div_ceil(64) * 64;
@@ -312,11 +269,8 @@ where
 {
     let f = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
     let mut w = BufWriter::new(f);
-    array
-        .write_npy(&mut w)
-        .map_err(|e| anyhow!("{}: cannot write .npy: {e}", path.display()))?;
-    w.flush()
-        .with_context(|| format!("cannot write {}", path.display()))
+    array.write_npy(&mut w).map_err(|e| anyhow!("{}: cannot write .npy: {e}", path.display()))?;
+    w.flush().with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Copies an array into a new CPU tensor of the same shape.
@@ -328,9 +282,7 @@ where
 {
     let shape: Vec<i64> = array.shape().iter().map(|&d| d as i64).collect();
     let standard = array.as_standard_layout();
-    let data = standard
-        .as_slice()
-        .ok_or_else(|| anyhow!("array is not contiguous after relayout"))?;
+    let data = standard.as_slice().ok_or_else(|| anyhow!("array is not contiguous after relayout"))?;
     Ok(Tensor::f_from_slice(data)?.f_reshape(shape)?)
 }
 
@@ -338,11 +290,7 @@ where
 pub fn tensor_to_array<T: NpyElement>(t: &Tensor) -> Result<ArrayD<T>> {
     let kind = t.f_kind()?;
     if kind != T::KIND {
-        bail!(
-            "tensor has element type {kind:?}, expected {:?} ({})",
-            T::KIND,
-            T::NUMPY_NAME
-        );
+        bail!("tensor has element type {kind:?}, expected {:?} ({})", T::KIND, T::NUMPY_NAME);
     }
     let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
     let numel: usize = shape.iter().product();
@@ -386,10 +334,7 @@ pub fn write_npy_tensor(path: &Path, t: &Tensor) -> Result<()> {
         Kind::Int8 => write_npy(path, &tensor_to_array::<i8>(t)?),
         Kind::Uint8 => write_npy(path, &tensor_to_array::<u8>(t)?),
         Kind::Bool => write_npy(path, &tensor_to_array::<bool>(t)?),
-        k => bail!(
-            "{}: cannot write a {k:?} tensor as .npy; convert it to float32 first",
-            path.display()
-        ),
+        k => bail!("{}: cannot write a {k:?} tensor as .npy; convert it to float32 first", path.display()),
     }
 }
 
@@ -412,13 +357,9 @@ mod tests {
 
     #[test]
     fn header_parser_accepts_python2_longs_and_rejects_structs() {
-        let h = parse_header_dict("{'descr': '<i8', 'fortran_order': True, 'shape': (3L, 4L), }")
-            .unwrap();
+        let h = parse_header_dict("{'descr': '<i8', 'fortran_order': True, 'shape': (3L, 4L), }").unwrap();
         assert_eq!(h.shape, vec![3, 4]);
         assert!(h.fortran_order);
-        assert!(parse_header_dict(
-            "{'descr': [('a', '<i4')], 'fortran_order': False, 'shape': (1,), }"
-        )
-        .is_err());
+        assert!(parse_header_dict("{'descr': [('a', '<i4')], 'fortran_order': False, 'shape': (1,), }").is_err());
     }
 }

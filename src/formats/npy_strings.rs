@@ -24,13 +24,10 @@ pub fn read_strings(path: &Path) -> Result<Vec<String>> {
     let mut r = BufReader::new(f);
     let header = read_header(&mut r, path)?;
     let mut data = Vec::new();
-    r.read_to_end(&mut data)
-        .with_context(|| format!("cannot read {}", path.display()))?;
+    r.read_to_end(&mut data).with_context(|| format!("cannot read {}", path.display()))?;
     let (order, code) = split_descr(&header.descr);
     match code.as_bytes().first() {
-        Some(b'U') => fixed_width(path, &header, &data, code, |b| {
-            decode_utf32(b, order == '>')
-        }),
+        Some(b'U') => fixed_width(path, &header, &data, code, |b| decode_utf32(b, order == '>')),
         Some(b'S') => fixed_width(path, &header, &data, code, |b| {
             let end = b.iter().rposition(|&c| c != 0).map_or(0, |i| i + 1);
             String::from_utf8(b[..end].to_vec()).map_err(|_| anyhow!("byte string is not UTF-8"))
@@ -53,11 +50,7 @@ fn split_descr(descr: &str) -> (char, &str) {
 
 fn check_layout(path: &Path, header: &NpyHeader) -> Result<()> {
     if header.fortran_order && header.shape.iter().filter(|&&d| d > 1).count() > 1 {
-        bail!(
-            "{}: Fortran-order string arrays of shape {:?} are not supported",
-            path.display(),
-            header.shape
-        );
+        bail!("{}: Fortran-order string arrays of shape {:?} are not supported", path.display(), header.shape);
     }
     Ok(())
 }
@@ -70,18 +63,11 @@ fn fixed_width(
     decode: impl Fn(&[u8]) -> Result<String>,
 ) -> Result<Vec<String>> {
     check_layout(path, header)?;
-    let width: usize = code[1..]
-        .parse()
-        .map_err(|_| anyhow!("{}: bad string dtype {:?}", path.display(), header.descr))?;
-    let item = if code.starts_with('U') {
-        width * 4
-    } else {
-        width
-    };
+    let width: usize =
+        code[1..].parse().map_err(|_| anyhow!("{}: bad string dtype {:?}", path.display(), header.descr))?;
+    let item = if code.starts_with('U') { width * 4 } else { width };
     let n = header.numel();
-    let need = n
-        .checked_mul(item)
-        .ok_or_else(|| anyhow!("{}: array size overflows", path.display()))?;
+    let need = n.checked_mul(item).ok_or_else(|| anyhow!("{}: array size overflows", path.display()))?;
     if data.len() < need {
         bail!(
             "{}: truncated: {n} strings of dtype {} need {need} bytes of data, the file has {}",
@@ -107,12 +93,10 @@ fn object_strings(path: &Path, header: &NpyHeader, data: &[u8]) -> Result<Vec<St
         .enumerate()
         .map(|(i, v)| match v {
             Value::Str(s) => Ok(s.to_string()),
-            Value::Bytes(b) => String::from_utf8(b.to_vec())
-                .map_err(|_| anyhow!("{source}: element {i} is bytes that are not UTF-8")),
-            other => bail!(
-                "{source}: element {i} is a {}, not a string",
-                other.type_name()
-            ),
+            Value::Bytes(b) => {
+                String::from_utf8(b.to_vec()).map_err(|_| anyhow!("{source}: element {i} is bytes that are not UTF-8"))
+            }
+            other => bail!("{source}: element {i} is a {}, not a string", other.type_name()),
         })
         .collect()
 }
@@ -123,16 +107,10 @@ fn object_values(path: &Path, header: &NpyHeader, data: &[u8]) -> Result<Vec<Val
     let source = path.display().to_string();
     let value = pickle::unpickle(data, &source, None)?;
     let Value::NumpyArray(arr) = value else {
-        bail!(
-            "{source}: the pickle holds a {}, not a numpy object array",
-            value.type_name()
-        );
+        bail!("{source}: the pickle holds a {}, not a numpy object array", value.type_name());
     };
     let arr = arr.borrow();
-    let objects = arr
-        .objects
-        .as_ref()
-        .ok_or_else(|| anyhow!("{source}: the pickled array is not an object array"))?;
+    let objects = arr.objects.as_ref().ok_or_else(|| anyhow!("{source}: the pickled array is not an object array"))?;
     let expected: i64 = arr.shape.iter().product();
     if objects.len() as i64 != expected || expected as usize != header.numel() {
         bail!(
@@ -160,8 +138,7 @@ pub fn read_indices(path: &Path) -> Result<Vec<i64>> {
         return Ok(Vec::<i64>::try_from(&t.to_kind(tch::Kind::Int64).flatten(0, -1))?);
     }
     let mut data = Vec::new();
-    r.read_to_end(&mut data)
-        .with_context(|| format!("cannot read {}", path.display()))?;
+    r.read_to_end(&mut data).with_context(|| format!("cannot read {}", path.display()))?;
     object_values(path, &header, &data)?
         .iter()
         .enumerate()
@@ -177,17 +154,9 @@ pub fn read_indices(path: &Path) -> Result<Vec<i64>> {
 /// `allow_pickle`. numpy pads with NUL and strips trailing NULs on reading,
 /// so a string ending in `'\0'` cannot be stored; that is an error.
 pub fn write_strings<S: AsRef<str>>(path: &Path, strings: &[S]) -> Result<()> {
-    let width = strings
-        .iter()
-        .map(|s| s.as_ref().chars().count())
-        .max()
-        .unwrap_or(0)
-        .max(1);
+    let width = strings.iter().map(|s| s.as_ref().chars().count()).max().unwrap_or(0).max(1);
     if let Some(i) = strings.iter().position(|s| s.as_ref().ends_with('\0')) {
-        bail!(
-            "{}: string {i} ends with a NUL character, which numpy unicode arrays cannot keep",
-            path.display()
-        );
+        bail!("{}: string {i} ends with a NUL character, which numpy unicode arrays cannot keep", path.display());
     }
     let f = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
     let mut w = BufWriter::new(f);

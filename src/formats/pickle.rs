@@ -111,9 +111,7 @@ fn resolve_global(module: &str, name: &str) -> Option<Global> {
     let g = match (module, name) {
         ("collections", "OrderedDict") => Global::OrderedDict,
         ("_codecs", "encode") => Global::CodecsEncode,
-        ("numpy.core.multiarray" | "numpy._core.multiarray", "_reconstruct") => {
-            Global::NumpyReconstruct
-        }
+        ("numpy.core.multiarray" | "numpy._core.multiarray", "_reconstruct") => Global::NumpyReconstruct,
         ("numpy.core.multiarray" | "numpy._core.multiarray", "scalar") => Global::NumpyScalar,
         ("numpy", "ndarray") => Global::NumpyNdarray,
         ("numpy", "dtype") => Global::NumpyDtype,
@@ -126,13 +124,10 @@ fn resolve_global(module: &str, name: &str) -> Option<Global> {
         ("torch", "Size") => Global::TorchSize,
         (
             "torch.jit._pickle",
-            "build_intlist" | "build_tensorlist" | "build_doublelist" | "build_boollist"
-            | "restore_type_tag",
+            "build_intlist" | "build_tensorlist" | "build_doublelist" | "build_boollist" | "restore_type_tag",
         ) => Global::JitPassThrough,
         ("torch" | "torch.cuda", storage) => Global::StorageType(storage_kind(storage)?),
-        (m, n) if m == "__torch__" || m.starts_with("__torch__.") => {
-            Global::ScriptClass(format!("{m}.{n}").into())
-        }
+        (m, n) if m == "__torch__" || m.starts_with("__torch__.") => Global::ScriptClass(format!("{m}.{n}").into()),
         _ => return None,
     };
     Some(g)
@@ -233,29 +228,15 @@ pub type PersistentLoad<'a> = &'a mut dyn FnMut(&Value) -> Result<Value>;
 
 /// Unpickles `data`. `source` names the file in error messages.
 /// Without `persistent_load`, a persistent id is an error.
-pub fn unpickle(
-    data: &[u8],
-    source: &str,
-    persistent_load: Option<PersistentLoad>,
-) -> Result<Value> {
+pub fn unpickle(data: &[u8], source: &str, persistent_load: Option<PersistentLoad>) -> Result<Value> {
     Ok(unpickle_prefix(data, source, persistent_load)?.0)
 }
 
 /// Unpickles the pickle at the start of `data` and returns it with the
 /// number of bytes it took (legacy torch files hold several in a row).
-pub fn unpickle_prefix(
-    data: &[u8],
-    source: &str,
-    persistent_load: Option<PersistentLoad>,
-) -> Result<(Value, usize)> {
-    let mut machine = Machine {
-        data,
-        pos: 0,
-        stack: Vec::new(),
-        marks: Vec::new(),
-        memo: HashMap::new(),
-        persistent_load,
-    };
+pub fn unpickle_prefix(data: &[u8], source: &str, persistent_load: Option<PersistentLoad>) -> Result<(Value, usize)> {
+    let mut machine =
+        Machine { data, pos: 0, stack: Vec::new(), marks: Vec::new(), memo: HashMap::new(), persistent_load };
     let value = machine.run().map_err(|e| anyhow!("{source}: {e}"))?;
     Ok((value, machine.pos))
 }
@@ -362,11 +343,7 @@ impl<'a, 'p> Machine<'a, 'p> {
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         let end = self.pos.checked_add(n).filter(|&e| e <= self.data.len());
         let Some(end) = end else {
-            bail!(
-                "pickle truncated: wanted {n} bytes at offset {} of {}",
-                self.pos,
-                self.data.len()
-            );
+            bail!("pickle truncated: wanted {n} bytes at offset {} of {}", self.pos, self.data.len());
         };
         let s = &self.data[self.pos..end];
         self.pos = end;
@@ -398,52 +375,36 @@ impl<'a, 'p> Machine<'a, 'p> {
         let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
             bail!("pickle truncated: unterminated line at offset {}", self.pos);
         };
-        let s = std::str::from_utf8(&rest[..nl])
-            .map_err(|_| anyhow!("non-UTF-8 text at offset {}", self.pos))?;
+        let s = std::str::from_utf8(&rest[..nl]).map_err(|_| anyhow!("non-UTF-8 text at offset {}", self.pos))?;
         self.pos += nl + 1;
         Ok(s)
     }
     fn utf8(&mut self, n: usize) -> Result<Value> {
         let at = self.pos;
         let b = self.take(n)?;
-        let s =
-            std::str::from_utf8(b).map_err(|_| anyhow!("invalid UTF-8 string at offset {at}"))?;
+        let s = std::str::from_utf8(b).map_err(|_| anyhow!("invalid UTF-8 string at offset {at}"))?;
         Ok(Value::Str(s.into()))
     }
     fn pop(&mut self) -> Result<Value> {
-        self.stack
-            .pop()
-            .ok_or_else(|| anyhow!("pickle stack underflow at offset {}", self.pos))
+        self.stack.pop().ok_or_else(|| anyhow!("pickle stack underflow at offset {}", self.pos))
     }
     fn top(&mut self) -> Result<&mut Value> {
         let pos = self.pos;
-        self.stack
-            .last_mut()
-            .ok_or_else(|| anyhow!("pickle stack underflow at offset {pos}"))
+        self.stack.last_mut().ok_or_else(|| anyhow!("pickle stack underflow at offset {pos}"))
     }
     /// Pops everything above the last MARK.
     fn pop_mark(&mut self) -> Result<Vec<Value>> {
-        let m = self
-            .marks
-            .pop()
-            .ok_or_else(|| anyhow!("pickle has no MARK at offset {}", self.pos))?;
+        let m = self.marks.pop().ok_or_else(|| anyhow!("pickle has no MARK at offset {}", self.pos))?;
         if m > self.stack.len() {
             bail!("pickle MARK lies above the stack at offset {}", self.pos);
         }
         Ok(self.stack.split_off(m))
     }
     fn memo_get(&self, i: u32) -> Result<Value> {
-        self.memo
-            .get(&i)
-            .cloned()
-            .ok_or_else(|| anyhow!("pickle memo entry {i} missing at offset {}", self.pos))
+        self.memo.get(&i).cloned().ok_or_else(|| anyhow!("pickle memo entry {i} missing at offset {}", self.pos))
     }
     fn memo_put(&mut self, i: u32) -> Result<()> {
-        let v = self
-            .stack
-            .last()
-            .cloned()
-            .ok_or_else(|| anyhow!("pickle stack underflow at offset {}", self.pos))?;
+        let v = self.stack.last().cloned().ok_or_else(|| anyhow!("pickle stack underflow at offset {}", self.pos))?;
         self.memo.insert(i, v);
         Ok(())
     }
@@ -697,9 +658,7 @@ impl<'a, 'p> Machine<'a, 'p> {
     fn persistent(&mut self, pid: &Value, at: usize) -> Result<Value> {
         match self.persistent_load.as_mut() {
             Some(load) => load(pid).map_err(|e| anyhow!("{e} (persistent id at offset {at})")),
-            None => bail!(
-                "unexpected persistent id at offset {at}: this kind of file has no external data"
-            ),
+            None => bail!("unexpected persistent id at offset {at}: this kind of file has no external data"),
         }
     }
 
@@ -709,10 +668,7 @@ impl<'a, 'p> Machine<'a, 'p> {
                 l.borrow_mut().extend(items);
                 Ok(())
             }
-            other => bail!(
-                "APPEND(S) at offset {at} on a {}, not a list",
-                other.type_name()
-            ),
+            other => bail!("APPEND(S) at offset {at} on a {}, not a list", other.type_name()),
         }
     }
 
@@ -730,10 +686,7 @@ impl<'a, 'p> Machine<'a, 'p> {
                 }
                 Ok(())
             }
-            other => bail!(
-                "SETITEM(S) at offset {at} on a {}, not a dict",
-                other.type_name()
-            ),
+            other => bail!("SETITEM(S) at offset {at} on a {}, not a dict", other.type_name()),
         }
     }
 
@@ -752,9 +705,7 @@ fn global(module: &str, name: &str) -> Result<Global> {
     if let Some(g) = resolve_global(module, name) {
         return Ok(g);
     }
-    if (module == "torch._utils" && name.starts_with("_rebuild_"))
-        || (module == "torch" && name.ends_with("Storage"))
-    {
+    if (module == "torch._utils" && name.starts_with("_rebuild_")) || (module == "torch" && name.ends_with("Storage")) {
         bail!(
             "`{module}.{name}` is not supported: toe-pipe reads dense tensors of the classic dtypes \
              (float16/32/64, bfloat16, int8-64, uint8, bool, complex), not sparse, quantized, \
@@ -845,43 +796,31 @@ fn reduce_global(g: &Global, args: &[Value]) -> Result<Value> {
                 let mut out = Vec::new();
                 for item in items.borrow().iter() {
                     match item {
-                        Value::Tuple(kv) if kv.len() == 2 => {
-                            out.push((kv[0].clone(), kv[1].clone()))
-                        }
-                        other => bail!(
-                            "OrderedDict item is a {}, expected a (key, value) pair",
-                            other.type_name()
-                        ),
+                        Value::Tuple(kv) if kv.len() == 2 => out.push((kv[0].clone(), kv[1].clone())),
+                        other => bail!("OrderedDict item is a {}, expected a (key, value) pair", other.type_name()),
                     }
                 }
                 Ok(Value::Dict(shared(out)))
             }
-            _ => bail!(
-                "OrderedDict called with {} unexpected arguments",
-                args.len()
-            ),
+            _ => bail!("OrderedDict called with {} unexpected arguments", args.len()),
         },
         Global::CodecsEncode => match args {
             // Protocol 2 writes bytes as encode(latin-1 text, 'latin1').
             [Value::Str(s), Value::Str(enc)] if &**enc == "latin1" || &**enc == "latin-1" => {
-                let bytes: Option<Vec<u8>> =
-                    s.chars().map(|c| u8::try_from(c as u32).ok()).collect();
+                let bytes: Option<Vec<u8>> = s.chars().map(|c| u8::try_from(c as u32).ok()).collect();
                 let bytes = bytes.ok_or_else(|| anyhow!("_codecs.encode text is not latin-1"))?;
                 Ok(Value::Bytes(bytes.into()))
             }
             _ => bail!("_codecs.encode is only allowed as encode(str, 'latin1')"),
         },
         Global::NumpyReconstruct => match args {
-            [Value::Global(Global::NumpyNdarray), _shape, _tag] => {
-                Ok(Value::NumpyArray(shared(NumpyArray::default())))
-            }
+            [Value::Global(Global::NumpyNdarray), _shape, _tag] => Ok(Value::NumpyArray(shared(NumpyArray::default()))),
             _ => bail!("numpy _reconstruct is only allowed for numpy.ndarray"),
         },
         Global::NumpyDtype => match args {
-            [Value::Str(code), ..] => Ok(Value::NumpyDtype(shared(NumpyDtype {
-                code: code.to_string(),
-                byte_order: None,
-            }))),
+            [Value::Str(code), ..] => {
+                Ok(Value::NumpyDtype(shared(NumpyDtype { code: code.to_string(), byte_order: None })))
+            }
             _ => bail!("numpy.dtype expects a type code string"),
         },
         Global::NumpyScalar => match args {
@@ -890,17 +829,11 @@ fn reduce_global(g: &Global, args: &[Value]) -> Result<Value> {
         },
         Global::RebuildTensorV2 => {
             if !(6..=7).contains(&args.len()) {
-                bail!(
-                    "_rebuild_tensor_v2 takes 6 or 7 arguments, got {}",
-                    args.len()
-                );
+                bail!("_rebuild_tensor_v2 takes 6 or 7 arguments, got {}", args.len());
             }
             let storage = match &args[0] {
                 Value::Storage(s) => s.clone(),
-                other => bail!(
-                    "_rebuild_tensor_v2 storage argument is a {}",
-                    other.type_name()
-                ),
+                other => bail!("_rebuild_tensor_v2 storage argument is a {}", other.type_name()),
             };
             let offset = int_arg(args, 1, "tensor storage offset")?;
             let size = int_tuple(args.get(2), "tensor size")?;
@@ -908,12 +841,7 @@ fn reduce_global(g: &Global, args: &[Value]) -> Result<Value> {
             if size.len() != stride.len() {
                 bail!("tensor size {size:?} and stride {stride:?} differ in length");
             }
-            Ok(Value::Tensor(Rc::new(TensorRef {
-                storage,
-                offset,
-                size,
-                stride,
-            })))
+            Ok(Value::Tensor(Rc::new(TensorRef { storage, offset, size, stride })))
         }
         Global::RebuildParameter | Global::RebuildParameterWithState => match args.first() {
             Some(t @ Value::Tensor(_)) => Ok(t.clone()),
@@ -933,10 +861,7 @@ fn reduce_global(g: &Global, args: &[Value]) -> Result<Value> {
             [t @ Value::Tuple(_)] => Ok(t.clone()),
             _ => bail!("torch.Size expects a tuple"),
         },
-        Global::NumpyNdarray
-        | Global::TensorType
-        | Global::StorageType(_)
-        | Global::ScriptClass(_) => {
+        Global::NumpyNdarray | Global::TensorType | Global::StorageType(_) | Global::ScriptClass(_) => {
             bail!("{g:?} cannot be called from a pickle here")
         }
     }
@@ -948,10 +873,7 @@ fn numpy_scalar(dtype: &NumpyDtype, b: &[u8]) -> Result<Value> {
     let code = dtype.code.as_str();
     let arr = |n: usize| -> Result<[u8; 8]> {
         if b.len() != n {
-            bail!(
-                "numpy scalar of dtype {code} has {} bytes, expected {n}",
-                b.len()
-            );
+            bail!("numpy scalar of dtype {code} has {} bytes, expected {n}", b.len());
         }
         let mut buf = [0u8; 8];
         if big {
@@ -981,15 +903,8 @@ pub fn decode_utf32(b: &[u8], big_endian: bool) -> Result<String> {
     let mut s = String::with_capacity(b.len() / 4);
     for c in b.chunks_exact(4) {
         let c: [u8; 4] = c.try_into()?;
-        let u = if big_endian {
-            u32::from_be_bytes(c)
-        } else {
-            u32::from_le_bytes(c)
-        };
-        s.push(
-            char::from_u32(u)
-                .ok_or_else(|| anyhow!("invalid code point U+{u:X} in UTF-32 text"))?,
-        );
+        let u = if big_endian { u32::from_be_bytes(c) } else { u32::from_le_bytes(c) };
+        s.push(char::from_u32(u).ok_or_else(|| anyhow!("invalid code point U+{u:X} in UTF-32 text"))?);
     }
     s.truncate(s.trim_end_matches('\0').len());
     Ok(s)
@@ -998,10 +913,7 @@ pub fn decode_utf32(b: &[u8], big_endian: bool) -> Result<String> {
 fn new_object(class: Value, args: Value) -> Result<Value> {
     match (&class, &args) {
         (Value::Global(Global::ScriptClass(name)), Value::Tuple(a)) if a.is_empty() => {
-            Ok(Value::ScriptObject(shared(ScriptObject {
-                class: name.clone(),
-                state: Value::None,
-            })))
+            Ok(Value::ScriptObject(shared(ScriptObject { class: name.clone(), state: Value::None })))
         }
         (Value::Global(g), _) => bail!("cannot create an instance of {g:?}"),
         _ => bail!("cannot create an instance of a {}", class.type_name()),
@@ -1013,9 +925,7 @@ fn build(target: &Value, state: Value) -> Result<()> {
     match target {
         Value::NumpyArray(arr) => {
             // (version, shape, dtype, is_fortran, data)
-            let Value::Tuple(s) = &state else {
-                bail!("numpy array state is a {}", state.type_name())
-            };
+            let Value::Tuple(s) = &state else { bail!("numpy array state is a {}", state.type_name()) };
             let s: &[Value] = s;
             let (shape, dtype, fortran, data) = match s {
                 [Value::Int(_), shape, dtype, fortran, data] => (shape, dtype, fortran, data),
@@ -1038,9 +948,7 @@ fn build(target: &Value, state: Value) -> Result<()> {
         }
         Value::NumpyDtype(d) => {
             // (version, byte order, subarray, names, fields, elsize, alignment, flags[, metadata])
-            let Value::Tuple(s) = &state else {
-                bail!("numpy dtype state is a {}", state.type_name())
-            };
+            let Value::Tuple(s) = &state else { bail!("numpy dtype state is a {}", state.type_name()) };
             match s.get(1) {
                 Some(Value::Str(order)) => d.borrow_mut().byte_order = Some(order.to_string()),
                 _ => bail!("numpy dtype state lacks a byte order"),
@@ -1091,20 +999,14 @@ mod tests {
         // d = {}; memo[0] = d; d['a'] = 1; then (d, d) from the memo.
         let p = b"\x80\x02}q\x00X\x01\x00\x00\x00aK\x01sh\x00\x86.";
         let v = unpickle(p, "t", None).unwrap();
-        let Value::Tuple(t) = v else {
-            panic!("tuple expected")
-        };
-        let Value::Dict(d) = &t[1] else {
-            panic!("dict expected")
-        };
+        let Value::Tuple(t) = v else { panic!("tuple expected") };
+        let Value::Dict(d) = &t[1] else { panic!("dict expected") };
         assert_eq!(d.borrow().len(), 1);
     }
 
     #[test]
     fn truncated_input_is_an_error() {
-        let e = unpickle(b"\x80\x02X\xff\x00\x00\x00ab", "short.pkl", None)
-            .unwrap_err()
-            .to_string();
+        let e = unpickle(b"\x80\x02X\xff\x00\x00\x00ab", "short.pkl", None).unwrap_err().to_string();
         assert!(e.contains("short.pkl") && e.contains("truncated"), "{e}");
     }
 }

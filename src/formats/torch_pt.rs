@@ -47,12 +47,7 @@ impl PtValue {
     /// A state dict (written as an `OrderedDict` of tensors) from named
     /// tensors; the tensors are shallow clones sharing the caller's data.
     pub fn state_dict(entries: &[(String, Tensor)]) -> PtValue {
-        PtValue::Dict(
-            entries
-                .iter()
-                .map(|(k, t)| (k.clone(), PtValue::Tensor(t.shallow_clone())))
-                .collect(),
-        )
+        PtValue::Dict(entries.iter().map(|(k, t)| (k.clone(), PtValue::Tensor(t.shallow_clone()))).collect())
     }
 
     /// Python-like name of the value's type, for messages.
@@ -105,9 +100,7 @@ impl std::fmt::Display for TorchFileKind {
 pub fn detect_kind(path: &Path) -> Result<TorchFileKind> {
     let mut f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut head = [0u8; 4];
-    let n = f
-        .read(&mut head)
-        .with_context(|| format!("cannot read {}", path.display()))?;
+    let n = f.read(&mut head).with_context(|| format!("cannot read {}", path.display()))?;
     if n >= 2 && head[0] == opcode::PROTO && head[1] <= 5 {
         return Ok(TorchFileKind::LegacyTorchSave);
     }
@@ -119,11 +112,7 @@ pub fn detect_kind(path: &Path) -> Result<TorchFileKind> {
         );
     }
     let archive = Archive::open(path)?;
-    Ok(if archive.is_torchscript() {
-        TorchFileKind::TorchScript
-    } else {
-        TorchFileKind::TorchSave
-    })
+    Ok(if archive.is_torchscript() { TorchFileKind::TorchScript } else { TorchFileKind::TorchSave })
 }
 
 /// A zip archive written by PyTorch: records under one top-level folder.
@@ -138,31 +127,20 @@ impl Archive {
     pub(crate) fn open(path: &Path) -> Result<Archive> {
         let shown = path.display().to_string();
         let f = File::open(path).with_context(|| format!("cannot open {shown}"))?;
-        let zip = zip::ZipArchive::new(BufReader::new(f)).map_err(|e| {
-            anyhow!("{shown}: not a readable zip archive (truncated or not a PyTorch file?): {e}")
-        })?;
+        let zip = zip::ZipArchive::new(BufReader::new(f))
+            .map_err(|e| anyhow!("{shown}: not a readable zip archive (truncated or not a PyTorch file?): {e}"))?;
         let prefix = zip
             .file_names()
             .filter_map(|n| n.strip_suffix("data.pkl"))
             .filter(|p| p.ends_with('/') && p.matches('/').count() == 1)
             .min_by_key(|p| p.len())
             .map(str::to_string)
-            .ok_or_else(|| {
-                anyhow!(
-                    "{shown}: a zip archive without <archive>/data.pkl, so not written by PyTorch"
-                )
-            })?;
-        Ok(Archive {
-            path: shown,
-            zip,
-            prefix,
-        })
+            .ok_or_else(|| anyhow!("{shown}: a zip archive without <archive>/data.pkl, so not written by PyTorch"))?;
+        Ok(Archive { path: shown, zip, prefix })
     }
 
     pub(crate) fn has(&self, name: &str) -> bool {
-        self.zip
-            .index_for_name(&format!("{}{name}", self.prefix))
-            .is_some()
+        self.zip.index_for_name(&format!("{}{name}", self.prefix)).is_some()
     }
 
     pub(crate) fn is_torchscript(&self) -> bool {
@@ -172,10 +150,8 @@ impl Archive {
 
     pub(crate) fn read(&mut self, name: &str) -> Result<Vec<u8>> {
         let full = format!("{}{name}", self.prefix);
-        let mut entry = self
-            .zip
-            .by_name(&full)
-            .map_err(|e| anyhow!("{}: record {full} missing or unreadable: {e}", self.path))?;
+        let mut entry =
+            self.zip.by_name(&full).map_err(|e| anyhow!("{}: record {full} missing or unreadable: {e}", self.path))?;
         let mut buf = Vec::with_capacity(entry.size() as usize);
         entry
             .read_to_end(&mut buf)
@@ -212,10 +188,7 @@ impl Archive {
 /// `('storage', torch.FloatStorage, key, location, numel)` -> a storage.
 fn storage_from_pid(pid: &Value) -> Result<Value> {
     let Value::Tuple(t) = pid else {
-        bail!(
-            "persistent id is a {}, expected a storage tuple",
-            pid.type_name()
-        );
+        bail!("persistent id is a {}, expected a storage tuple", pid.type_name());
     };
     match &t[..] {
         [Value::Str(tag), Value::Global(Global::StorageType(kind)), Value::Str(key), Value::Str(loc), Value::Int(numel)]
@@ -244,10 +217,7 @@ struct StorageCache<F> {
 
 impl<F: FnMut(&StorageRef) -> Result<Tensor>> StorageCache<F> {
     fn new(load: F) -> Self {
-        StorageCache {
-            load,
-            loaded: HashMap::new(),
-        }
+        StorageCache { load, loaded: HashMap::new() }
     }
     fn get(&mut self, s: &StorageRef) -> Result<&Tensor> {
         if !self.loaded.contains_key(&s.key) {
@@ -281,25 +251,12 @@ fn tensor_view(storage: &Tensor, r: &TensorRef, path: &str) -> Result<Tensor> {
     let numel: i64 = r.size.iter().product();
     let offset = r.offset + r.storage.base_offset;
     if r.size.iter().any(|&d| d < 0) || r.stride.iter().any(|&d| d < 0) || r.offset < 0 {
-        bail!(
-            "{path}: tensor with size {:?}, stride {:?}, offset {} is malformed",
-            r.size,
-            r.stride,
-            r.offset
-        );
+        bail!("{path}: tensor with size {:?}, stride {:?}, offset {} is malformed", r.size, r.stride, r.offset);
     }
     if numel == 0 {
-        return Ok(Tensor::f_empty(
-            r.size.as_slice(),
-            (r.storage.kind, Device::Cpu),
-        )?);
+        return Ok(Tensor::f_empty(r.size.as_slice(), (r.storage.kind, Device::Cpu))?);
     }
-    let last: i64 = offset
-        + r.size
-            .iter()
-            .zip(&r.stride)
-            .map(|(&n, &s)| (n - 1) * s)
-            .sum::<i64>();
+    let last: i64 = offset + r.size.iter().zip(&r.stride).map(|(&n, &s)| (n - 1) * s).sum::<i64>();
     if last >= r.storage.numel {
         bail!(
             "{path}: tensor with size {:?}, stride {:?}, offset {} reaches element {last} of storage {} which has {}",
@@ -315,12 +272,7 @@ fn tensor_view(storage: &Tensor, r: &TensorRef, path: &str) -> Result<Tensor> {
 
 const MAX_DEPTH: usize = 200;
 
-fn to_pt_value<F>(
-    v: &Value,
-    storages: &mut StorageCache<F>,
-    path: &str,
-    depth: usize,
-) -> Result<PtValue>
+fn to_pt_value<F>(v: &Value, storages: &mut StorageCache<F>, path: &str, depth: usize) -> Result<PtValue>
 where
     F: FnMut(&StorageRef) -> Result<Tensor>,
 {
@@ -328,9 +280,7 @@ where
         bail!("{path}: objects nested more than {MAX_DEPTH} deep (or a cycle)");
     }
     let items = |xs: &[Value], storages: &mut StorageCache<F>| -> Result<Vec<PtValue>> {
-        xs.iter()
-            .map(|x| to_pt_value(x, storages, path, depth + 1))
-            .collect()
+        xs.iter().map(|x| to_pt_value(x, storages, path, depth + 1)).collect()
     };
     Ok(match v {
         Value::None => PtValue::None,
@@ -346,10 +296,7 @@ where
                 let key = match k {
                     Value::Str(s) => s.to_string(),
                     Value::Int(i) => i.to_string(),
-                    other => bail!(
-                        "{path}: a dict key is a {}, expected str or int",
-                        other.type_name()
-                    ),
+                    other => bail!("{path}: a dict key is a {}, expected str or int", other.type_name()),
                 };
                 out.push((key, to_pt_value(v, storages, path, depth + 1)?));
             }
@@ -361,10 +308,7 @@ where
         }
         // A TorchScript module: its attributes, as a dict.
         Value::ScriptObject(o) => to_pt_value(&o.borrow().state, storages, path, depth + 1)?,
-        other => bail!(
-            "{path}: holds a {} where tensors, dicts, lists or scalars were expected",
-            other.type_name()
-        ),
+        other => bail!("{path}: holds a {} where tensors, dicts, lists or scalars were expected", other.type_name()),
     })
 }
 
@@ -397,10 +341,7 @@ pub fn load_state_dict(path: &Path) -> Result<Vec<(String, Tensor)>> {
     let mut out = Vec::new();
     flatten(value, String::new(), &mut out);
     if out.is_empty() {
-        bail!(
-            "{}: holds no tensors, so it is not a state dict",
-            path.display()
-        );
+        bail!("{}: holds no tensors, so it is not a state dict", path.display());
     }
     Ok(out)
 }
@@ -416,10 +357,7 @@ fn flatten(v: PtValue, prefix: String, out: &mut Vec<(String, Tensor)>) {
     match v {
         PtValue::Tensor(t) => out.push((prefix, t)),
         PtValue::Dict(d) => d.into_iter().for_each(|(k, v)| flatten(v, join(&k), out)),
-        PtValue::List(l) => l
-            .into_iter()
-            .enumerate()
-            .for_each(|(i, v)| flatten(v, join(&i.to_string()), out)),
+        PtValue::List(l) => l.into_iter().enumerate().for_each(|(i, v)| flatten(v, join(&i.to_string()), out)),
         _ => {}
     }
 }
@@ -429,11 +367,7 @@ fn flatten(v: PtValue, prefix: String, out: &mut Vec<(String, Tensor)>) {
 pub fn load_tensor_pt(path: &Path) -> Result<Tensor> {
     match load_pt(path)? {
         PtValue::Tensor(t) => Ok(t),
-        other => bail!(
-            "{}: holds a {}, expected a single tensor",
-            path.display(),
-            other.type_name()
-        ),
+        other => bail!("{}: holds a {}, expected a single tensor", path.display(), other.type_name()),
     }
 }
 
@@ -454,16 +388,8 @@ pub fn save_state_dict_pt(path: &Path, entries: &[(String, Tensor)]) -> Result<(
 /// Writes a dict of state dicts, e.g. ZOC's `{'net': state_dict}`; for dicts
 /// that mix in other values (an epoch number) build a [`PtValue`] and use
 /// [`save_pt`].
-pub fn save_nested_state_dicts_pt(
-    path: &Path,
-    groups: &[(&str, &[(String, Tensor)])],
-) -> Result<()> {
-    let value = PtValue::Dict(
-        groups
-            .iter()
-            .map(|(k, sd)| (k.to_string(), PtValue::state_dict(sd)))
-            .collect(),
-    );
+pub fn save_nested_state_dicts_pt(path: &Path, groups: &[(&str, &[(String, Tensor)])]) -> Result<()> {
+    let value = PtValue::Dict(groups.iter().map(|(k, sd)| (k.to_string(), PtValue::state_dict(sd))).collect());
     save_pt(path, &value)
 }
 
@@ -477,9 +403,7 @@ pub fn save_pt(path: &Path, value: &PtValue) -> Result<()> {
     // so that saving a large model needs little memory beyond the model.
     let mut storages: Vec<&Tensor> = Vec::new();
     pickler.buf.extend_from_slice(&[opcode::PROTO, 2]);
-    pickler
-        .value(value, &mut storages, 0)
-        .map_err(|e| anyhow!("cannot write {shown}: {e}"))?;
+    pickler.value(value, &mut storages, 0).map_err(|e| anyhow!("cannot write {shown}: {e}"))?;
     pickler.buf.push(opcode::STOP);
 
     let f = File::create(path).with_context(|| format!("cannot create {shown}"))?;
@@ -496,13 +420,10 @@ pub fn save_pt(path: &Path, value: &PtValue) -> Result<()> {
             .with_alignment(64)
             .large_file(len as u64 >= u32::MAX as u64)
     };
-    let record =
-        |zip: &mut zip::ZipWriter<BufWriter<File>>, name: &str, data: &[u8]| -> Result<()> {
-            zip.start_file(format!("archive/{name}"), opts(data.len()))
-                .map_err(io)?;
-            zip.write_all(data)
-                .with_context(|| format!("cannot write {shown}"))
-        };
+    let record = |zip: &mut zip::ZipWriter<BufWriter<File>>, name: &str, data: &[u8]| -> Result<()> {
+        zip.start_file(format!("archive/{name}"), opts(data.len())).map_err(io)?;
+        zip.write_all(data).with_context(|| format!("cannot write {shown}"))
+    };
     record(&mut zip, "data.pkl", &pickler.buf)?;
     record(&mut zip, "byteorder", b"little")?;
     for (i, t) in storages.iter().enumerate() {
@@ -558,12 +479,7 @@ impl Pickler {
         self.buf.extend_from_slice(&[opcode::EMPTY_TUPLE, opcode::REDUCE]);
     }
 
-    fn value<'t>(
-        &mut self,
-        v: &'t PtValue,
-        storages: &mut Vec<&'t Tensor>,
-        depth: usize,
-    ) -> Result<()> {
+    fn value<'t>(&mut self, v: &'t PtValue, storages: &mut Vec<&'t Tensor>, depth: usize) -> Result<()> {
         if depth > MAX_DEPTH {
             bail!("objects nested more than {MAX_DEPTH} deep");
         }
@@ -584,8 +500,7 @@ impl Pickler {
                 self.buf.push(opcode::APPENDS);
             }
             PtValue::Dict(entries) => {
-                let ordered = !entries.is_empty()
-                    && entries.iter().all(|(_, v)| matches!(v, PtValue::Tensor(_)));
+                let ordered = !entries.is_empty() && entries.iter().all(|(_, v)| matches!(v, PtValue::Tensor(_)));
                 if ordered {
                     self.empty_ordered_dict();
                 } else {
@@ -605,8 +520,8 @@ impl Pickler {
 
     fn tensor<'t>(&mut self, t: &'t Tensor, storages: &mut Vec<&'t Tensor>) -> Result<()> {
         let kind = t.f_kind()?;
-        let storage_type = storage_name(kind)
-            .ok_or_else(|| anyhow!("tensors of type {kind:?} cannot be saved in a .pt file"))?;
+        let storage_type =
+            storage_name(kind).ok_or_else(|| anyhow!("tensors of type {kind:?} cannot be saved in a .pt file"))?;
         let size = t.size();
         let numel: i64 = size.iter().product();
         let key = storages.len().to_string();
@@ -696,39 +611,25 @@ fn load_legacy(path: &Path) -> Result<PtValue> {
                 other => bail!("{shown}: storage key is a {}", other.type_name()),
             })
             .collect::<Result<Vec<_>>>()?,
-        other => bail!(
-            "{shown}: expected the list of storage keys, found a {}",
-            other.type_name()
-        ),
+        other => bail!("{shown}: expected the list of storage keys, found a {}", other.type_name()),
     };
     let mut loaded: HashMap<String, Tensor> = HashMap::new();
     for key in keys {
-        let s = roots
-            .get(&key)
-            .ok_or_else(|| anyhow!("{shown}: storage {key} is listed but never used"))?;
-        let count = data
-            .get(pos..pos + 8)
-            .ok_or_else(|| anyhow!("{shown}: truncated before storage {key}"))?;
+        let s = roots.get(&key).ok_or_else(|| anyhow!("{shown}: storage {key} is listed but never used"))?;
+        let count = data.get(pos..pos + 8).ok_or_else(|| anyhow!("{shown}: truncated before storage {key}"))?;
         let count = i64::from_le_bytes(count.try_into()?);
         pos += 8;
         if count != s.numel {
-            bail!(
-                "{shown}: storage {key} holds {count} elements, the pickle says {}",
-                s.numel
-            );
+            bail!("{shown}: storage {key} holds {count} elements, the pickle says {}", s.numel);
         }
         let len = (count as usize).saturating_mul(s.kind.elt_size_in_bytes());
-        let bytes = data
-            .get(pos..pos.saturating_add(len))
-            .ok_or_else(|| anyhow!("{shown}: storage {key} is truncated"))?;
+        let bytes =
+            data.get(pos..pos.saturating_add(len)).ok_or_else(|| anyhow!("{shown}: storage {key} is truncated"))?;
         pos += len;
         loaded.insert(key.clone(), storage_tensor(&shown, s, bytes)?);
     }
     let mut storages = StorageCache::new(|s: &StorageRef| {
-        loaded
-            .get(&s.key)
-            .map(|t| t.shallow_clone())
-            .ok_or_else(|| anyhow!("{shown}: storage {} has no data", s.key))
+        loaded.get(&s.key).map(|t| t.shallow_clone()).ok_or_else(|| anyhow!("{shown}: storage {} has no data", s.key))
     });
     to_pt_value(&object, &mut storages, &path.display().to_string(), 0)
 }
@@ -736,9 +637,7 @@ fn load_legacy(path: &Path) -> Result<PtValue> {
 /// `('storage', type, root_key, location, root_numel, view_metadata)`; a
 /// view (old PyTorch only) is the root storage starting at an offset.
 fn legacy_storage(pid: &Value, roots: &mut HashMap<String, Rc<StorageRef>>) -> Result<Value> {
-    let Value::Tuple(t) = pid else {
-        bail!("persistent id is a {}", pid.type_name())
-    };
+    let Value::Tuple(t) = pid else { bail!("persistent id is a {}", pid.type_name()) };
     let [Value::Str(tag), Value::Global(Global::StorageType(kind)), Value::Str(root), Value::Str(loc), Value::Int(numel), view] =
         &t[..]
     else {
@@ -763,10 +662,7 @@ fn legacy_storage(pid: &Value, roots: &mut HashMap<String, Rc<StorageRef>>) -> R
         Value::None => Ok(Value::Storage(root_ref)),
         Value::Tuple(v) => match &v[..] {
             [Value::Str(_), Value::Int(offset), Value::Int(_size)] if *offset >= 0 => {
-                Ok(Value::Storage(Rc::new(StorageRef {
-                    base_offset: *offset,
-                    ..(*root_ref).clone()
-                })))
+                Ok(Value::Storage(Rc::new(StorageRef { base_offset: *offset, ..(*root_ref).clone() })))
             }
             _ => bail!("unsupported legacy storage view {view:?}"),
         },

@@ -38,18 +38,10 @@ impl ScriptModule {
                 path.display()
             ),
         }
-        let mut module = CModule::load_on_device(path, device).map_err(|e| {
-            anyhow!(
-                "{}: libtorch cannot load this TorchScript archive: {e}",
-                path.display()
-            )
-        })?;
+        let mut module = CModule::load_on_device(path, device)
+            .map_err(|e| anyhow!("{}: libtorch cannot load this TorchScript archive: {e}", path.display()))?;
         module.f_set_eval()?;
-        Ok(ScriptModule {
-            path: path.to_path_buf(),
-            device,
-            module,
-        })
+        Ok(ScriptModule { path: path.to_path_buf(), device, module })
     }
 
     /// The underlying `tch` module.
@@ -60,9 +52,7 @@ impl ScriptModule {
     /// Parameters with their dotted names (`visual.conv1.weight`), as
     /// `module.named_parameters()` gives them in Python.
     pub fn named_parameters(&self) -> Result<Vec<(String, Tensor)>> {
-        self.module
-            .named_parameters()
-            .map_err(|e| anyhow!("{}: cannot list parameters: {e}", self.path.display()))
+        self.module.named_parameters().map_err(|e| anyhow!("{}: cannot list parameters: {e}", self.path.display()))
     }
 
     /// Tensors the modules hold that are not parameters, on the module's
@@ -70,11 +60,7 @@ impl ScriptModule {
     /// plain tensor attributes (e.g. CLIP's `attn_mask`), which TorchScript
     /// stores alike. Read from the archive, so they are the saved values.
     pub fn named_buffers(&self) -> Result<Vec<(String, Tensor)>> {
-        let params: HashSet<String> = self
-            .named_parameters()?
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect();
+        let params: HashSet<String> = self.named_parameters()?.into_iter().map(|(n, _)| n).collect();
         let tensors = load_state_dict(&self.path)?;
         tensors
             .into_iter()
@@ -86,21 +72,15 @@ impl ScriptModule {
     /// Calls method `name` on tensors, expecting one tensor back
     /// (e.g. `encode_image`).
     pub fn method(&self, name: &str, inputs: &[Tensor]) -> Result<Tensor> {
-        self.module.method_ts(name, inputs).map_err(|e| {
-            anyhow!(
-                "{}: calling method {name:?} failed: {e}",
-                self.path.display()
-            )
-        })
+        self.module
+            .method_ts(name, inputs)
+            .map_err(|e| anyhow!("{}: calling method {name:?} failed: {e}", self.path.display()))
     }
 
     /// Calls method `name` with arbitrary TorchScript values.
     pub fn method_is(&self, name: &str, inputs: &[IValue]) -> Result<IValue> {
-        self.module.method_is(name, inputs).map_err(|e| {
-            anyhow!(
-                "{}: calling method {name:?} failed: {e}",
-                self.path.display()
-            )
-        })
+        self.module
+            .method_is(name, inputs)
+            .map_err(|e| anyhow!("{}: calling method {name:?} failed: {e}", self.path.display()))
     }
 }

@@ -90,12 +90,7 @@ impl Batches {
                 .num_threads(options.threads)
                 .thread_name(|i| format!("toe-images-{i}"))
                 .build()
-                .map_err(|e| {
-                    ImagesError::InvalidOption(format!(
-                        "cannot start {} threads: {e}",
-                        options.threads
-                    ))
-                })?;
+                .map_err(|e| ImagesError::InvalidOption(format!("cannot start {} threads: {e}", options.threads)))?;
             Some(pool)
         } else {
             None
@@ -117,8 +112,7 @@ impl Batches {
                         if stop.load(Ordering::Relaxed) {
                             return;
                         }
-                        let build =
-                            || build_batch(chunk, &preprocess, options.skip_unreadable, &skipped);
+                        let build = || build_batch(chunk, &preprocess, options.skip_unreadable, &skipped);
                         let batch = match &pool {
                             Some(pool) => pool.install(build),
                             None => build(),
@@ -129,27 +123,14 @@ impl Batches {
                             continue; // every image of this batch was skipped
                         }
                         // A send error means the consumer is gone: stop.
-                        if sender
-                            .send(batch.map(|b| b.expect("checked above")))
-                            .is_err()
-                            || failed
-                        {
+                        if sender.send(batch.map(|b| b.expect("checked above"))).is_err() || failed {
                             return;
                         }
                     }
                 })
-                .map_err(|e| {
-                    ImagesError::InvalidOption(format!("cannot start the batch thread: {e}"))
-                })?
+                .map_err(|e| ImagesError::InvalidOption(format!("cannot start the batch thread: {e}")))?
         };
-        Ok(Batches {
-            receiver: Some(receiver),
-            producer: Some(producer),
-            stop,
-            skipped,
-            built,
-            total,
-        })
+        Ok(Batches { receiver: Some(receiver), producer: Some(producer), stop, skipped, built, total })
     }
 
     /// Files skipped so far (only with `skip_unreadable`).
@@ -198,16 +179,11 @@ fn build_batch(
 ) -> Result<Option<Batch>, ImagesError> {
     let per_image = preprocess.tensor_len();
     let n = preprocess.n_px() as i64;
-    let images = Tensor::empty(
-        [chunk.len() as i64, 3, n, n],
-        (Kind::Float, tch::Device::Cpu),
-    );
+    let images = Tensor::empty([chunk.len() as i64, 3, n, n], (Kind::Float, tch::Device::Cpu));
     // SAFETY: `images` is a freshly allocated, contiguous f32 CPU tensor of
     // exactly chunk.len() * per_image elements; this slice is the only access
     // to its memory until it is dropped, before `images` is used again.
-    let data = unsafe {
-        std::slice::from_raw_parts_mut(images.data_ptr() as *mut f32, chunk.len() * per_image)
-    };
+    let data = unsafe { std::slice::from_raw_parts_mut(images.data_ptr() as *mut f32, chunk.len() * per_image) };
     // Each worker reuses its file and pixel buffers from image to image.
     let results: Vec<Result<(), ImagesError>> = data
         .par_chunks_mut(per_image)
@@ -218,10 +194,7 @@ fn build_batch(
                 read_file(&sample.path, file)?;
                 let img = preprocess
                     .decode_reusing(file, std::mem::take(pixels))
-                    .map_err(|source| ImagesError::Decode {
-                        path: sample.path.clone(),
-                        source,
-                    })?;
+                    .map_err(|source| ImagesError::Decode { path: sample.path.clone(), source })?;
                 preprocess.write_tensor(&img, out);
                 *pixels = img.into_buffer();
                 Ok(())
@@ -235,10 +208,7 @@ fn build_batch(
             Ok(()) => kept.push(i),
             Err(e) if skip_unreadable => {
                 if let Ok(mut list) = skipped.lock() {
-                    list.push(SkippedFile {
-                        path: chunk[i].path.clone(),
-                        reason: e.to_string(),
-                    });
+                    list.push(SkippedFile { path: chunk[i].path.clone(), reason: e.to_string() });
                 }
             }
             Err(e) => return Err(e),
@@ -253,11 +223,7 @@ fn build_batch(
             data.copy_within(src * per_image..(src + 1) * per_image, dst * per_image);
         }
     }
-    let images = if kept.len() == chunk.len() {
-        images
-    } else {
-        images.narrow(0, 0, kept.len() as i64)
-    };
+    let images = if kept.len() == chunk.len() { images } else { images.narrow(0, 0, kept.len() as i64) };
     Ok(Some(Batch {
         images,
         labels: kept.iter().map(|&i| chunk[i].label).collect(),

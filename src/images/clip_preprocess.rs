@@ -51,11 +51,7 @@ pub struct ClipPreprocess {
 /// side becomes `n_px`, the longer `int(n_px * long / short)`. Returns
 /// (width, height).
 pub fn resized_size(width: usize, height: usize, n_px: usize) -> (usize, usize) {
-    let (short, long) = if width <= height {
-        (width, height)
-    } else {
-        (height, width)
-    };
+    let (short, long) = if width <= height { (width, height) } else { (height, width) };
     // Python: int * int is exact, `/` is the correctly rounded f64 quotient.
     let new_long = ((n_px as f64 * long as f64) / short as f64) as usize;
     if width <= height {
@@ -88,11 +84,7 @@ impl ClipPreprocess {
                 *out = ((v as f32) / 255.0 - CLIP_MEAN[c]) / CLIP_STD[c];
             }
         }
-        ClipPreprocess {
-            n_px,
-            conversion,
-            lut,
-        }
+        ClipPreprocess { n_px, conversion, lut }
     }
 
     pub fn n_px(&self) -> usize {
@@ -112,12 +104,7 @@ impl ClipPreprocess {
     fn geometry(&self, width: usize, height: usize) -> ((usize, usize), Window) {
         let n = self.n_px;
         let (out_w, out_h) = resized_size(width, height, n);
-        let window = Window {
-            x: crop_offset(out_w, n),
-            y: crop_offset(out_h, n),
-            width: n,
-            height: n,
-        };
+        let window = Window { x: crop_offset(out_w, n), y: crop_offset(out_h, n), width: n, height: n };
         ((out_w, out_h), window)
     }
 
@@ -156,11 +143,7 @@ impl ClipPreprocess {
     /// `[3, n_px, n_px]` (channel planes), exactly as CLIP's transform.
     pub fn write_tensor(&self, img: &PilImage, out: &mut [f32]) {
         let plane = self.n_px * self.n_px;
-        assert_eq!(
-            out.len(),
-            3 * plane,
-            "output slice for one [3, n_px, n_px] image"
-        );
+        assert_eq!(out.len(), 3 * plane, "output slice for one [3, n_px, n_px] image");
         let (r, rest) = out.split_at_mut(plane);
         let (g, b) = rest.split_at_mut(plane);
         self.with_rgb(img, |rgb| {
@@ -177,8 +160,7 @@ impl ClipPreprocess {
     fn with_rgb<R>(&self, img: &PilImage, f: impl FnOnce(&[u8]) -> R) -> R {
         if img.valid != Window::whole(img.width, img.height) {
             assert!(
-                img.valid
-                    .contains(&self.source_window(img.width, img.height)),
+                img.valid.contains(&self.source_window(img.width, img.height)),
                 "image decoded for another crop than n_px = {}",
                 self.n_px
             );

@@ -40,39 +40,24 @@ pub fn unpremultiply<const C: usize>(data: &mut [u8]) {
 #[inline(always)]
 fn cmyk_to_rgb(px: &[u8]) -> [u8; 3] {
     let nk = 255 - px[3];
-    [
-        nk - muldiv255(px[0], nk),
-        nk - muldiv255(px[1], nk),
-        nk - muldiv255(px[2], nk),
-    ]
+    [nk - muldiv255(px[0], nk), nk - muldiv255(px[1], nk), nk - muldiv255(px[2], nk)]
 }
 
 /// `convert("RGB")` of `pixels` (samples in `mode`'s layout), appending three
 /// bytes per pixel to `out`. `palette` is needed for [`Mode::P`].
-pub fn append_rgb(
-    mode: Mode,
-    samples: SamplesRef<'_>,
-    palette: Option<&[[u8; 3]]>,
-    out: &mut Vec<u8>,
-) {
+pub fn append_rgb(mode: Mode, samples: SamplesRef<'_>, palette: Option<&[[u8; 3]]>, out: &mut Vec<u8>) {
     match (mode, samples) {
-        (Mode::Bilevel, SamplesRef::U8(d)) => {
-            out.extend(d.iter().flat_map(|&v| [if v != 0 { 255 } else { 0 }; 3]))
-        }
+        (Mode::Bilevel, SamplesRef::U8(d)) => out.extend(d.iter().flat_map(|&v| [if v != 0 { 255 } else { 0 }; 3])),
         (Mode::L, SamplesRef::U8(d)) => out.extend(d.iter().flat_map(|&v| [v; 3])),
         (Mode::LA, SamplesRef::U8(d)) => out.extend(d.chunks_exact(2).flat_map(|p| [p[0]; 3])),
         (Mode::P, SamplesRef::U8(d)) => {
             let palette = palette.expect("P image without palette");
             out.extend(d.iter().flat_map(|&i| palette[i as usize]))
         }
-        (Mode::Rgb | Mode::Rgba, SamplesRef::U8(d)) => {
-            out.extend(d.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]))
-        }
+        (Mode::Rgb | Mode::Rgba, SamplesRef::U8(d)) => out.extend(d.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]])),
         (Mode::Cmyk, SamplesRef::U8(d)) => out.extend(d.chunks_exact(4).flat_map(cmyk_to_rgb)),
         // I16_RGB: values above 255 saturate.
-        (Mode::I16, SamplesRef::U16(d)) => {
-            out.extend(d.iter().flat_map(|&v| [v.min(255) as u8; 3]))
-        }
+        (Mode::I16, SamplesRef::U16(d)) => out.extend(d.iter().flat_map(|&v| [v.min(255) as u8; 3])),
         (mode, _) => panic!("sample type does not match mode {mode:?}"),
     }
 }
@@ -99,20 +84,9 @@ pub fn to_rgb(img: &PilImage) -> PilImage {
         return img.clone();
     }
     let mut rgb = Vec::with_capacity(img.width * img.height * 3);
-    append_rgb(
-        img.mode,
-        (&img.samples).into(),
-        img.palette.as_deref(),
-        &mut rgb,
-    );
-    let rgbx = rgb
-        .chunks_exact(3)
-        .flat_map(|p| [p[0], p[1], p[2], 0])
-        .collect();
-    PilImage {
-        valid: img.valid,
-        ..PilImage::new_u8(Mode::Rgb, img.width, img.height, rgbx)
-    }
+    append_rgb(img.mode, (&img.samples).into(), img.palette.as_deref(), &mut rgb);
+    let rgbx = rgb.chunks_exact(3).flat_map(|p| [p[0], p[1], p[2], 0]).collect();
+    PilImage { valid: img.valid, ..PilImage::new_u8(Mode::Rgb, img.width, img.height, rgbx) }
 }
 
 #[cfg(test)]

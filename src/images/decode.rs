@@ -104,19 +104,8 @@ impl PilImage {
     /// An 8-bit image; panics if the buffer does not match the size.
     pub fn new_u8(mode: Mode, width: usize, height: usize, data: Vec<u8>) -> PilImage {
         assert_ne!(mode, Mode::I16, "I;16 holds 16-bit samples");
-        assert_eq!(
-            data.len(),
-            width * height * mode.bands(),
-            "buffer size for {mode:?}"
-        );
-        PilImage {
-            mode,
-            width,
-            height,
-            samples: Samples::U8(data),
-            palette: None,
-            valid: Window::whole(width, height),
-        }
+        assert_eq!(data.len(), width * height * mode.bands(), "buffer size for {mode:?}");
+        PilImage { mode, width, height, samples: Samples::U8(data), palette: None, valid: Window::whole(width, height) }
     }
 
     fn new_u16(width: usize, height: usize, data: Vec<u16>) -> PilImage {
@@ -210,9 +199,7 @@ fn decode_jpeg(
     let decoder = jpeg::JpegDecoder::open(bytes).map_err(DecodeError::Jpeg)?;
     let (width, height) = (decoder.width(), decoder.height());
     check_size(width, height)?;
-    let mut img = decoder
-        .decode_into(region(width, height), buffer)
-        .map_err(DecodeError::Jpeg)?;
+    let mut img = decoder.decode_into(region(width, height), buffer).map_err(DecodeError::Jpeg)?;
     let mode = match img.pixels {
         JpegPixels::Grey => Mode::L,
         JpegPixels::Rgbx => Mode::Rgb,
@@ -223,10 +210,7 @@ fn decode_jpeg(
             Mode::Cmyk
         }
     };
-    Ok(PilImage {
-        valid: img.decoded,
-        ..PilImage::new_u8(mode, img.width, img.height, img.data)
-    })
+    Ok(PilImage { valid: img.decoded, ..PilImage::new_u8(mode, img.width, img.height, img.data) })
 }
 
 fn decode_png(bytes: &[u8]) -> Result<PilImage, DecodeError> {
@@ -235,9 +219,7 @@ fn decode_png(bytes: &[u8]) -> Result<PilImage, DecodeError> {
     decoder.set_transformations(png::Transformations::IDENTITY);
     let mut reader = decoder.read_info().map_err(err)?;
     check_size(reader.info().width as usize, reader.info().height as usize)?;
-    let size = reader
-        .output_buffer_size()
-        .ok_or_else(|| DecodeError::Png("image too large".into()))?;
+    let size = reader.output_buffer_size().ok_or_else(|| DecodeError::Png("image too large".into()))?;
     let mut buf = vec![0u8; size];
     let frame = reader.next_frame(&mut buf).map_err(err)?;
     let (width, height) = (frame.width as usize, frame.height as usize);
@@ -258,27 +240,18 @@ fn decode_png(bytes: &[u8]) -> Result<PilImage, DecodeError> {
     }
     let image = match (frame.color_type, depth) {
         (Ct::Grayscale, 16) => {
-            let data: Vec<u16> = rows()
-                .flat_map(|r| {
-                    r[..width * 2]
-                        .chunks_exact(2)
-                        .map(|b| u16::from_be_bytes([b[0], b[1]]))
-                })
-                .collect();
+            let data: Vec<u16> =
+                rows().flat_map(|r| r[..width * 2].chunks_exact(2).map(|b| u16::from_be_bytes([b[0], b[1]]))).collect();
             PilImage::new_u16(width, height, data)
         }
         (Ct::Grayscale, 1) => {
-            let data = rows()
-                .flat_map(|r| unpack(r, 1, width).map(|v| v * 255))
-                .collect();
+            let data = rows().flat_map(|r| unpack(r, 1, width).map(|v| v * 255)).collect();
             PilImage::new_u8(Mode::Bilevel, width, height, data)
         }
         (Ct::Grayscale, bits) => {
             // L;2 and L;4 scale to the full byte range (x85, x17).
             let factor = 255 / ((1u16 << bits) - 1) as u8;
-            let data = rows()
-                .flat_map(|r| unpack(r, bits, width).map(move |v| v * factor))
-                .collect();
+            let data = rows().flat_map(|r| unpack(r, bits, width).map(move |v| v * factor)).collect();
             PilImage::new_u8(Mode::L, width, height, data)
         }
         (Ct::Indexed, bits) => {
@@ -328,11 +301,7 @@ fn decode_other(bytes: &[u8]) -> Result<PilImage, DecodeError> {
     })?;
     let (width, height) = (img.width() as usize, img.height() as usize);
     check_size(width, height)?;
-    let rgbx = |rgb: &[u8]| -> Vec<u8> {
-        rgb.chunks_exact(3)
-            .flat_map(|p| [p[0], p[1], p[2], 0])
-            .collect()
-    };
+    let rgbx = |rgb: &[u8]| -> Vec<u8> { rgb.chunks_exact(3).flat_map(|p| [p[0], p[1], p[2], 0]).collect() };
     let high = |v: &[u16]| -> Vec<u8> { v.iter().map(|s| (s >> 8) as u8).collect() };
     Ok(match img {
         D::ImageLuma8(b) => PilImage::new_u8(Mode::L, width, height, b.into_raw()),

@@ -16,9 +16,7 @@ use std::path::{Path, PathBuf};
 use super::{BatchOptions, Batches, ImagesError};
 
 /// torchvision's `IMG_EXTENSIONS`.
-pub const IMG_EXTENSIONS: [&str; 9] = [
-    ".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp",
-];
+pub const IMG_EXTENSIONS: [&str; 9] = [".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"];
 
 /// torchvision's `has_file_allowed_extension`: a case-insensitive suffix test.
 pub fn has_image_extension(name: &str) -> bool {
@@ -49,10 +47,7 @@ pub struct ImageFolder {
 }
 
 fn io_error(path: &Path, source: std::io::Error) -> ImagesError {
-    ImagesError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    ImagesError::Io { path: path.to_path_buf(), source }
 }
 
 /// Entries of a directory split into sub-directories (following symlinks)
@@ -65,11 +60,8 @@ fn list_dir(dir: &Path) -> Result<(Vec<OsString>, Vec<OsString>), ImagesError> {
         // The entry's type needs no stat (as Python's scandir); symlinks are
         // followed, and a broken link counts as a file.
         let kind = entry.file_type().map_err(|e| io_error(&entry.path(), e))?;
-        let is_dir = kind.is_dir()
-            || (kind.is_symlink()
-                && fs::metadata(entry.path())
-                    .map(|m| m.is_dir())
-                    .unwrap_or(false));
+        let is_dir =
+            kind.is_dir() || (kind.is_symlink() && fs::metadata(entry.path()).map(|m| m.is_dir()).unwrap_or(false));
         if is_dir {
             dirs.push(entry.file_name());
         } else {
@@ -91,15 +83,10 @@ impl ImageFolder {
         ImageFolder::open_with(root, &FolderOptions::default())
     }
 
-    pub fn open_with(
-        root: impl AsRef<Path>,
-        options: &FolderOptions,
-    ) -> Result<ImageFolder, ImagesError> {
+    pub fn open_with(root: impl AsRef<Path>, options: &FolderOptions) -> Result<ImageFolder, ImagesError> {
         let root = root.as_ref().to_path_buf();
         match fs::metadata(&root) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(ImagesError::RootMissing { root })
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ImagesError::RootMissing { root }),
             Err(e) => return Err(io_error(&root, e)),
             Ok(m) if !m.is_dir() => return Err(ImagesError::RootNotADirectory { root }),
             Ok(_) => {}
@@ -115,30 +102,17 @@ impl ImageFolder {
         for (label, class) in class_dirs.iter().enumerate() {
             let before = samples.len();
             for path in walk_sorted(&root.join(class))? {
-                samples.push(Sample {
-                    path,
-                    label: label as i64,
-                });
+                samples.push(Sample { path, label: label as i64 });
             }
             if samples.len() == before {
                 empty.push(class.to_string_lossy().into_owned());
             }
         }
         if !empty.is_empty() && !options.allow_empty_classes {
-            return Err(ImagesError::EmptyClasses {
-                root,
-                classes: empty,
-            });
+            return Err(ImagesError::EmptyClasses { root, classes: empty });
         }
-        let classes = class_dirs
-            .iter()
-            .map(|c| c.to_string_lossy().into_owned())
-            .collect();
-        Ok(ImageFolder {
-            root,
-            classes,
-            samples,
-        })
+        let classes = class_dirs.iter().map(|c| c.to_string_lossy().into_owned()).collect();
+        Ok(ImageFolder { root, classes, samples })
     }
 
     pub fn root(&self) -> &Path {
@@ -183,17 +157,12 @@ fn walk_sorted(class_dir: &Path) -> Result<Vec<PathBuf>, ImagesError> {
             continue;
         }
         let (dirs, files) = list_dir(&dir)?;
-        let mut images: Vec<OsString> = files
-            .into_iter()
-            .filter(|f| has_image_extension(&f.to_string_lossy()))
-            .collect();
+        let mut images: Vec<OsString> =
+            files.into_iter().filter(|f| has_image_extension(&f.to_string_lossy())).collect();
         sort_names(&mut images);
         stack.extend(dirs.iter().map(|d| dir.join(d)));
         folders.push((dir.as_os_str().as_encoded_bytes().to_vec(), dir, images));
     }
     folders.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(folders
-        .into_iter()
-        .flat_map(|(_, dir, files)| files.into_iter().map(move |f| dir.join(f)))
-        .collect())
+    Ok(folders.into_iter().flat_map(|(_, dir, files)| files.into_iter().map(move |f| dir.join(f))).collect())
 }

@@ -30,12 +30,8 @@ struct ToeJpegInfo {
 }
 
 extern "C" {
-    fn toe_jpeg_open(
-        data: *const c_uchar,
-        size: c_ulong,
-        info: *mut ToeJpegInfo,
-        message: *mut c_char,
-    ) -> *mut ToeJpeg;
+    fn toe_jpeg_open(data: *const c_uchar, size: c_ulong, info: *mut ToeJpegInfo, message: *mut c_char)
+        -> *mut ToeJpeg;
     #[allow(clippy::too_many_arguments)]
     fn toe_jpeg_read_region(
         handle: *mut ToeJpeg,
@@ -92,10 +88,7 @@ pub fn decode(bytes: &[u8]) -> Result<JpegImage, String> {
 
 /// Decodes only the pixels in the window that `region(width, height)`
 /// returns (`None`: all); see [`JpegDecoder::decode`].
-pub fn decode_region(
-    bytes: &[u8],
-    region: impl FnOnce(usize, usize) -> Option<Window>,
-) -> Result<JpegImage, String> {
+pub fn decode_region(bytes: &[u8], region: impl FnOnce(usize, usize) -> Option<Window>) -> Result<JpegImage, String> {
     let decoder = JpegDecoder::open(bytes)?;
     let window = region(decoder.width(), decoder.height());
     decoder.decode(window)
@@ -117,14 +110,7 @@ impl<'a> JpegDecoder<'a> {
         let mut message = [0 as c_char; MESSAGE_LEN];
         // SAFETY: `bytes` outlives the handle (both live in the returned
         // value), `info` and `message` are valid for writes of their sizes.
-        let handle = unsafe {
-            toe_jpeg_open(
-                bytes.as_ptr(),
-                bytes.len() as c_ulong,
-                &mut info,
-                message.as_mut_ptr(),
-            )
-        };
+        let handle = unsafe { toe_jpeg_open(bytes.as_ptr(), bytes.len() as c_ulong, &mut info, message.as_mut_ptr()) };
         if handle.is_null() {
             return Err(message_text(&message));
         }
@@ -135,12 +121,7 @@ impl<'a> JpegDecoder<'a> {
             (4, 4) => JpegPixels::Cmyk,
             (c, b) => return Err(format!("unexpected JPEG layout: {c} components, {b} bytes")),
         };
-        Ok(JpegDecoder {
-            handle,
-            info,
-            pixels,
-            _bytes: bytes,
-        })
+        Ok(JpegDecoder { handle, info, pixels, _bytes: bytes })
     }
 
     pub fn width(&self) -> usize {
@@ -165,11 +146,7 @@ impl<'a> JpegDecoder<'a> {
 
     /// [`JpegDecoder::decode`] into `buffer`'s memory (resized as needed),
     /// for callers that decode many images.
-    pub fn decode_into(
-        self,
-        region: Option<Window>,
-        mut data: Vec<u8>,
-    ) -> Result<JpegImage, String> {
+    pub fn decode_into(self, region: Option<Window>, mut data: Vec<u8>) -> Result<JpegImage, String> {
         let (width, height) = (self.width(), self.height());
         let decoded = match region {
             Some(w) if w.x + w.width <= width && w.y + w.height <= height => w,
@@ -201,14 +178,7 @@ impl<'a> JpegDecoder<'a> {
         if status != 0 {
             return Err(message_text(&message));
         }
-        Ok(JpegImage {
-            width,
-            height,
-            pixels: self.pixels,
-            data,
-            decoded,
-            saw_adobe: self.info.saw_adobe != 0,
-        })
+        Ok(JpegImage { width, height, pixels: self.pixels, data, decoded, saw_adobe: self.info.saw_adobe != 0 })
     }
 }
 

@@ -56,10 +56,7 @@ pub enum ImagesError {
     #[error("found no image file for the classes {} in {root}; {LAYOUT}", classes.join(", "))]
     EmptyClasses { root: PathBuf, classes: Vec<String> },
     #[error("cannot read {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("cannot decode image {path}: {source}")]
     Decode { path: PathBuf, source: DecodeError },
     #[error("invalid image loading option: {0}")]
@@ -70,10 +67,7 @@ pub enum ImagesError {
 pub fn load_image(path: &Path) -> Result<PilImage, ImagesError> {
     let mut bytes = Vec::new();
     read_file(path, &mut bytes)?;
-    decode(&bytes).map_err(|source| ImagesError::Decode {
-        path: path.to_path_buf(),
-        source,
-    })
+    decode(&bytes).map_err(|source| ImagesError::Decode { path: path.to_path_buf(), source })
 }
 
 /// Reads and decodes one image file for `preprocess`, decoding only what
@@ -81,25 +75,14 @@ pub fn load_image(path: &Path) -> Result<PilImage, ImagesError> {
 pub fn load_image_for(path: &Path, preprocess: &ClipPreprocess) -> Result<PilImage, ImagesError> {
     let mut bytes = Vec::new();
     read_file(path, &mut bytes)?;
-    preprocess
-        .decode(&bytes)
-        .map_err(|source| ImagesError::Decode {
-            path: path.to_path_buf(),
-            source,
-        })
+    preprocess.decode(&bytes).map_err(|source| ImagesError::Decode { path: path.to_path_buf(), source })
 }
 
 /// The contents of `path`, into `buffer` (replacing what it held).
 fn read_file(path: &Path, buffer: &mut Vec<u8>) -> Result<(), ImagesError> {
     use std::io::Read;
-    let io = |source| ImagesError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io = |source| ImagesError::Io { path: path.to_path_buf(), source };
     buffer.clear();
-    std::fs::File::open(path)
-        .map_err(io)?
-        .read_to_end(buffer)
-        .map_err(io)?;
+    std::fs::File::open(path).map_err(io)?.read_to_end(buffer).map_err(io)?;
     Ok(())
 }

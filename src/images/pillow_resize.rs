@@ -55,12 +55,7 @@ pub struct Window {
 impl Window {
     /// All of a `width x height` image.
     pub fn whole(width: usize, height: usize) -> Window {
-        Window {
-            x: 0,
-            y: 0,
-            width,
-            height,
-        }
+        Window { x: 0, y: 0, width, height }
     }
 
     /// Whether `other` lies inside this window.
@@ -121,11 +116,7 @@ impl Weights {
             }
             bounds.push((xmin, taps));
         }
-        Weights {
-            bounds,
-            ksize,
-            values,
-        }
+        Weights { bounds, ksize, values }
     }
 
     fn taps(&self, i: usize) -> &[f64] {
@@ -139,19 +130,9 @@ impl Weights {
         let values = self
             .values
             .iter()
-            .map(|&w| {
-                if w < 0.0 {
-                    (-0.5 + w * one) as i32
-                } else {
-                    (0.5 + w * one) as i32
-                }
-            })
+            .map(|&w| if w < 0.0 { (-0.5 + w * one) as i32 } else { (0.5 + w * one) as i32 })
             .collect();
-        FixedWeights {
-            bounds: self.bounds.clone(),
-            ksize: self.ksize,
-            values,
-        }
+        FixedWeights { bounds: self.bounds.clone(), ksize: self.ksize, values }
     }
 
     fn source_span(&self) -> Range<usize> {
@@ -182,11 +163,7 @@ impl FixedWeights {
 
 /// Fixed point bicubic weights, for the kernels' tests.
 #[cfg(test)]
-pub(super) fn test_weights(
-    in_size: usize,
-    out_size: usize,
-    positions: Range<usize>,
-) -> FixedWeights {
+pub(super) fn test_weights(in_size: usize, out_size: usize, positions: Range<usize>) -> FixedWeights {
     Weights::bicubic(in_size, out_size, positions).fixed()
 }
 
@@ -211,22 +188,11 @@ pub fn bicubic_source_window(
     window: Window,
 ) -> Window {
     let (need_h, need_v) = passes((width, height), (out_width, out_height));
-    let cols = if need_h {
-        source_span(&Weights::bicubic(width, out_width, window.cols()).bounds)
-    } else {
-        window.cols()
-    };
-    let rows = if need_v {
-        source_span(&Weights::bicubic(height, out_height, window.rows()).bounds)
-    } else {
-        window.rows()
-    };
-    Window {
-        x: cols.start,
-        y: rows.start,
-        width: cols.len(),
-        height: rows.len(),
-    }
+    let cols =
+        if need_h { source_span(&Weights::bicubic(width, out_width, window.cols()).bounds) } else { window.cols() };
+    let rows =
+        if need_v { source_span(&Weights::bicubic(height, out_height, window.rows()).bounds) } else { window.rows() };
+    Window { x: cols.start, y: rows.start, width: cols.len(), height: rows.len() }
 }
 
 /// Bicubic resize of an 8-bit image with `C` interleaved bands from
@@ -260,11 +226,7 @@ pub fn bicubic_u8_into<const C: usize>(
     let (need_h, need_v) = passes((width, height), (out_width, out_height));
     let vert = Weights::bicubic(height, out_height, window.rows()).fixed();
     // Rows of the source (or of the horizontally resized image) in use.
-    let rows = if need_v {
-        source_span(&vert.bounds)
-    } else {
-        window.rows()
-    };
+    let rows = if need_v { source_span(&vert.bounds) } else { window.rows() };
     // Horizontal pass, the window's columns over the rows in use, into
     // `out` if it is the last pass, else into `scratch`.
     let tmp = if need_v { &mut *scratch } else { &mut *out };
@@ -273,11 +235,7 @@ pub fn bicubic_u8_into<const C: usize>(
         resample_kernels::horizontal::<C>(src, width, rows.clone(), &horiz, tmp);
     } else {
         // Pillow skips the pass; take the window's columns as they are.
-        let cols = Window {
-            y: rows.start,
-            height: rows.len(),
-            ..window
-        };
+        let cols = Window { y: rows.start, height: rows.len(), ..window };
         tmp.clear();
         crop_into(src, width, C, cols, tmp);
     }
@@ -309,11 +267,7 @@ pub fn bicubic_u16(
     assert_eq!(src.len(), width * height, "source buffer size");
     let (need_h, need_v) = passes((width, height), (out_width, out_height));
     let vert = Weights::bicubic(height, out_height, window.rows());
-    let rows = if need_v {
-        vert.source_span()
-    } else {
-        window.rows()
-    };
+    let rows = if need_v { vert.source_span() } else { window.rows() };
     let mut tmp;
     if need_h {
         tmp = Vec::with_capacity(rows.len() * window.width);
@@ -329,16 +283,7 @@ pub fn bicubic_u16(
             }
         }
     } else {
-        tmp = crop(
-            src,
-            width,
-            1,
-            Window {
-                y: rows.start,
-                height: rows.len(),
-                ..window
-            },
-        );
+        tmp = crop(src, width, 1, Window { y: rows.start, height: rows.len(), ..window });
     }
     if !need_v {
         return tmp;
@@ -382,11 +327,7 @@ fn nearest_map(in_size: usize, out_size: usize) -> Vec<Option<usize>> {
     let mut map = Vec::with_capacity(out_size);
     for _ in 0..out_size {
         // COORD(v): -1 for negatives, else truncation
-        let index = if pos < 0.0 {
-            None
-        } else {
-            Some(pos as i64 as usize)
-        };
+        let index = if pos < 0.0 { None } else { Some(pos as i64 as usize) };
         map.push(index.filter(|&i| i < in_size));
         pos += step;
     }
@@ -439,12 +380,7 @@ mod tests {
     #[test]
     fn same_size_is_identity() {
         let src: Vec<u8> = (0..5 * 4 * 4).map(|i| (i * 37 % 256) as u8).collect();
-        let w = Window {
-            x: 0,
-            y: 0,
-            width: 5,
-            height: 4,
-        };
+        let w = Window { x: 0, y: 0, width: 5, height: 4 };
         assert_eq!(bicubic_u8::<4>(&src, 5, 4, 5, 4, w), src);
     }
 
@@ -453,68 +389,22 @@ mod tests {
         let (w, h) = (37, 23);
         let src: Vec<u8> = (0..w * h * 2).map(|i| ((i * 7919) % 251) as u8).collect();
         let (ow, oh) = (20, 51);
-        let full = bicubic_u8::<2>(
-            &src,
-            w,
-            h,
-            ow,
-            oh,
-            Window {
-                x: 0,
-                y: 0,
-                width: ow,
-                height: oh,
-            },
-        );
-        let win = Window {
-            x: 3,
-            y: 17,
-            width: 11,
-            height: 20,
-        };
+        let full = bicubic_u8::<2>(&src, w, h, ow, oh, Window { x: 0, y: 0, width: ow, height: oh });
+        let win = Window { x: 3, y: 17, width: 11, height: 20 };
         let part = bicubic_u8::<2>(&src, w, h, ow, oh, win);
         for y in 0..win.height {
-            let a =
-                &full[((y + win.y) * ow + win.x) * 2..((y + win.y) * ow + win.x + win.width) * 2];
-            assert_eq!(
-                a,
-                &part[y * win.width * 2..(y + 1) * win.width * 2],
-                "row {y}"
-            );
+            let a = &full[((y + win.y) * ow + win.x) * 2..((y + win.y) * ow + win.x + win.width) * 2];
+            assert_eq!(a, &part[y * win.width * 2..(y + 1) * win.width * 2], "row {y}");
         }
     }
 
     #[test]
     fn constant_image_stays_constant() {
         let src = vec![200u8; 9 * 13];
-        let out = bicubic_u8::<1>(
-            &src,
-            9,
-            13,
-            4,
-            30,
-            Window {
-                x: 0,
-                y: 0,
-                width: 4,
-                height: 30,
-            },
-        );
+        let out = bicubic_u8::<1>(&src, 9, 13, 4, 30, Window { x: 0, y: 0, width: 4, height: 30 });
         assert!(out.iter().all(|&v| v == 200), "{out:?}");
         let src16 = vec![40000u16; 9 * 13];
-        let out16 = bicubic_u16(
-            &src16,
-            9,
-            13,
-            4,
-            30,
-            Window {
-                x: 0,
-                y: 0,
-                width: 4,
-                height: 30,
-            },
-        );
+        let out16 = bicubic_u16(&src16, 9, 13, 4, 30, Window { x: 0, y: 0, width: 4, height: 30 });
         assert!(out16.iter().all(|&v| v == 40000), "{out16:?}");
     }
 

@@ -55,23 +55,14 @@ pub(super) fn vertical<const C: usize>(
     vertical_portable::<C>(tmp, width, first_row, w, out)
 }
 
-fn horizontal_portable<const C: usize>(
-    src: &[u8],
-    width: usize,
-    rows: Range<usize>,
-    w: &FixedWeights,
-    out: &mut [u8],
-) {
+fn horizontal_portable<const C: usize>(src: &[u8], width: usize, rows: Range<usize>, w: &FixedWeights, out: &mut [u8]) {
     let out_width = w.bounds.len();
     for (y, out_row) in rows.zip(out.chunks_exact_mut(out_width * C)) {
         let row = &src[y * width * C..(y + 1) * width * C];
         for (i, px) in out_row.chunks_exact_mut(C).enumerate() {
             let (xmin, taps) = w.bounds[i];
             let mut acc = [HALF; C];
-            for (pixel, &k) in row[xmin * C..(xmin + taps) * C]
-                .chunks_exact(C)
-                .zip(w.taps(i))
-            {
+            for (pixel, &k) in row[xmin * C..(xmin + taps) * C].chunks_exact(C).zip(w.taps(i)) {
                 for c in 0..C {
                     acc[c] += pixel[c] as i32 * k;
                 }
@@ -83,13 +74,7 @@ fn horizontal_portable<const C: usize>(
     }
 }
 
-fn vertical_portable<const C: usize>(
-    tmp: &[u8],
-    width: usize,
-    first_row: usize,
-    w: &FixedWeights,
-    out: &mut [u8],
-) {
+fn vertical_portable<const C: usize>(tmp: &[u8], width: usize, first_row: usize, w: &FixedWeights, out: &mut [u8]) {
     let line = width * C;
     let mut acc = vec![0i32; line];
     for (i, out_row) in out.chunks_exact_mut(line).enumerate() {
@@ -145,11 +130,7 @@ mod avx2 {
                 }
                 starts.push(start);
             }
-            Some(PairWeights {
-                starts,
-                pairs,
-                lanes,
-            })
+            Some(PairWeights { starts, pairs, lanes })
         }
     }
 
@@ -175,13 +156,7 @@ mod avx2 {
     }
 
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn horizontal4(
-        src: &[u8],
-        width: usize,
-        rows: Range<usize>,
-        w: &PairWeights,
-        out: &mut [u8],
-    ) {
+    pub(super) unsafe fn horizontal4(src: &[u8], width: usize, rows: Range<usize>, w: &PairWeights, out: &mut [u8]) {
         let out_width = w.starts.len();
         let half = _mm256_set1_epi32(HALF);
         let pairs = w.pairs;
@@ -221,10 +196,7 @@ mod avx2 {
             }
             if i < out_width {
                 let a = position(row, i);
-                let sum = _mm256_add_epi32(
-                    _mm256_add_epi32(a, _mm256_permute2x128_si256::<0x11>(a, a)),
-                    half,
-                );
+                let sum = _mm256_add_epi32(_mm256_add_epi32(a, _mm256_permute2x128_si256::<0x11>(a, a)), half);
                 let v = _mm256_srai_epi32::<{ PRECISION_BITS as i32 }>(sum);
                 let bytes = _mm256_packus_epi16(_mm256_packs_epi32(v, v), v);
                 let lo = _mm_cvtsi128_si32(_mm256_castsi256_si128(bytes));
@@ -234,13 +206,7 @@ mod avx2 {
     }
 
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn vertical(
-        tmp: &[u8],
-        line: usize,
-        first_row: usize,
-        w: &FixedWeights,
-        out: &mut [u8],
-    ) {
+    pub(super) unsafe fn vertical(tmp: &[u8], line: usize, first_row: usize, w: &FixedWeights, out: &mut [u8]) {
         let wide = line / 16 * 16;
         for (i, out_row) in out.chunks_exact_mut(line).enumerate() {
             let (ymin, _) = w.bounds[i];
@@ -295,13 +261,9 @@ mod tests {
     /// portable loops, over down- and upscales, windows and odd widths.
     #[test]
     fn fast_paths_equal_portable_loops() {
-        for &(w_in, h_in, w_out, h_out) in &[
-            (500, 375, 298, 224),
-            (37, 23, 81, 60),
-            (3, 5, 224, 40),
-            (9, 300, 7, 31),
-            (640, 2, 5, 300),
-        ] {
+        for &(w_in, h_in, w_out, h_out) in
+            &[(500, 375, 298, 224), (37, 23, 81, 60), (3, 5, 224, 40), (9, 300, 7, 31), (640, 2, 5, 300)]
+        {
             let src = pseudo_random(w_in * h_in * 4, (w_in * 31 + h_in) as u32);
             let cols = weights(w_in, w_out, 1..w_out);
             let rows_w = weights(h_in, h_out, 0..h_out);

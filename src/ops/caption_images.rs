@@ -45,7 +45,8 @@ op_ports! {
 impl TypedOp for CaptionImages {
     const NAME: &'static str = "caption_images";
     const VERSION: u32 = 1;
-    const SUMMARY: &'static str = "one greedy caption per image from a decoder model folder and CLIP image features (the demo's captioner)";
+    const SUMMARY: &'static str =
+        "one greedy caption per image from a decoder model folder and CLIP image features (the demo's captioner)";
     type Params = Params;
     type Inputs = Inputs;
     type Outputs = Outputs;
@@ -60,7 +61,13 @@ impl TypedOp for CaptionImages {
         let captions: Vec<String> = ids.iter().map(|t| tokenizer.decode_text(t)).collect();
         formats::write_strings(&o.captions, &captions)?;
         let empty = captions.iter().filter(|c| c.is_empty()).count();
-        println!("{} images -> {} captions ({} empty); first: {:?}", features.size()[0], captions.len(), empty, captions.first());
+        println!(
+            "{} images -> {} captions ({} empty); first: {:?}",
+            features.size()[0],
+            captions.len(),
+            empty,
+            captions.first()
+        );
         Ok(())
     }
 }

@@ -42,7 +42,8 @@ op_ports! {
 impl TypedOp for ClassStats {
     const NAME: &'static str = "class_stats";
     const VERSION: u32 = 1;
-    const SUMMARY: &'static str = "class-wise means and shared precision of ID image features (the Mahalanobis statistics)";
+    const SUMMARY: &'static str =
+        "class-wise means and shared precision of ID image features (the Mahalanobis statistics)";
     type Params = Params;
     type Inputs = Inputs;
     type Outputs = Outputs;

@@ -53,7 +53,8 @@ op_ports! {
 impl TypedOp for Evaluate {
     const NAME: &'static str = "evaluate";
     const VERSION: u32 = 1;
-    const SUMMARY: &'static str = "energy-score OoD evaluation of a head: FPR95, AUROC, AUPR per OoD set, ID accuracy, plots";
+    const SUMMARY: &'static str =
+        "energy-score OoD evaluation of a head: FPR95, AUROC, AUPR per OoD set, ID accuracy, plots";
     type Params = Params;
     type Inputs = Inputs;
     type Outputs = Outputs;
@@ -69,14 +70,24 @@ impl TypedOp for Evaluate {
         let id_scores = negative_energy(&id_logits, p.temperature)?;
 
         if p.ood_names.len() != i.ood_features.len() {
-            bail!("node {}: {} ood_names for {} ood_features inputs; give one name per input, in order", ctx.node, p.ood_names.len(), i.ood_features.len());
+            bail!(
+                "node {}: {} ood_names for {} ood_features inputs; give one name per input, in order",
+                ctx.node,
+                p.ood_names.len(),
+                i.ood_features.len()
+            );
         }
         let mut sets = Vec::new();
         for (name, path) in p.ood_names.iter().zip(&i.ood_features) {
             let logits = head_logits(&p.normalize.read(path)?, &weight, &bias)?;
             let scores = negative_energy(&logits, p.temperature)?;
             let m = ood_metrics(&id_scores, &scores).with_context(|| format!("metrics of OoD set {name}"))?;
-            score_density_svg(&o.plots.join(format!("{name}.svg")), &format!("{name}: ID vs OoD"), &id_scores, &scores)?;
+            score_density_svg(
+                &o.plots.join(format!("{name}.svg")),
+                &format!("{name}: ID vs OoD"),
+                &id_scores,
+                &scores,
+            )?;
             sets.push(SetMetrics { name: name.clone(), fpr95: m.fpr95, auroc: m.auroc, aupr: m.aupr });
         }
         let n = sets.len().max(1) as f64;
@@ -99,7 +110,8 @@ impl TypedOp for Evaluate {
 pub fn read_linear_head(path: &std::path::Path) -> Result<(tch::Tensor, tch::Tensor)> {
     let entries = formats::load_state_dict(path)?;
     let find = |suffix: &str| -> Result<tch::Tensor> {
-        let hits: Vec<&(String, tch::Tensor)> = entries.iter().filter(|(k, _)| k == suffix || k.ends_with(&format!(".{suffix}"))).collect();
+        let hits: Vec<&(String, tch::Tensor)> =
+            entries.iter().filter(|(k, _)| k == suffix || k.ends_with(&format!(".{suffix}"))).collect();
         match hits.as_slice() {
             [(_, t)] => Ok(t.shallow_clone()),
             [] => bail!("{}: no `{suffix}` tensor; expected the state dict of an nn.Linear head", path.display()),
@@ -114,9 +126,18 @@ pub fn read_linear_head(path: &std::path::Path) -> Result<(tch::Tensor, tch::Ten
 }
 
 fn evaluation_table(e: &Evaluation) -> String {
-    let mut out = format!("ID accuracy: {:.2}\n\n| OoD set | FPR95 | AUROC | AUPR |\n|---|---:|---:|---:|\n", e.id_accuracy * 100.0);
+    let mut out = format!(
+        "ID accuracy: {:.2}\n\n| OoD set | FPR95 | AUROC | AUPR |\n|---|---:|---:|---:|\n",
+        e.id_accuracy * 100.0
+    );
     for s in e.sets_and_average() {
-        out.push_str(&format!("| {} | {:.2} | {:.2} | {:.2} |\n", s.name, s.fpr95 * 100.0, s.auroc * 100.0, s.aupr * 100.0));
+        out.push_str(&format!(
+            "| {} | {:.2} | {:.2} | {:.2} |\n",
+            s.name,
+            s.fpr95 * 100.0,
+            s.auroc * 100.0,
+            s.aupr * 100.0
+        ));
     }
     out
 }

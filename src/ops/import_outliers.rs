@@ -34,7 +34,8 @@ op_ports! {
 impl TypedOp for ImportOutliers {
     const NAME: &'static str = "import_outliers";
     const VERSION: u32 = 1;
-    const SUMMARY: &'static str = "import a published outlier npy (unicode or pickled object array), optionally selecting by an index file";
+    const SUMMARY: &'static str =
+        "import a published outlier npy (unicode or pickled object array), optionally selecting by an index file";
     type Params = Params;
     type Inputs = Inputs;
     type Outputs = Outputs;
@@ -56,7 +57,8 @@ impl TypedOp for ImportOutliers {
             }
         };
         if p.word_templates {
-            let words: Vec<String> = sentences.iter().filter_map(|s| s.split(' ').next_back().map(str::to_string)).collect();
+            let words: Vec<String> =
+                sentences.iter().filter_map(|s| s.split(' ').next_back().map(str::to_string)).collect();
             for t in TEMPLATES {
                 sentences.extend(words.iter().map(|w| t.replace("{x}", w)));
             }

@@ -49,7 +49,8 @@ op_ports! {
 impl TypedOp for MahalanobisSelect {
     const NAME: &'static str = "mahalanobis_select";
     const VERSION: u32 = 1;
-    const SUMMARY: &'static str = "keep the lowest-Mahalanobis-score fraction of strings (caption-level outlier selection)";
+    const SUMMARY: &'static str =
+        "keep the lowest-Mahalanobis-score fraction of strings (caption-level outlier selection)";
     type Params = Params;
     type Inputs = Inputs;
     type Outputs = Outputs;

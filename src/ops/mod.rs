@@ -73,7 +73,14 @@ mod tests {
         for op in super::registry().catalog().ops.values() {
             for p in &op.params {
                 if let Some(d) = &p.default {
-                    assert_eq!(p.validate(d).as_ref(), Ok(d), "op {} param {}: default {d} is not allowed ({:?})", op.name, p.name, p.allowed());
+                    assert_eq!(
+                        p.validate(d).as_ref(),
+                        Ok(d),
+                        "op {} param {}: default {d} is not allowed ({:?})",
+                        op.name,
+                        p.name,
+                        p.allowed()
+                    );
                 }
             }
         }

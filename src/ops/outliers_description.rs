@@ -62,7 +62,8 @@ op_ports! {
 impl TypedOp for OutliersDescription {
     const NAME: &'static str = "outliers_description";
     const VERSION: u32 = 1;
-    const SUMMARY: &'static str = "description-level textual outliers: sentences from LLM-written class descriptors, plus templates";
+    const SUMMARY: &'static str =
+        "description-level textual outliers: sentences from LLM-written class descriptors, plus templates";
     type Params = Params;
     type Inputs = Inputs;
     type Outputs = Outputs;

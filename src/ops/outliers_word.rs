@@ -108,8 +108,11 @@ impl TypedOp for OutliersWord {
         let mut words = filter_words(&decoded, &class_names);
         if !p.keep_special_tokens {
             let t = dir.tokenizer.as_dyn();
-            let special: Vec<String> =
-                [t.bos_id(), t.eos_id(), t.pad_id()].iter().map(|&id| t.decode_token(id).to_lowercase()).chain(["<unk>".into()]).collect();
+            let special: Vec<String> = [t.bos_id(), t.eos_id(), t.pad_id()]
+                .iter()
+                .map(|&id| t.decode_token(id).to_lowercase())
+                .chain(["<unk>".into()])
+                .collect();
             words.retain(|w| !special.contains(w));
         }
         if words.is_empty() {

@@ -45,7 +45,8 @@ struct VariantSummary {
 impl TypedOp for Report {
     const NAME: &'static str = "report";
     const VERSION: u32 = 1;
-    const SUMMARY: &'static str = "one results table over evaluations: per variant, mean ± std over runs, per OoD set and average";
+    const SUMMARY: &'static str =
+        "one results table over evaluations: per variant, mean ± std over runs, per OoD set and average";
     type Params = Params;
     type Inputs = Inputs;
     type Outputs = Outputs;
@@ -54,7 +55,8 @@ impl TypedOp for Report {
         let mut evaluations = Vec::new();
         for path in &i.results {
             let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            let e: Evaluation = serde_json::from_slice(&bytes).with_context(|| format!("{}: not the results of an evaluate node", path.display()))?;
+            let e: Evaluation = serde_json::from_slice(&bytes)
+                .with_context(|| format!("{}: not the results of an evaluate node", path.display()))?;
             evaluations.push(e);
         }
         if evaluations.is_empty() {
@@ -67,7 +69,8 @@ impl TypedOp for Report {
                 variants.push(e.variant.clone());
             }
         }
-        let set_names: Vec<String> = evaluations[0].sets.iter().map(|s| s.name.clone()).chain(std::iter::once("average".into())).collect();
+        let set_names: Vec<String> =
+            evaluations[0].sets.iter().map(|s| s.name.clone()).chain(std::iter::once("average".into())).collect();
         // Gather mean ± std per (variant, set).
         let mut summaries = Vec::new();
         for variant in &variants {

@@ -106,7 +106,8 @@ struct TrainLog {
 impl TypedOp for TrainClip {
     const NAME: &'static str = "train_clip";
     const VERSION: u32 = 1;
-    const SUMMARY: &'static str = "contrastively pre-train a small ResNet CLIP on a COCO-style caption corpus (the demo world's CLIP)";
+    const SUMMARY: &'static str =
+        "contrastively pre-train a small ResNet CLIP on a COCO-style caption corpus (the demo world's CLIP)";
     type Params = Params;
     type Inputs = Inputs;
     type Outputs = Outputs;
@@ -119,7 +120,10 @@ impl TypedOp for TrainClip {
         };
         let (width, text_width, resolution) = (p.width, p.text_width, p.image_resolution);
         if resolution % 32 != 0 {
-            bail!("node {}: image_resolution must be a multiple of 32 (the ResNet downsamples 32x), got {resolution}", ctx.node);
+            bail!(
+                "node {}: image_resolution must be a multiple of 32 (the ResNet downsamples 32x), got {resolution}",
+                ctx.node
+            );
         }
         let config = ClipConfig {
             embed_dim: p.embed_dim,
@@ -168,7 +172,10 @@ impl TypedOp for TrainClip {
         let model = Clip::new(&vs.root(), &config);
         vs.set_device(dev);
         let parameters: i64 = vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
-        println!("training a CLIP of {parameters} parameters for {} steps of {} pairs", options.steps, options.batch_size);
+        println!(
+            "training a CLIP of {parameters} parameters for {} steps of {} pairs",
+            options.steps, options.batch_size
+        );
         let train_start = Instant::now();
         let steps = options.steps;
         let pairs = Pairs { images: &images, tokens: &tokens, image_of_text: &image_of_text };
@@ -199,7 +206,8 @@ impl TypedOp for TrainClip {
         // Sorted by name: `variables()` is a hash map, whose order changes
         // from process to process, and so did the file's bytes (and with
         // them the content hash that the store's early cut-off compares).
-        let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(n, t)| (n, t.to_device(Device::Cpu))).collect();
+        let mut named: Vec<(String, Tensor)> =
+            vs.variables().into_iter().map(|(n, t)| (n, t.to_device(Device::Cpu))).collect();
         named.sort_by(|a, b| a.0.cmp(&b.0));
         formats::save_state_dict_pt(&o.model, &named)?;
         write_json(
@@ -228,7 +236,8 @@ fn trim_padding(tokens: &Tensor) -> Tensor {
 /// Decodes and preprocesses every image (CLIP's transform) into one tensor.
 fn load_images(paths: &[std::path::PathBuf], n_px: usize) -> Result<Tensor> {
     let samples = paths.iter().map(|p| Sample { path: p.clone(), label: 0 }).collect();
-    collect_batches(Batches::new(samples, BatchOptions { batch_size: 1024, n_px, ..Default::default() })?).map(|(t, _)| t)
+    collect_batches(Batches::new(samples, BatchOptions { batch_size: 1024, n_px, ..Default::default() })?)
+        .map(|(t, _)| t)
 }
 
 fn load_folder(folder: &ImageFolder, n_px: usize) -> Result<(Tensor, Vec<i64>)> {

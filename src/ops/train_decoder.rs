@@ -116,7 +116,8 @@ op_ports! {
 
 /// CLIP image features [N, D] (CPU, fp32, not normalised) of `paths`.
 fn embed_images(model: &clip::LoadedClip, paths: &[PathBuf], batch_size: usize, dev: Device) -> Result<Tensor> {
-    let samples: Vec<Sample> = paths.iter().enumerate().map(|(i, p)| Sample { path: p.clone(), label: i as i64 }).collect();
+    let samples: Vec<Sample> =
+        paths.iter().enumerate().map(|(i, p)| Sample { path: p.clone(), label: i as i64 }).collect();
     let n_px = model.clip.config().image_resolution as usize;
     let batches = Batches::new(samples, BatchOptions { batch_size, n_px, ..Default::default() })?;
     let total = batches.total();
@@ -126,7 +127,9 @@ fn embed_images(model: &clip::LoadedClip, paths: &[PathBuf], batch_size: usize, 
         for batch in batches {
             let batch = batch?;
             done += batch.labels.len();
-            parts.push(model.clip.encode_image(&batch.images.to_device(dev))?.to_kind(Kind::Float).to_device(Device::Cpu));
+            parts.push(
+                model.clip.encode_image(&batch.images.to_device(dev))?.to_kind(Kind::Float).to_device(Device::Cpu),
+            );
             if last_report.elapsed().as_secs() >= 10 {
                 println!("CLIP features: {done} / {total} images");
                 last_report = Instant::now();
@@ -182,7 +185,9 @@ impl TypedOp for TrainDecoder {
 
         // The model and its tokenizer: fine-tuned from init, or new.
         let (mut model, tokenizer) = match (&i.init, &i.tokenizer) {
-            (Some(_), Some(_)) => bail!("node {}: init brings its own tokenizer; leave the input `tokenizer` unconnected", ctx.node),
+            (Some(_), Some(_)) => {
+                bail!("node {}: init brings its own tokenizer; leave the input `tokenizer` unconnected", ctx.node)
+            }
             (Some(dir), None) => {
                 let heads = (p.init_heads > 0).then_some(p.init_heads as i64);
                 let opened = DecoderDir::open(dir, &p.init_checkpoint, heads, dev)?;
@@ -193,7 +198,9 @@ impl TypedOp for TrainDecoder {
             }
             (None, tok) => {
                 let tokenizer = match tok {
-                    Some(path) => ModelTokenizer::SentencePiece { model: SentencePieceModel::load(path)?, file: path.clone() },
+                    Some(path) => {
+                        ModelTokenizer::SentencePiece { model: SentencePieceModel::load(path)?, file: path.clone() }
+                    }
                     None => {
                         let texts: Vec<&str> = train_caps.iter().map(|&i| corpus.captions[i].as_str()).collect();
                         ModelTokenizer::Words(WordVocab::build(&texts, p.min_count))
@@ -226,7 +233,10 @@ impl TypedOp for TrainDecoder {
 
         let tok = tokenizer.as_dyn();
         let encode = |idx: &[usize]| -> Result<(Vec<Vec<i64>>, Vec<usize>)> {
-            let ids = idx.iter().map(|&i| tok.encode_caption(&corpus.captions[i], max_len as usize)).collect::<Result<_>>()?;
+            let ids = idx
+                .iter()
+                .map(|&i| tok.encode_caption(&corpus.captions[i], max_len as usize))
+                .collect::<Result<_>>()?;
             Ok((ids, idx.iter().map(|&i| corpus.image_of_caption[i]).collect()))
         };
         let (train_ids, train_img) = encode(&train_caps)?;
@@ -248,7 +258,12 @@ impl TypedOp for TrainDecoder {
         let train_started = Instant::now();
         let report = train_decoder_with(&mut model, &train_set, val, &opts, &mut |e| {
             let val = e.val_loss.map_or("-".to_string(), |v| format!("{v:.4}"));
-            println!("epoch {}/{epochs}: train loss {:.4}, val loss {val}, {:.1}s", e.epoch + 1, e.train_loss, e.seconds);
+            println!(
+                "epoch {}/{epochs}: train loss {:.4}, val loss {val}, {:.1}s",
+                e.epoch + 1,
+                e.train_loss,
+                e.seconds
+            );
         })?;
         let train_seconds = train_started.elapsed().as_secs_f64();
 
@@ -281,7 +296,13 @@ impl TypedOp for TrainDecoder {
 }
 
 /// A randomly initialised decoder of the shape the params give.
-fn new_decoder(ctx: &OpContext, p: &Params, vocab_size: i64, clip_dim: i64, dev: Device) -> Result<BertGenerationDecoder> {
+fn new_decoder(
+    ctx: &OpContext,
+    p: &Params,
+    vocab_size: i64,
+    clip_dim: i64,
+    dev: Device,
+) -> Result<BertGenerationDecoder> {
     let (hidden, layers, heads) = (p.hidden, p.layers, p.heads);
     if hidden % clip_dim != 0 {
         bail!(

@@ -75,7 +75,8 @@ impl TypedOp for TrainOe {
     // Still 1 with the plain-Rust CPU steps: same draws from the same
     // seeded generator and the same maths, so heads agree to rounding.
     const VERSION: u32 = 1;
-    const SUMMARY: &'static str = "train Linear(D, C) on cached image features with CE + OE on noisy text outliers (no outliers = baseline)";
+    const SUMMARY: &'static str =
+        "train Linear(D, C) on cached image features with CE + OE on noisy text outliers (no outliers = baseline)";
     type Params = Params;
     type Inputs = Inputs;
     type Outputs = Outputs;

@@ -29,6 +29,7 @@ impl TypedOp for WorldClasses {
         // Names and descriptors do not depend on the seed.
         let cfg = world.config(0)?;
         formats::write_strings(&o.class_names, &id_class_names(&cfg))?;
-        std::fs::write(&o.descriptors, descriptors_json(&cfg)).with_context(|| format!("writing {}", o.descriptors.display()))
+        std::fs::write(&o.descriptors, descriptors_json(&cfg))
+            .with_context(|| format!("writing {}", o.descriptors.display()))
     }
 }

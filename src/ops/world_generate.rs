@@ -32,7 +32,8 @@ impl TypedOp for WorldGenerate {
     // 2: COCO-style bare file names in the corpus; captions name colours
     // and backgrounds less often.
     const VERSION: u32 = 2;
-    const SUMMARY: &'static str = "draw one dataset of the demo world (corpus, id_train, id_val, ood_near, ood_scenes, ood_textures)";
+    const SUMMARY: &'static str =
+        "draw one dataset of the demo world (corpus, id_train, id_val, ood_near, ood_scenes, ood_textures)";
     type Params = Params;
     type Inputs = ();
     type Outputs = Outputs;

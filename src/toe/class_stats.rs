@@ -29,7 +29,13 @@ pub fn first_per_class(labels: &[i64], num_classes: usize, max_count: usize) -> 
 /// With `normalize`, each feature is L2-normalised first and each class
 /// mean re-normalised. The covariance is shared by all classes, taken over
 /// all selected features in float64; its inverse is returned as f32.
-pub fn class_stats(features: &Tensor, labels: &[i64], num_classes: usize, max_count: usize, normalize: bool) -> Result<ClassStats> {
+pub fn class_stats(
+    features: &Tensor,
+    labels: &[i64],
+    num_classes: usize,
+    max_count: usize,
+    normalize: bool,
+) -> Result<ClassStats> {
     let (n, d) = features.size2()?;
     if n as usize != labels.len() {
         bail!("{n} features but {} labels", labels.len());

@@ -13,11 +13,7 @@ pub fn mahalanobis_scores(features: &Tensor, means: &Tensor, precision: &Tensor)
     let (_, d) = features.size2()?;
     let (_, dm) = means.size2()?;
     if d != dm || precision.size() != [d, d] {
-        bail!(
-            "feature width {d} does not match class means {:?} and precision {:?}",
-            means.size(),
-            precision.size()
-        );
+        bail!("feature width {d} does not match class means {:?} and precision {:?}", means.size(), precision.size());
     }
     let x = l2_normalize(&features.to_kind(Kind::Float));
     let means = means.to_kind(Kind::Float);

@@ -15,9 +15,10 @@ pub const TEMPLATES: [&str; 4] = [
 /// Words the word-level generator drops: no visual meaning of their own.
 pub fn non_semantic_words() -> HashSet<String> {
     let mut words: HashSet<String> = [
-        "", "a", "an", "the", "ar", "ae", "at", "ap", "af", "al", "be", "bo", "bu", "bl", "bi", "cl", "el", "ep", "fo", "fl", "ge",
-        "gr", "go", "he", "hi", "in", "it", "je", "on", "pe", "pi", "re", "sk", "sc", "se", "so", "sm", "sl", "st", "tr", "we", "un",
-        "del", "ath", "2", "3", "4", "5", "two", "three", "four", "no", "or", "only", "very", "many", "there", "and", "\"",
+        "", "a", "an", "the", "ar", "ae", "at", "ap", "af", "al", "be", "bo", "bu", "bl", "bi", "cl", "el", "ep", "fo",
+        "fl", "ge", "gr", "go", "he", "hi", "in", "it", "je", "on", "pe", "pi", "re", "sk", "sc", "se", "so", "sm",
+        "sl", "st", "tr", "we", "un", "del", "ath", "2", "3", "4", "5", "two", "three", "four", "no", "or", "only",
+        "very", "many", "there", "and", "\"",
     ]
     .iter()
     .map(|s| s.to_string())

@@ -67,7 +67,10 @@ pub fn score_density_svg(path: &Path, title: &str, id_scores: &[f32], ood_scores
         chart.configure_mesh().x_desc("score (-energy, higher = more ID)").y_desc("density").draw()?;
         for (density, label, colour) in [(&id_density, "ID", BLUE), (&ood_density, "OoD", RED)] {
             chart
-                .draw_series(AreaSeries::new(grid.iter().copied().zip(density.iter().copied()), 0.0, colour.mix(0.25)).border_style(colour))?
+                .draw_series(
+                    AreaSeries::new(grid.iter().copied().zip(density.iter().copied()), 0.0, colour.mix(0.25))
+                        .border_style(colour),
+                )?
                 .label(label)
                 .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], colour.mix(0.5).filled()));
         }

@@ -73,7 +73,8 @@ pub fn inject_noise(x: &Tensor, var: f64) -> Tensor {
 /// Cross-entropy to the uniform distribution, averaged over rows:
 /// mean( logsumexp(z) - mean_k z_k ).
 pub fn oe_loss(logits: &Tensor) -> Tensor {
-    (logits.logsumexp([1i64].as_slice(), false) - logits.mean_dim([1i64].as_slice(), false, Kind::Float)).mean(Kind::Float)
+    (logits.logsumexp([1i64].as_slice(), false) - logits.mean_dim([1i64].as_slice(), false, Kind::Float))
+        .mean(Kind::Float)
 }
 
 /// How the training steps are computed. Both run the same maths on the same
@@ -101,13 +102,26 @@ pub enum Backend {
 ///
 /// On the CPU the steps run in plain Rust ([`Backend::Plain`]), elsewhere
 /// with tch ops ([`Backend::Tensor`]).
-pub fn train_head(features: &Tensor, labels: &Tensor, outliers: Option<&Tensor>, num_classes: i64, cfg: &HeadConfig) -> Result<TrainedHead> {
+pub fn train_head(
+    features: &Tensor,
+    labels: &Tensor,
+    outliers: Option<&Tensor>,
+    num_classes: i64,
+    cfg: &HeadConfig,
+) -> Result<TrainedHead> {
     let backend = if cfg.device == Device::Cpu { Backend::Plain } else { Backend::Tensor };
     train_head_with(backend, features, labels, outliers, num_classes, cfg)
 }
 
 /// [`train_head`] with the backend chosen by the caller.
-pub fn train_head_with(backend: Backend, features: &Tensor, labels: &Tensor, outliers: Option<&Tensor>, num_classes: i64, cfg: &HeadConfig) -> Result<TrainedHead> {
+pub fn train_head_with(
+    backend: Backend,
+    features: &Tensor,
+    labels: &Tensor,
+    outliers: Option<&Tensor>,
+    num_classes: i64,
+    cfg: &HeadConfig,
+) -> Result<TrainedHead> {
     let (n, d) = features.size2()?;
     if labels.size() != [n] {
         bail!("{n} features but labels of shape {:?}", labels.size());
@@ -148,7 +162,9 @@ pub fn train_head_with(backend: Backend, features: &Tensor, labels: &Tensor, out
     let out = outliers.map(|o| o.to_kind(Kind::Float).to_device(device));
     let (head, log) = tch::no_grad(|| match backend {
         Backend::Plain => plain::train(&x, &y_host, out.as_ref(), head, cfg),
-        Backend::Tensor => train_with_tensors(&x, &labels.to_kind(Kind::Int64).to_device(device), out.as_ref(), head, cfg),
+        Backend::Tensor => {
+            train_with_tensors(&x, &labels.to_kind(Kind::Int64).to_device(device), out.as_ref(), head, cfg)
+        }
     })?;
     let head = head.to_device(Device::Cpu);
     Ok(TrainedHead { weight: head.narrow(1, 0, d).contiguous(), bias: head.select(1, d).contiguous(), log })
@@ -170,7 +186,14 @@ struct OutlierCursor {
 
 impl OutlierCursor {
     fn new(m: i64, batch: usize, device: Device) -> OutlierCursor {
-        OutlierCursor { m, batch: batch as i64, device, order: Tensor::empty([0], (Kind::Int64, device)), shuffles: 0, pos: 0 }
+        OutlierCursor {
+            m,
+            batch: batch as i64,
+            device,
+            order: Tensor::empty([0], (Kind::Int64, device)),
+            shuffles: 0,
+            pos: 0,
+        }
     }
 
     /// The next batch as (start, length) in `self.order`.
@@ -189,7 +212,13 @@ impl OutlierCursor {
 
 /// The steps with tch ops, on any device (one [C, D + 1] matrix, closed-form
 /// gradients, Adam written out).
-fn train_with_tensors(x: &Tensor, y: &Tensor, out: Option<&Tensor>, mut head: Tensor, cfg: &HeadConfig) -> Result<(Tensor, Vec<EpochLog>)> {
+fn train_with_tensors(
+    x: &Tensor,
+    y: &Tensor,
+    out: Option<&Tensor>,
+    mut head: Tensor,
+    cfg: &HeadConfig,
+) -> Result<(Tensor, Vec<EpochLog>)> {
     let device = cfg.device;
     let n = x.size()[0];
     let num_classes = head.size()[0];

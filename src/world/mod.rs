@@ -167,7 +167,13 @@ fn save_png(img: &image::RgbImage, path: &Path) -> Result<()> {
     img.save_with_format(path, image::ImageFormat::Png).with_context(|| format!("writing {}", path.display()))
 }
 
-fn write_folders(cfg: &WorldConfig, set: WorldSet, folders: &[String], per_folder: usize, dir: &Path) -> Result<SetSummary> {
+fn write_folders(
+    cfg: &WorldConfig,
+    set: WorldSet,
+    folders: &[String],
+    per_folder: usize,
+    dir: &Path,
+) -> Result<SetSummary> {
     for folder in folders {
         fs::create_dir_all(dir.join(folder)).with_context(|| format!("creating {}", dir.join(folder).display()))?;
     }

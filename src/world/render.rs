@@ -25,13 +25,8 @@ pub enum Background {
     Gradient,
 }
 
-pub const BACKGROUNDS: [Background; 5] = [
-    Background::Plain,
-    Background::Striped,
-    Background::Dotted,
-    Background::Checkered,
-    Background::Gradient,
-];
+pub const BACKGROUNDS: [Background; 5] =
+    [Background::Plain, Background::Striped, Background::Dotted, Background::Checkered, Background::Gradient];
 
 impl Background {
     pub fn name(self) -> &'static str {

@@ -145,7 +145,8 @@ pub fn render_texture(kind: &str, image_size: usize, rng: &mut Rng) -> Canvas {
             let phase = rng.uniform(0.0, 6.28);
             for y in 0..image_size {
                 for x in 0..image_size {
-                    let t = 0.5 + 0.5 * ((x as f32 * fx + y as f32 * fy) * 6.28 / s + phase + (y as f32 * 0.4).sin()).sin();
+                    let t =
+                        0.5 + 0.5 * ((x as f32 * fx + y as f32 * fy) * 6.28 / s + phase + (y as f32 * 0.4).sin()).sin();
                     canvas.pixels[y * image_size + x] = mix(a, b, t);
                 }
             }
@@ -155,7 +156,14 @@ pub fn render_texture(kind: &str, image_size: usize, rng: &mut Rng) -> Canvas {
             canvas.background(Background::Plain, a, rng);
             for _ in 0..12 {
                 let c = COLOURS[rng.below(COLOURS.len())].1;
-                canvas.shape(Shape::Circle, rng.uniform(0.0, s), rng.uniform(0.0, s), rng.uniform(0.08, 0.25) * s, 0.0, c);
+                canvas.shape(
+                    Shape::Circle,
+                    rng.uniform(0.0, s),
+                    rng.uniform(0.0, s),
+                    rng.uniform(0.08, 0.25) * s,
+                    0.0,
+                    c,
+                );
             }
         }
     }

@@ -81,13 +81,29 @@ impl Shape {
     /// spirit of `descriptors_imagenet.json`.
     pub fn descriptors(self) -> &'static [&'static str] {
         match self {
-            Shape::Circle => &["a round shape", "a smooth curved edge", "no corners", "the same width in every direction", "a shape like a coin"],
-            Shape::Square => &["four equal straight sides", "four right angles", "a shape like a box", "flat top and bottom edges"],
+            Shape::Circle => &[
+                "a round shape",
+                "a smooth curved edge",
+                "no corners",
+                "the same width in every direction",
+                "a shape like a coin",
+            ],
+            Shape::Square => {
+                &["four equal straight sides", "four right angles", "a shape like a box", "flat top and bottom edges"]
+            }
             Shape::Triangle => &["three straight sides", "three corners", "a pointed top", "a wide flat base"],
-            Shape::Star => &["five sharp points", "points spread around a center", "a shape like a starfish", "thin pointed arms"],
-            Shape::Cross => &["four straight arms", "two crossing bars", "a shape like a plus sign", "right angles at the center"],
-            Shape::Heart => &["two round lobes on top", "a pointed bottom", "a curved outline", "a shape like a valentine"],
-            Shape::Diamond => &["four corners standing on a point", "a tall narrow outline", "sharp top and bottom points"],
+            Shape::Star => {
+                &["five sharp points", "points spread around a center", "a shape like a starfish", "thin pointed arms"]
+            }
+            Shape::Cross => {
+                &["four straight arms", "two crossing bars", "a shape like a plus sign", "right angles at the center"]
+            }
+            Shape::Heart => {
+                &["two round lobes on top", "a pointed bottom", "a curved outline", "a shape like a valentine"]
+            }
+            Shape::Diamond => {
+                &["four corners standing on a point", "a tall narrow outline", "sharp top and bottom points"]
+            }
             Shape::Hexagon => &["six straight sides", "six corners", "a shape like a honeycomb cell"],
             Shape::Pentagon => &["five straight sides", "five corners", "a flat base and a pointed top"],
             Shape::Ring => &["a round band", "a hole in the middle", "a shape like a donut"],

@@ -39,10 +39,7 @@ struct Io {
 
 fn io(model: &str) -> Io {
     let tensors: BTreeMap<String, Tensor> =
-        Tensor::read_safetensors(reference_file(&format!("{model}.io.safetensors")))
-            .unwrap()
-            .into_iter()
-            .collect();
+        Tensor::read_safetensors(reference_file(&format!("{model}.io.safetensors"))).unwrap().into_iter().collect();
     Io {
         images: tensors["images"].shallow_clone(),
         tokens: tensors["tokens"].shallow_clone(),
@@ -54,45 +51,23 @@ fn io(model: &str) -> Io {
 fn assert_close(got: &Tensor, expected: &Tensor, what: &str) {
     assert_eq!(got.size(), expected.size(), "{what}: shape");
     let diff = (got - expected).abs().max().double_value(&[]);
-    assert!(
-        diff <= TOLERANCE,
-        "{what}: max abs difference {diff:e} > {TOLERANCE:e}"
-    );
+    assert!(diff <= TOLERANCE, "{what}: max abs difference {diff:e} > {TOLERANCE:e}");
 }
 
 fn check_features(loaded: &clip::LoadedClip, model: &str, source: &str) {
     let io = io(model);
     let image = loaded.clip.encode_image(&io.images).unwrap();
-    assert_close(
-        &image,
-        &io.image_features,
-        &format!("{model} image features from {source}"),
-    );
+    assert_close(&image, &io.image_features, &format!("{model} image features from {source}"));
     let text = loaded.clip.encode_text(&io.tokens).unwrap();
-    assert_close(
-        &text,
-        &io.text_features,
-        &format!("{model} text features from {source}"),
-    );
+    assert_close(&text, &io.text_features, &format!("{model} text features from {source}"));
 }
 
 fn vit_config() -> ClipConfig {
     ClipConfig {
         embed_dim: 32,
         image_resolution: 32,
-        vision: VisionConfig::Vit(VitConfig {
-            width: 128,
-            layers: 2,
-            heads: 2,
-            patch_size: 8,
-        }),
-        text: TextConfig {
-            context_length: 77,
-            vocab_size: 49408,
-            width: 128,
-            heads: 2,
-            layers: 2,
-        },
+        vision: VisionConfig::Vit(VitConfig { width: 128, layers: 2, heads: 2, patch_size: 8 }),
+        text: TextConfig { context_length: 77, vocab_size: 49408, width: 128, heads: 2, layers: 2 },
     }
 }
 
@@ -100,18 +75,8 @@ fn resnet_config() -> ClipConfig {
     ClipConfig {
         embed_dim: 24,
         image_resolution: 64,
-        vision: VisionConfig::ResNet(ResNetConfig {
-            layers: [1, 2, 1, 1],
-            width: 8,
-            heads: 4,
-        }),
-        text: TextConfig {
-            context_length: 77,
-            vocab_size: 49408,
-            width: 64,
-            heads: 1,
-            layers: 1,
-        },
+        vision: VisionConfig::ResNet(ResNetConfig { layers: [1, 2, 1, 1], width: 8, heads: 4 }),
+        text: TextConfig { context_length: 77, vocab_size: 49408, width: 64, heads: 1, layers: 1 },
     }
 }
 
@@ -141,14 +106,8 @@ fn vit_from_torchscript_matches_reference() {
     // The archive's own traced methods agree with the native model too.
     let module = tch::CModule::load(&path).unwrap();
     let io = io("vit");
-    let traced = module
-        .method_ts("encode_image", &[io.images.shallow_clone()])
-        .unwrap();
-    assert_close(
-        &loaded.clip.encode_image(&io.images).unwrap(),
-        &traced,
-        "native vs traced encode_image",
-    );
+    let traced = module.method_ts("encode_image", &[io.images.shallow_clone()]).unwrap();
+    assert_close(&loaded.clip.encode_image(&io.images).unwrap(), &traced, "native vs traced encode_image");
 }
 
 #[test]
@@ -180,27 +139,18 @@ fn half_and_bfloat16_features_track_fp32() {
     let cosine = |a: &Tensor, b: &Tensor| {
         let (a, b) = (a.to_kind(Kind::Float), b.to_kind(Kind::Float));
         let dot = (&a * &b).sum_dim_intlist([-1].as_slice(), false, Kind::Float);
-        (dot / (a.norm_scalaropt_dim(2, [-1], false) * b.norm_scalaropt_dim(2, [-1], false)))
-            .min()
-            .double_value(&[])
+        (dot / (a.norm_scalaropt_dim(2, [-1], false) * b.norm_scalaropt_dim(2, [-1], false))).min().double_value(&[])
     };
     for model in ["vit", "resnet"] {
         let io = io(model);
         for (kind, least) in [(Kind::Half, 0.999), (Kind::BFloat16, 0.99)] {
-            let mut loaded =
-                clip::load(reference_file(&format!("{model}.safetensors")), Device::Cpu).unwrap();
+            let mut loaded = clip::load(reference_file(&format!("{model}.safetensors")), Device::Cpu).unwrap();
             loaded.set_kind(kind);
             let image = loaded.clip.encode_image(&io.images).unwrap();
             let text = loaded.clip.encode_text(&io.tokens).unwrap();
             assert_eq!((image.kind(), text.kind()), (kind, kind));
-            let (image_cos, text_cos) = (
-                cosine(&image, &io.image_features),
-                cosine(&text, &io.text_features),
-            );
-            assert!(
-                image_cos > least && text_cos > least,
-                "{model} {kind:?}: cosine {image_cos} / {text_cos}"
-            );
+            let (image_cos, text_cos) = (cosine(&image, &io.image_features), cosine(&text, &io.text_features));
+            assert!(image_cos > least && text_cos > least, "{model} {kind:?}: cosine {image_cos} / {text_cos}");
         }
     }
 }
@@ -216,11 +166,7 @@ fn batches_are_independent() {
     let longest = io.tokens.argmax(1, false).max().int64_value(&[]) + 1;
     assert!(longest < 77);
     let short = loaded.clip.encode_text(&io.tokens.narrow(1, 0, longest)).unwrap();
-    assert_close(
-        &short,
-        &io.text_features,
-        &format!("tokens cut to {longest} positions"),
-    );
+    assert_close(&short, &io.text_features, &format!("tokens cut to {longest} positions"));
 }
 
 #[test]
@@ -232,42 +178,25 @@ fn missing_and_misshaped_tensors_are_named() {
         .filter(|(name, _)| name != "transformer.resblocks.1.ln_2.bias")
         .map(|(n, t)| (n.clone(), t.shallow_clone()))
         .collect();
-    let err = clip::weights::from_tensors(without, Device::Cpu)
-        .err()
-        .expect("a missing tensor fails");
-    assert!(
-        err.to_string().contains("`transformer.resblocks.1.ln_2.bias`"),
-        "{err}"
-    );
+    let err = clip::weights::from_tensors(without, Device::Cpu).err().expect("a missing tensor fails");
+    assert!(err.to_string().contains("`transformer.resblocks.1.ln_2.bias`"), "{err}");
 
     let reshaped: Vec<_> = tensors
         .iter()
         .map(|(n, t)| {
-            let t = if n == "visual.ln_post.weight" {
-                t.narrow(0, 0, 100)
-            } else {
-                t.shallow_clone()
-            };
+            let t = if n == "visual.ln_post.weight" { t.narrow(0, 0, 100) } else { t.shallow_clone() };
             (n.clone(), t)
         })
         .collect();
-    let err = clip::weights::from_tensors(reshaped, Device::Cpu)
-        .err()
-        .expect("a mis-shaped tensor fails");
-    assert!(
-        err.to_string()
-            .contains("`visual.ln_post.weight` has shape [100]"),
-        "{err}"
-    );
+    let err = clip::weights::from_tensors(reshaped, Device::Cpu).err().expect("a mis-shaped tensor fails");
+    assert!(err.to_string().contains("`visual.ln_post.weight` has shape [100]"), "{err}");
 
     let without_root: Vec<_> = tensors
         .iter()
         .filter(|(name, _)| name != "ln_final.weight")
         .map(|(n, t)| (n.clone(), t.shallow_clone()))
         .collect();
-    let err = clip::weights::from_tensors(without_root, Device::Cpu)
-        .err()
-        .unwrap();
+    let err = clip::weights::from_tensors(without_root, Device::Cpu).err().unwrap();
     assert!(err.to_string().contains("no tensor `ln_final.weight`"), "{err}");
 
     // A file in no checkpoint format names itself.
@@ -313,8 +242,7 @@ fn openai_configurations_are_inferred_from_shapes() {
     for name in ["ViT-B/32", "RN50"] {
         let vs = nn::VarStore::new(Device::Cpu);
         let _model = Clip::new(&vs.root(), &ClipConfig::openai(name).unwrap());
-        let native: BTreeMap<String, Vec<i64>> =
-            vs.variables().into_iter().map(|(n, t)| (n, t.size())).collect();
+        let native: BTreeMap<String, Vec<i64>> = vs.variables().into_iter().map(|(n, t)| (n, t.size())).collect();
         let reference: BTreeMap<String, Vec<i64>> = all[name]
             .iter()
             .filter(|(n, _)| !n.ends_with("num_batches_tracked"))
@@ -333,37 +261,22 @@ fn a_tiny_resnet_clip_trains() {
     let config = ClipConfig {
         embed_dim: 16,
         image_resolution: 32,
-        vision: VisionConfig::ResNet(ResNetConfig {
-            layers: [1, 1, 1, 1],
-            width: 8,
-            heads: 2,
-        }),
-        text: TextConfig {
-            context_length: 8,
-            vocab_size: 20,
-            width: 32,
-            heads: 2,
-            layers: 1,
-        },
+        vision: VisionConfig::ResNet(ResNetConfig { layers: [1, 1, 1, 1], width: 8, heads: 2 }),
+        text: TextConfig { context_length: 8, vocab_size: 20, width: 32, heads: 2, layers: 1 },
     };
     let vs = nn::VarStore::new(Device::Cpu);
     let model = Clip::new(&vs.root(), &config);
     let images = Tensor::randn([8, 3, 32, 32], (Kind::Float, Device::Cpu));
     // Eight distinct captions, each ending with its end token (the highest id).
     let tokens = Tensor::from_slice(
-        &(0..64)
-            .map(|i| if i % 8 == 7 { 19 } else { (i * 7 + i / 8) % 18 + 1 })
-            .collect::<Vec<i64>>(),
+        &(0..64).map(|i| if i % 8 == 7 { 19 } else { (i * 7 + i / 8) % 18 + 1 }).collect::<Vec<i64>>(),
     )
     .view([8, 8]);
     let labels = Tensor::arange(8, (Kind::Int64, Device::Cpu));
     let loss = || {
-        let logits = model.logits(
-            &model.encode_image_t(&images, true).unwrap(),
-            &model.encode_text_t(&tokens).unwrap(),
-        );
-        (logits.cross_entropy_for_logits(&labels) + logits.transpose(0, 1).cross_entropy_for_logits(&labels))
-            / 2
+        let logits =
+            model.logits(&model.encode_image_t(&images, true).unwrap(), &model.encode_text_t(&tokens).unwrap());
+        (logits.cross_entropy_for_logits(&labels) + logits.transpose(0, 1).cross_entropy_for_logits(&labels)) / 2
     };
     let mut optimizer = nn::Adam::default().build(&vs, 3e-3).unwrap();
     let first = loss();

@@ -18,11 +18,7 @@ pub fn run_reference(args: &[&str]) {
         python.display()
     );
     let script = manifest_dir().join("tests/clip_reference.py");
-    let output = Command::new(&python)
-        .arg(&script)
-        .args(args)
-        .output()
-        .expect("starting the venv's Python");
+    let output = Command::new(&python).arg(&script).args(args).output().expect("starting the venv's Python");
     assert!(
         output.status.success(),
         "the CLIP reference ({} {}) failed:\n{}",

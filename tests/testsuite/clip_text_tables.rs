@@ -15,7 +15,10 @@ fn text_tables_are_what_the_script_generates() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let python = root.join(".venv/bin/python");
     if !python.exists() {
-        eprintln!("SKIPPED text_tables_are_what_the_script_generates: {} is absent (run scripts/setup.sh)", python.display());
+        eprintln!(
+            "SKIPPED text_tables_are_what_the_script_generates: {} is absent (run scripts/setup.sh)",
+            python.display()
+        );
         return;
     }
     let has_ftfy = Command::new(&python).args(["-c", "import ftfy"]).output().is_ok_and(|o| o.status.success());
@@ -28,7 +31,12 @@ fn text_tables_are_what_the_script_generates() {
     let generated_path = dir.path().join("text_tables.rs");
     // The script writes to stdout; the documented command redirects it.
     let out_file = std::fs::File::create(&generated_path).expect("create the temp file");
-    let status = Command::new(&python).arg(&script).current_dir(root).stdout(out_file).status().expect("start the venv's Python");
+    let status = Command::new(&python)
+        .arg(&script)
+        .current_dir(root)
+        .stdout(out_file)
+        .status()
+        .expect("start the venv's Python");
     assert!(status.success(), "{} failed ({status})", script.display());
 
     let generated = std::fs::read(&generated_path).expect("read the generated tables");
@@ -56,7 +64,13 @@ fn text_tables_are_what_the_script_generates() {
         .enumerate()
         .find(|(_, (g, c))| g != c)
         .map(|(i, (g, c))| (i + 1, c.to_owned(), g.to_owned()))
-        .unwrap_or_else(|| (generated.lines().count().min(checked_in.lines().count()) + 1, "(end of file)".into(), "(end of file)".into()));
+        .unwrap_or_else(|| {
+            (
+                generated.lines().count().min(checked_in.lines().count()) + 1,
+                "(end of file)".into(),
+                "(end of file)".into(),
+            )
+        });
     panic!(
         "src/clip/text_tables.rs is not what {} generates; first difference at line {line}:\n  file:      {ours}\n  generated: {theirs}\nfix: regenerate it with `.venv/bin/python scripts/gen_clip_text_tables.py > src/clip/text_tables.rs`",
         script.display()

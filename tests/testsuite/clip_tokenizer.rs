@@ -77,8 +77,7 @@ fn ids_match_the_reference_tokenizer() {
     let texts = awkward_texts();
     std::fs::write(&input, serde_json::to_string(&texts).unwrap()).unwrap();
     run_reference(&["tokenize", path_str(&input), path_str(&output)]);
-    let reference: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&output).unwrap()).unwrap();
+    let reference: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&output).unwrap()).unwrap();
 
     let tokenizer = Tokenizer::new().expect("the BPE vocabulary is found in the venv");
     let mut mismatches = Vec::new();
@@ -89,11 +88,7 @@ fn ids_match_the_reference_tokenizer() {
             mismatches.push(format!("{text:?}\n  native    {got:?}\n  reference {expected:?}"));
         }
     }
-    assert!(
-        mismatches.is_empty(),
-        "encode differs on:\n{}",
-        mismatches.join("\n")
-    );
+    assert!(mismatches.is_empty(), "encode differs on:\n{}", mismatches.join("\n"));
 
     let tokens = tokenizer.tokenize(&texts, DEFAULT_CONTEXT_LENGTH, true).unwrap();
     assert_eq!(tokens.size(), [texts.len() as i64, 77]);
@@ -106,10 +101,7 @@ fn ids_match_the_reference_tokenizer() {
 
     // Without truncation, exactly the texts the reference rejects are errors.
     let too_long: Vec<bool> = serde_json::from_value(reference["too_long"].clone()).unwrap();
-    assert!(
-        too_long.iter().filter(|&&t| t).count() >= 2,
-        "the list has long texts"
-    );
+    assert!(too_long.iter().filter(|&&t| t).count() >= 2, "the list has long texts");
     for (text, &long) in texts.iter().zip(&too_long) {
         let result = tokenizer.tokenize(&[text], DEFAULT_CONTEXT_LENGTH, false);
         assert_eq!(result.is_err(), long, "{text:?}");
@@ -125,10 +117,7 @@ fn decode_inverts_encode_on_clean_text() {
     let ids = tokenizer.encode("a photo of a goldfish, 東京 🐟");
     assert_eq!(tokenizer.decode(&ids), "a photo of a goldfish , 東京 🐟 ");
     assert_eq!(tokenizer.vocab_size(), 49408);
-    assert_eq!(
-        (tokenizer.start_of_text(), tokenizer.end_of_text()),
-        (49406, 49407)
-    );
+    assert_eq!((tokenizer.start_of_text(), tokenizer.end_of_text()), (49406, 49407));
 }
 
 #[test]
@@ -136,12 +125,7 @@ fn a_file_that_is_not_a_vocabulary_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("vocab.txt");
     std::fs::write(&path, "#version: 0.2\ni n\n").unwrap();
-    let err = Tokenizer::from_file(&path)
-        .err()
-        .expect("a two-line file is rejected");
+    let err = Tokenizer::from_file(&path).err().expect("a two-line file is rejected");
     let message = format!("{err:#}");
-    assert!(
-        message.contains("not a CLIP vocabulary") && message.contains("vocab.txt"),
-        "{message}"
-    );
+    assert!(message.contains("not a CLIP vocabulary") && message.contains("vocab.txt"), "{message}");
 }

@@ -12,8 +12,8 @@ use std::path::Path;
 
 use tch::{Device, Kind, Tensor};
 use toe_pipe::decoder::{
-    clip_to_encoder_states, generate_topk, load_decoder, save_decoder_with_epoch, BertGenerationDecoder,
-    DecoderConfig, GenerateOptions,
+    clip_to_encoder_states, generate_topk, load_decoder, save_decoder_with_epoch, BertGenerationDecoder, DecoderConfig,
+    GenerateOptions,
 };
 
 /// Builds the HF model, perturbs every parameter (so LayerNorm and biases
@@ -130,7 +130,10 @@ fn logits_and_generation_match_hugging_face() {
         // Padding mask: compare the real (unpadded) positions.
         let masked = model.forward(&io["ids"], &enc, Some(&io["mask"]), false).unwrap();
         let keep = io["mask"].to_kind(Kind::Bool).unsqueeze(-1);
-        let d = max_diff(&masked.masked_fill(&keep.logical_not(), 0.0), &io["logits_masked"].masked_fill(&keep.logical_not(), 0.0));
+        let d = max_diff(
+            &masked.masked_fill(&keep.logical_not(), 0.0),
+            &io["logits_masked"].masked_fill(&keep.logical_not(), 0.0),
+        );
         assert!(d < 1e-4, "masked logits differ by {d}");
 
         // Cross-attention over a longer encoder sequence.
@@ -156,8 +159,16 @@ fn logits_and_generation_match_hugging_face() {
         let opts = GenerateOptions { feed_only_bos, batch_size: 2, ..Default::default() };
         let g = generate_topk(&model, &io["clip"], &opts).unwrap();
         assert_eq!(g.kept.size(), vec![3, 9, 25]);
-        assert_eq!(Vec::<i64>::try_from(g.greedy.flatten(0, -1)).unwrap(), Vec::<i64>::try_from(io[&format!("{mode}_ids")].flatten(0, -1)).unwrap(), "{mode} greedy ids");
-        assert_eq!(Vec::<i64>::try_from(g.kept.flatten(0, -1)).unwrap(), Vec::<i64>::try_from(io[&format!("{mode}_kept")].flatten(0, -1)).unwrap(), "{mode} kept ids");
+        assert_eq!(
+            Vec::<i64>::try_from(g.greedy.flatten(0, -1)).unwrap(),
+            Vec::<i64>::try_from(io[&format!("{mode}_ids")].flatten(0, -1)).unwrap(),
+            "{mode} greedy ids"
+        );
+        assert_eq!(
+            Vec::<i64>::try_from(g.kept.flatten(0, -1)).unwrap(),
+            Vec::<i64>::try_from(io[&format!("{mode}_kept")].flatten(0, -1)).unwrap(),
+            "{mode} kept ids"
+        );
     }
     // The two modes really differ after the first step.
     let real = generate_topk(&model, &io["clip"], &GenerateOptions::default()).unwrap();
@@ -211,7 +222,10 @@ fn loads_zoc_prefixed_state_dicts_and_names_bad_tensors() {
     let src = Path::new("model_epoch100.pt");
     // ZOC's {'net': state_dict}, flattened with '.', plus a non-weight entry.
     let mut weights = tiny_weights("net.");
-    weights.push(("net.bert.embeddings.position_ids".into(), Tensor::arange(128, (Kind::Int64, Device::Cpu)).unsqueeze(0)));
+    weights.push((
+        "net.bert.embeddings.position_ids".into(),
+        Tensor::arange(128, (Kind::Int64, Device::Cpu)).unsqueeze(0),
+    ));
     let model = BertGenerationDecoder::from_weights(&weights, Some(2), Device::Cpu, src).unwrap();
     assert_eq!(model.config().num_hidden_layers, 2);
     assert_eq!(model.config().num_attention_heads, 2);
@@ -224,9 +238,15 @@ fn loads_zoc_prefixed_state_dicts_and_names_bad_tensors() {
     let one_head = BertGenerationDecoder::from_weights(&weights, None, Device::Cpu, src).unwrap();
     assert_eq!(one_head.config().num_attention_heads, 1);
 
-    let missing: Vec<_> = tiny_weights("net.").into_iter().filter(|(n, _)| !n.ends_with("layer.1.crossattention.self.key.bias")).collect();
+    let missing: Vec<_> = tiny_weights("net.")
+        .into_iter()
+        .filter(|(n, _)| !n.ends_with("layer.1.crossattention.self.key.bias"))
+        .collect();
     let err = format!("{:#}", BertGenerationDecoder::from_weights(&missing, Some(2), Device::Cpu, src).unwrap_err());
-    assert!(err.contains("model_epoch100.pt") && err.contains("net.bert.encoder.layer.1.crossattention.self.key.bias"), "{err}");
+    assert!(
+        err.contains("model_epoch100.pt") && err.contains("net.bert.encoder.layer.1.crossattention.self.key.bias"),
+        "{err}"
+    );
 
     let mut bad = tiny_weights("");
     for (n, t) in bad.iter_mut() {
@@ -235,7 +255,12 @@ fn loads_zoc_prefixed_state_dicts_and_names_bad_tensors() {
         }
     }
     let err = format!("{:#}", BertGenerationDecoder::from_weights(&bad, Some(2), Device::Cpu, src).unwrap_err());
-    assert!(err.contains("model_epoch100.pt") && err.contains("bert.encoder.layer.0.output.dense.weight") && err.contains("[16, 63]"), "{err}");
+    assert!(
+        err.contains("model_epoch100.pt")
+            && err.contains("bert.encoder.layer.0.output.dense.weight")
+            && err.contains("[16, 63]"),
+        "{err}"
+    );
 
     let err = format!("{:#}", BertGenerationDecoder::from_weights(&bad, Some(3), Device::Cpu, src).unwrap_err());
     assert!(err.contains("not a multiple"), "{err}");

@@ -75,10 +75,17 @@ fn sentencepiece_matches_python_and_hugging_face() {
         for (s, want) in sentences.iter().zip(&expected) {
             let got = model.encode(s).unwrap();
             if &got != want {
-                mismatches.push(format!("{s:?}: ours {got:?}, sentencepiece {want:?} (normalized {:?})", model.normalize(s)));
+                mismatches
+                    .push(format!("{s:?}: ours {got:?}, sentencepiece {want:?} (normalized {:?})", model.normalize(s)));
             }
         }
-        assert!(mismatches.is_empty(), "{name}: {} of {} differ:\n{}", mismatches.len(), sentences.len(), mismatches.join("\n"));
+        assert!(
+            mismatches.is_empty(),
+            "{name}: {} of {} differ:\n{}",
+            mismatches.len(),
+            sentences.len(),
+            mismatches.join("\n")
+        );
     }
 
     // Decoding single ids exactly as HF's BertGenerationTokenizer.decode(id).

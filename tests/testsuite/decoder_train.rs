@@ -8,8 +8,8 @@ use std::path::Path;
 
 use tch::{Device, Kind, Tensor};
 use toe_pipe::decoder::{
-    evaluate_loss, generate_topk, load_decoder, outlier_words, save_decoder, train_decoder, BertGenerationDecoder, CaptionSet, DecoderConfig, DecoderTokenizer,
-    GenerateOptions, TrainOptions, WordVocab,
+    evaluate_loss, generate_topk, load_decoder, outlier_words, save_decoder, train_decoder, BertGenerationDecoder,
+    CaptionSet, DecoderConfig, DecoderTokenizer, GenerateOptions, TrainOptions, WordVocab,
 };
 
 const COLOURS: [&str; 4] = ["red", "blue", "green", "yellow"];
@@ -32,7 +32,8 @@ fn toy_world() -> (Tensor, Vec<String>, Vec<usize>) {
 
 fn tiny_model(vocab: &WordVocab, seed: i64) -> BertGenerationDecoder {
     tch::manual_seed(seed);
-    let config = DecoderConfig { max_position_embeddings: 16, ..DecoderConfig::small(vocab.vocab_size() as i64, 32, 2, 2) };
+    let config =
+        DecoderConfig { max_position_embeddings: 16, ..DecoderConfig::small(vocab.vocab_size() as i64, 32, 2, 2) };
     BertGenerationDecoder::new(config, Device::Cpu).unwrap()
 }
 
@@ -198,7 +199,8 @@ fn loss_equals_hugging_face_shifted_lm_loss() {
     let owned: Vec<(String, Tensor)> = model.state_dict().into_iter().map(|(n, t)| (n, t.copy())).collect();
     Tensor::write_safetensors(&owned, &sd_path).unwrap();
     let len = ids.iter().map(Vec::len).max().unwrap();
-    let flat: Vec<i64> = ids.iter().flat_map(|c| c.iter().copied().chain(std::iter::repeat_n(0, len - c.len()))).collect();
+    let flat: Vec<i64> =
+        ids.iter().flat_map(|c| c.iter().copied().chain(std::iter::repeat_n(0, len - c.len()))).collect();
     let id_tensor = Tensor::from_slice(&flat).view([ids.len() as i64, len as i64]);
     let rows = Tensor::from_slice(&image.iter().map(|&i| i as i64).collect::<Vec<_>>());
     let clip = embeds.index_select(0, &rows);
@@ -230,7 +232,8 @@ fn outlier_words_are_the_kept_ranks_decoded_in_order() {
     let other = WordVocab::build(&bigger, 1);
     let err = format!("{:#}", outlier_words(&model, &other, &embeds, &o).unwrap_err());
     assert!(err.contains("do not belong together"), "{err}");
-    let err = format!("{:#}", generate_topk(&model, &embeds, &GenerateOptions { top_k: 500, ..o.clone() }).unwrap_err());
+    let err =
+        format!("{:#}", generate_topk(&model, &embeds, &GenerateOptions { top_k: 500, ..o.clone() }).unwrap_err());
     assert!(err.contains("exceeds the decoder vocabulary"), "{err}");
     let empty = generate_topk(&model, &embeds.narrow(0, 0, 0), &o).unwrap();
     assert_eq!(empty.kept.size(), vec![0, 4, 3]);

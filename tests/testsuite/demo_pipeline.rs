@@ -47,7 +47,18 @@ fn the_demo_pipeline_runs_end_to_end_then_only_what_an_edit_makes_stale() {
 
     let first = run(&ws, &[]);
     let ran = first.ran();
-    for node in ["world_corpus", "clip", "decoder", "words", "captions", "caption_selection", "stats", "head_caption_1", "eval_word_0", "report"] {
+    for node in [
+        "world_corpus",
+        "clip",
+        "decoder",
+        "words",
+        "captions",
+        "caption_selection",
+        "stats",
+        "head_caption_1",
+        "eval_word_0",
+        "report",
+    ] {
         assert!(ran.contains(node), "{node} did not run:\n{}", first.all());
     }
     // The table is printed at the end of the run (`show` in the file).
@@ -82,7 +93,8 @@ fn the_demo_pipeline_runs_end_to_end_then_only_what_an_edit_makes_stale() {
     // Re-running the nodes that write models and statistics (forced)
     // reproduces their outputs byte for byte, so nothing downstream re-runs.
     let forced_nodes = ["clip", "decoder", "stats", "words", "captions", "head_word_0"];
-    let forced = ws.toe(&[&["run", "pipelines/demo.toml", "--force", &forced_nodes.join(",")][..], &small_sets()].concat()).ok();
+    let forced =
+        ws.toe(&[&["run", "pipelines/demo.toml", "--force", &forced_nodes.join(",")][..], &small_sets()].concat()).ok();
     let expected: std::collections::BTreeSet<String> = forced_nodes.iter().map(|n| n.to_string()).collect();
     assert_eq!(forced.ran(), expected, "{}", forced.all());
 

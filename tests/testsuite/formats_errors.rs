@@ -8,8 +8,8 @@ use std::path::Path;
 
 use tch::{Device, Kind, Tensor};
 use toe_pipe::formats::{
-    load_pt, load_state_dict, load_tensor_pt, read_npy, read_npy_tensor, read_strings, save_pt,
-    save_tensor_pt, write_npy, PtValue, ScriptModule,
+    load_pt, load_state_dict, load_tensor_pt, read_npy, read_npy_tensor, read_strings, save_pt, save_tensor_pt,
+    write_npy, PtValue, ScriptModule,
 };
 
 use formats_util::{run_python, scratch};
@@ -17,9 +17,7 @@ use formats_util::{run_python, scratch};
 /// The error's message (with its context chain) must name the file and
 /// contain every `what`.
 fn assert_error<T>(result: anyhow::Result<T>, path: &Path, what: &[&str]) {
-    let Err(e) = result else {
-        panic!("{} loaded without error", path.display())
-    };
+    let Err(e) = result else { panic!("{} loaded without error", path.display()) };
     let msg = format!("{e:#}");
     let name = path.file_name().unwrap().to_string_lossy();
     assert!(msg.contains(&*name), "error does not name {name}: {msg}");
@@ -31,8 +29,7 @@ fn assert_error<T>(result: anyhow::Result<T>, path: &Path, what: &[&str]) {
 /// A zip laid out like a torch.save archive, with a hand-made pickle.
 fn write_pt_zip(path: &Path, pkl: &[u8], records: &[(&str, &[u8])]) {
     let mut z = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
-    let opts =
-        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     z.start_file("archive/data.pkl", opts).unwrap();
     z.write_all(pkl).unwrap();
     for (name, data) in records {
@@ -100,8 +97,7 @@ fn broken_torch_archives() {
 
     let no_pkl = d.join("no_pickle.pt");
     let mut z = zip::ZipWriter::new(std::fs::File::create(&no_pkl).unwrap());
-    z.start_file("archive/other", zip::write::SimpleFileOptions::default())
-        .unwrap();
+    z.start_file("archive/other", zip::write::SimpleFileOptions::default()).unwrap();
     z.finish().unwrap();
     assert_error(load_pt(&no_pkl), &no_pkl, &["data.pkl"]);
 
@@ -110,22 +106,10 @@ fn broken_torch_archives() {
     assert_error(load_pt(&bad_op), &bad_op, &["EXT1"]);
 
     let scalars = d.join("scalars.pt");
-    save_pt(
-        &scalars,
-        &PtValue::Dict(vec![("epoch".into(), PtValue::Int(1))]),
-    )
-    .unwrap();
+    save_pt(&scalars, &PtValue::Dict(vec![("epoch".into(), PtValue::Int(1))])).unwrap();
     assert_error(load_state_dict(&scalars), &scalars, &["no tensors"]);
-    assert_error(
-        load_tensor_pt(&scalars),
-        &scalars,
-        &["expected a single tensor"],
-    );
-    assert_error(
-        ScriptModule::load(&scalars, Device::Cpu),
-        &scalars,
-        &["not a TorchScript archive"],
-    );
+    assert_error(load_tensor_pt(&scalars), &scalars, &["expected a single tensor"]);
+    assert_error(ScriptModule::load(&scalars, Device::Cpu), &scalars, &["not a TorchScript archive"]);
 }
 
 /// Pickles that would run `os.system` in Python, inside an .npy object array
@@ -154,25 +138,13 @@ np.save(d + "/ints_object.npy", np.array([1, "a"], dtype=object), allow_pickle=T
         &[d],
     );
     let evil_npy = d.join("evil.npy");
-    assert_error(
-        read_strings(&evil_npy),
-        &evil_npy,
-        &["posix.system", "not allowed"],
-    );
+    assert_error(read_strings(&evil_npy), &evil_npy, &["posix.system", "not allowed"]);
     let evil_pt = d.join("evil.pt");
-    assert_error(
-        load_pt(&evil_pt),
-        &evil_pt,
-        &["posix.system", "not allowed"],
-    );
+    assert_error(load_pt(&evil_pt), &evil_pt, &["posix.system", "not allowed"]);
     assert!(!d.join("pwned").exists(), "the malicious pickle ran");
 
     let u16 = d.join("uint16.pt");
-    assert_error(
-        load_pt(&u16),
-        &u16,
-        &["_rebuild_tensor_v3", "not supported"],
-    );
+    assert_error(load_pt(&u16), &u16, &["_rebuild_tensor_v3", "not supported"]);
     let ints = d.join("ints_object.npy");
     assert_error(read_strings(&ints), &ints, &["element 0 is a int"]);
 }
@@ -193,11 +165,7 @@ np.save(d + "/structured.npy", np.zeros(2, dtype=[("a", "<i4"), ("b", "<f8")]))
         &[d],
     );
     let complex = d.join("complex.npy");
-    assert_error(
-        read_npy_tensor(&complex),
-        &complex,
-        &["unsupported .npy dtype", "<c8"],
-    );
+    assert_error(read_npy_tensor(&complex), &complex, &["unsupported .npy dtype", "<c8"]);
     assert_error(read_strings(&complex), &complex, &["not strings"]);
     let floats = d.join("floats.npy");
     assert_error(read_strings(&floats), &floats, &["<f4", "not strings"]);
@@ -214,11 +182,7 @@ np.save(d + "/structured.npy", np.zeros(2, dtype=[("a", "<i4"), ("b", "<f8")]))
 
     let header_cut = d.join("header_cut.npy");
     std::fs::write(&header_cut, &names[..40]).unwrap();
-    assert_error(
-        read_strings(&header_cut),
-        &header_cut,
-        &["truncated .npy header"],
-    );
+    assert_error(read_strings(&header_cut), &header_cut, &["truncated .npy header"]);
 
     let not_npy = d.join("not.npy");
     std::fs::write(&not_npy, "hello, this is not numpy").unwrap();
@@ -226,18 +190,10 @@ np.save(d + "/structured.npy", np.zeros(2, dtype=[("a", "<i4"), ("b", "<f8")]))
     assert_error(read_npy_tensor(&not_npy), &not_npy, &["wrong magic"]);
 
     let structured = d.join("structured.npy");
-    assert_error(
-        read_npy_tensor(&structured),
-        &structured,
-        &["structured dtypes"],
-    );
+    assert_error(read_npy_tensor(&structured), &structured, &["structured dtypes"]);
 
     let absent = d.join("absent.npy");
     assert_error(read_npy_tensor(&absent), &absent, &["cannot open"]);
     let unwritable = d.join("no_such_dir/out.npy");
-    assert_error(
-        write_npy(&unwritable, &ndarray::arr1(&[1.0f32])),
-        &unwritable,
-        &["cannot create"],
-    );
+    assert_error(write_npy(&unwritable, &ndarray::arr1(&[1.0f32])), &unwritable, &["cannot create"]);
 }

@@ -9,8 +9,8 @@ use std::path::Path;
 use ndarray::{ArrayD, IxDyn};
 use tch::{Kind, Tensor};
 use toe_pipe::formats::{
-    read_npy, read_npy_header, read_npy_tensor, read_strings, tensor_to_array, write_npy,
-    write_npy_tensor, write_strings,
+    read_npy, read_npy_header, read_npy_tensor, read_strings, tensor_to_array, write_npy, write_npy_tensor,
+    write_strings,
 };
 
 use formats_util::{run_python, scratch};
@@ -112,10 +112,7 @@ fn tensor_shapes_and_kinds() {
     let t = read_npy_tensor(&d.join("f32_empty.npy")).unwrap();
     assert_eq!(t.size(), [0, 4]);
     let h = read_npy_header(&d.join("f64_bigendian.npy")).unwrap();
-    assert_eq!(
-        (h.descr.as_str(), h.shape.as_slice()),
-        (">f8", &[2usize, 3][..])
-    );
+    assert_eq!((h.descr.as_str(), h.shape.as_slice()), (">f8", &[2usize, 3][..]));
 }
 
 #[test]
@@ -126,11 +123,7 @@ fn non_contiguous_tensors_are_written_in_logical_order() {
     let base = Tensor::arange(24, (Kind::Float, tch::Device::Cpu)).reshape([2, 3, 4]);
     write_npy_tensor(&d.join("perm.npy"), &base.permute([2, 0, 1])).unwrap();
     write_npy_tensor(&d.join("slice.npy"), &base.select(0, 1).slice(1, 1, 4, 2)).unwrap();
-    write_npy_tensor(
-        &d.join("long.npy"),
-        &base.select(0, 0).to_kind(Kind::Int64).tr(),
-    )
-    .unwrap();
+    write_npy_tensor(&d.join("long.npy"), &base.select(0, 0).to_kind(Kind::Int64).tr()).unwrap();
     let out = run_python(
         r#"
 import sys, numpy as np
@@ -149,10 +142,7 @@ print("ok")
     let a = tensor_to_array::<f32>(&base.permute([2, 0, 1])).unwrap();
     assert_eq!(a.shape(), [4, 2, 3]);
     assert_eq!(a[IxDyn(&[3, 1, 2])], base.double_value(&[1, 2, 3]) as f32);
-    assert!(
-        tensor_to_array::<f64>(&base).is_err(),
-        "kind mismatch must be an error"
-    );
+    assert!(tensor_to_array::<f64>(&base).is_err(), "kind mismatch must be an error");
 }
 
 const STRINGS: &[&str] = &[
@@ -197,23 +187,11 @@ np.save(d + "/empty.npy", np.array([], dtype="<U1"))
         &[d, &list_path],
     );
     let expected: Vec<String> = STRINGS.iter().map(|s| s.to_string()).collect();
-    for name in [
-        "unicode",
-        "unicode_be",
-        "object_p2",
-        "object_p3",
-        "object_p4",
-        "object_p5",
-        "object_npstr",
-    ] {
-        let got = read_strings(&d.join(format!("{name}.npy")))
-            .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    for name in ["unicode", "unicode_be", "object_p2", "object_p3", "object_p4", "object_p5", "object_npstr"] {
+        let got = read_strings(&d.join(format!("{name}.npy"))).unwrap_or_else(|e| panic!("{name}: {e:#}"));
         assert_eq!(got, expected, "{name}");
     }
-    assert_eq!(
-        read_strings(&d.join("unicode_2d.npy")).unwrap(),
-        expected[..6]
-    );
+    assert_eq!(read_strings(&d.join("unicode_2d.npy")).unwrap(), expected[..6]);
     let ascii: Vec<String> = expected.iter().filter(|s| s.is_ascii()).cloned().collect();
     assert_eq!(read_strings(&d.join("bytes.npy")).unwrap(), ascii);
     assert!(read_strings(&d.join("empty.npy")).unwrap().is_empty());
@@ -226,11 +204,7 @@ fn string_arrays_read_by_numpy() {
     let d = dir.path();
     write_strings(&d.join("s.npy"), STRINGS).unwrap();
     write_strings::<&str>(&d.join("empty.npy"), &[]).unwrap();
-    std::fs::write(
-        d.join("strings.json"),
-        serde_json::to_string(STRINGS).unwrap(),
-    )
-    .unwrap();
+    std::fs::write(d.join("strings.json"), serde_json::to_string(STRINGS).unwrap()).unwrap();
     let out = run_python(
         r#"
 import sys, json, numpy as np

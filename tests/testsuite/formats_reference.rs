@@ -12,9 +12,7 @@ use std::fmt;
 
 use serde::de::{Deserializer, MapAccess, Visitor};
 use tch::Kind;
-use toe_pipe::formats::{
-    load_pt, load_state_dict, load_tensor_pt, read_strings, tensor_to_array, PtValue,
-};
+use toe_pipe::formats::{load_pt, load_state_dict, load_tensor_pt, read_strings, tensor_to_array, PtValue};
 
 use formats_util::{reference_dir, run_python};
 
@@ -61,11 +59,8 @@ fn outlier_descriptions_object_array() {
     assert_eq!(sentences[0], "This is a photo of a freshwater fish");
     let json = std::fs::read_to_string(dir.join("descriptors_imagenet.json")).unwrap();
     let phrases: OrderedPhrases = serde_json::from_str(&json).unwrap();
-    let expected: Vec<String> = phrases
-        .0
-        .iter()
-        .flat_map(|(_, ps)| ps.iter().map(|p| format!("This is a photo of {p}")))
-        .collect();
+    let expected: Vec<String> =
+        phrases.0.iter().flat_map(|(_, ps)| ps.iter().map(|p| format!("This is a photo of {p}"))).collect();
     assert_eq!(sentences, expected);
 }
 
@@ -88,19 +83,13 @@ fn class_means_bare_tensor() {
         &[&path],
     );
     let py: Vec<f64> = py.split_whitespace().map(|x| x.parse().unwrap()).collect();
-    let sum = means
-        .to_kind(Kind::Double)
-        .sum(Kind::Double)
-        .double_value(&[]);
+    let sum = means.to_kind(Kind::Double).sum(Kind::Double).double_value(&[]);
     let at = means.double_value(&[3, 7]);
     assert_eq!(py, [sum, at]);
 
     // A bare tensor is not a state dict.
     let e = load_state_dict(&path).unwrap_err().to_string();
-    assert!(
-        e.contains("bare tensor") && e.contains("ImageNet_classwise_mean"),
-        "{e}"
-    );
+    assert!(e.contains("bare tensor") && e.contains("ImageNet_classwise_mean"), "{e}");
     assert!(matches!(load_pt(&path).unwrap(), PtValue::Tensor(_)));
 }
 
@@ -113,10 +102,7 @@ fn precision_matrix_bare_tensor() {
     assert_eq!(p.size(), [512, 512]);
     let asym = (&p - p.tr()).abs().max().double_value(&[]);
     let scale = p.abs().max().double_value(&[]);
-    assert!(
-        asym <= 1e-5 * scale,
-        "max |P - P^T| = {asym} of max |P| = {scale}"
-    );
+    assert!(asym <= 1e-5 * scale, "max |P - P^T| = {asym} of max |P| = {scale}");
     let p00 = p.double_value(&[0, 0]);
     assert!((p00 - 7249.07).abs() < 0.01, "P[0,0] = {p00}");
 }

@@ -9,9 +9,8 @@ use std::path::Path;
 
 use tch::{Device, Kind, Tensor};
 use toe_pipe::formats::{
-    detect_kind, is_torchscript, load_pt, load_state_dict, load_tensor_pt,
-    save_nested_state_dicts_pt, save_pt, save_state_dict_pt, save_tensor_pt, PtValue, ScriptModule,
-    TorchFileKind,
+    detect_kind, is_torchscript, load_pt, load_state_dict, load_tensor_pt, save_nested_state_dicts_pt, save_pt,
+    save_state_dict_pt, save_tensor_pt, PtValue, ScriptModule, TorchFileKind,
 };
 
 use formats_util::{run_python, scratch};
@@ -111,13 +110,9 @@ fn python_files_round_trip_through_rust() {
     ] {
         let src = d.join(format!("{name}.pt"));
         let value = load_pt(&src).unwrap_or_else(|e| panic!("{name}: {e:#}"));
-        save_pt(&d.join(format!("{name}_back.pt")), &value)
-            .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        save_pt(&d.join(format!("{name}_back.pt")), &value).unwrap_or_else(|e| panic!("{name}: {e:#}"));
     }
-    assert_eq!(
-        run_python(TORCH_OBJECTS, &[d, Path::new("check")]).trim(),
-        "ok"
-    );
+    assert_eq!(run_python(TORCH_OBJECTS, &[d, Path::new("check")]).trim(), "ok");
 }
 
 #[test]
@@ -125,14 +120,8 @@ fn loaded_values_have_the_saved_structure() {
     let dir = scratch();
     let d = dir.path();
     run_python(TORCH_OBJECTS, &[d, Path::new("write")]);
-    assert_eq!(
-        detect_kind(&d.join("bare.pt")).unwrap(),
-        TorchFileKind::TorchSave
-    );
-    assert_eq!(
-        detect_kind(&d.join("legacy.pt")).unwrap(),
-        TorchFileKind::LegacyTorchSave
-    );
+    assert_eq!(detect_kind(&d.join("bare.pt")).unwrap(), TorchFileKind::TorchSave);
+    assert_eq!(detect_kind(&d.join("legacy.pt")).unwrap(), TorchFileKind::LegacyTorchSave);
     assert_eq!(load_tensor_pt(&d.join("bare.pt")).unwrap().size(), [5, 7]);
 
     // Nested checkpoint: keys flattened with dots, non-tensors skipped.
@@ -160,19 +149,10 @@ fn loaded_values_have_the_saved_structure() {
         assert!(matches!(value.get("epoch"), Some(PtValue::Int(3))));
         assert!(matches!(value.get("lr"), Some(PtValue::Float(x)) if *x == 0.001));
         assert!(matches!(value.get("name"), Some(PtValue::Str(s)) if s == "zoc"));
-        assert!(matches!(
-            value
-                .get("opt")
-                .and_then(|o| o.get("0"))
-                .and_then(|o| o.get("step")),
-            Some(PtValue::Int(5))
-        ));
+        assert!(matches!(value.get("opt").and_then(|o| o.get("0")).and_then(|o| o.get("step")), Some(PtValue::Int(5))));
     }
 
-    let kinds: HashMap<String, Tensor> = load_state_dict(&d.join("kinds.pt"))
-        .unwrap()
-        .into_iter()
-        .collect();
+    let kinds: HashMap<String, Tensor> = load_state_dict(&d.join("kinds.pt")).unwrap().into_iter().collect();
     let expect = [
         ("f16", Kind::Half),
         ("bf16", Kind::BFloat16),
@@ -190,17 +170,10 @@ fn loaded_values_have_the_saved_structure() {
     }
     assert_eq!(kinds["i64"].int64_value(&[0]), -(1i64 << 62));
 
-    let layouts: HashMap<String, Tensor> = load_state_dict(&d.join("layouts.pt"))
-        .unwrap()
-        .into_iter()
-        .collect();
+    let layouts: HashMap<String, Tensor> = load_state_dict(&d.join("layouts.pt")).unwrap().into_iter().collect();
     let base = Tensor::arange(60, (Kind::Float, Device::Cpu)).reshape([6, 10]);
     assert!(layouts["transposed"].equal(&base.tr()));
-    assert_eq!(
-        layouts["transposed"].stride(),
-        [1, 10],
-        "views keep PyTorch's strides"
-    );
+    assert_eq!(layouts["transposed"].stride(), [1, 10], "views keep PyTorch's strides");
     assert!(layouts["slice"].equal(&base.narrow(0, 2, 3)));
     assert_eq!(layouts["slice"].storage_offset(), 20);
     assert!(layouts["strided"].equal(&base.slice(0, 1, 6, 2).slice(1, 0, 10, 3)));
@@ -208,10 +181,7 @@ fn loaded_values_have_the_saved_structure() {
     assert_eq!(layouts["empty"].size(), [0, 3]);
 
     // Tensors that shared a storage in Python share it again.
-    let shared: HashMap<String, Tensor> = load_state_dict(&d.join("shared.pt"))
-        .unwrap()
-        .into_iter()
-        .collect();
+    let shared: HashMap<String, Tensor> = load_state_dict(&d.join("shared.pt")).unwrap().into_iter().collect();
     let whole = &shared["whole"];
     let _ = shared["view"].shallow_clone().fill_(-1.0);
     assert_eq!(whole.double_value(&[1, 4]), -1.0);
@@ -232,14 +202,8 @@ fn rust_files_open_in_python() {
     save_tensor_pt(&d.join("scalar.pt"), &Tensor::from(2.5f64)).unwrap();
     save_tensor_pt(&d.join("empty.pt"), &Tensor::zeros([0, 3], cpu)).unwrap();
     let entries = vec![
-        (
-            "weight".to_string(),
-            base.narrow(1, 0, 4).to_kind(Kind::Half),
-        ),
-        (
-            "bias".to_string(),
-            Tensor::arange(6, cpu).to_kind(Kind::BFloat16),
-        ),
+        ("weight".to_string(), base.narrow(1, 0, 4).to_kind(Kind::Half)),
+        ("bias".to_string(), Tensor::arange(6, cpu).to_kind(Kind::BFloat16)),
         ("mask".to_string(), base.gt(30.0)),
         ("count".to_string(), Tensor::from(7i64)),
     ];
@@ -256,10 +220,7 @@ fn rust_files_open_in_python() {
         ("neg".into(), PtValue::Int(-70000)),
         ("lr".into(), PtValue::Float(1e-3)),
         ("name".into(), PtValue::Str("café".into())),
-        (
-            "list".into(),
-            PtValue::List(vec![PtValue::Bool(true), PtValue::None]),
-        ),
+        ("list".into(), PtValue::List(vec![PtValue::Bool(true), PtValue::None])),
     ]);
     save_pt(&d.join("mixed.pt"), &mixed).unwrap();
     let out = run_python(
@@ -337,82 +298,37 @@ fn torchscript_archives() {
     // Scripting needs the class source, so the script runs from a file.
     let script = d.join("make_scripted.py");
     std::fs::write(&script, SCRIPTED_MODULE).unwrap();
-    let out = std::process::Command::new(formats_util::python())
-        .arg(&script)
-        .arg(d)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = std::process::Command::new(formats_util::python()).arg(&script).arg(d).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     assert!(is_torchscript(&d.join("scripted.pt")).unwrap());
     assert!(is_torchscript(&d.join("traced.pt")).unwrap());
     assert!(!is_torchscript(&d.join("state_dict.pt")).unwrap());
-    let e = ScriptModule::load(&d.join("state_dict.pt"), Device::Cpu)
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(
-        e.contains("not a TorchScript archive") && e.contains("state_dict.pt"),
-        "{e}"
-    );
+    let e = ScriptModule::load(&d.join("state_dict.pt"), Device::Cpu).err().unwrap().to_string();
+    assert!(e.contains("not a TorchScript archive") && e.contains("state_dict.pt"), "{e}");
 
-    let expected: HashMap<String, Tensor> = load_state_dict(&d.join("expected.pt"))
-        .unwrap()
-        .into_iter()
-        .collect();
+    let expected: HashMap<String, Tensor> = load_state_dict(&d.join("expected.pt")).unwrap().into_iter().collect();
     for file in ["scripted.pt", "traced.pt"] {
         let m = ScriptModule::load(&d.join(file), Device::Cpu).unwrap();
-        let params: Vec<String> = m
-            .named_parameters()
-            .unwrap()
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect();
-        assert_eq!(
-            params,
-            ["proj.weight", "proj.bias", "norm.weight", "norm.bias"],
-            "{file}"
-        );
+        let params: Vec<String> = m.named_parameters().unwrap().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(params, ["proj.weight", "proj.bias", "norm.weight", "norm.bias"], "{file}");
         let buffers: HashMap<String, Tensor> = m.named_buffers().unwrap().into_iter().collect();
-        for name in [
-            "scale",
-            "norm.running_mean",
-            "norm.running_var",
-            "norm.num_batches_tracked",
-        ] {
+        for name in ["scale", "norm.running_mean", "norm.running_var", "norm.num_batches_tracked"] {
             assert!(buffers[name].equal(&expected[name]), "{file}: {name}");
         }
         for (name, t) in m.named_parameters().unwrap() {
             assert!(t.equal(&expected[&name]), "{file}: {name}");
         }
-        let y = m
-            .method("forward", &[expected["x"].shallow_clone()])
-            .unwrap();
-        assert!(
-            y.allclose(&expected["forward"], 1e-6, 1e-6, false),
-            "{file}"
-        );
+        let y = m.method("forward", &[expected["x"].shallow_clone()]).unwrap();
+        assert!(y.allclose(&expected["forward"], 1e-6, 1e-6, false), "{file}");
         if file == "scripted.pt" {
-            let y = m
-                .method("encode_text", &[expected["x"].shallow_clone()])
-                .unwrap();
+            let y = m.method("encode_text", &[expected["x"].shallow_clone()]).unwrap();
             assert!(y.allclose(&expected["encode_text"], 1e-6, 1e-6, false));
-            let e = m
-                .method("no_such_method", &[expected["x"].shallow_clone()])
-                .unwrap_err()
-                .to_string();
+            let e = m.method("no_such_method", &[expected["x"].shallow_clone()]).unwrap_err().to_string();
             assert!(e.contains("no_such_method"), "{e}");
         }
         // The archive's tensors also load as a flat state dict.
-        let flat: Vec<String> = load_state_dict(&d.join(file))
-            .unwrap()
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect();
+        let flat: Vec<String> = load_state_dict(&d.join(file)).unwrap().into_iter().map(|(n, _)| n).collect();
         assert!(flat.contains(&"norm.running_var".to_string()), "{flat:?}");
     }
 }
@@ -453,22 +369,13 @@ torch.save({"img": img, "txt": txt, "image_features": m.encode_image(img).detach
     let state = load_state_dict(&d.join("clip_state.pt")).unwrap();
     assert!(state.iter().any(|(n, _)| n.ends_with("running_mean")));
     for (name, t) in &state {
-        let got = held
-            .get(name)
-            .unwrap_or_else(|| panic!("{name} missing from the archive"));
+        let got = held.get(name).unwrap_or_else(|| panic!("{name} missing from the archive"));
         assert!(got.equal(t), "{name} differs");
     }
-    let io: HashMap<String, Tensor> = load_state_dict(&d.join("clip_io.pt"))
-        .unwrap()
-        .into_iter()
-        .collect();
-    let f = m
-        .method("encode_image", &[io["img"].shallow_clone()])
-        .unwrap();
+    let io: HashMap<String, Tensor> = load_state_dict(&d.join("clip_io.pt")).unwrap().into_iter().collect();
+    let f = m.method("encode_image", &[io["img"].shallow_clone()]).unwrap();
     assert!(f.allclose(&io["image_features"], 1e-5, 1e-5, false));
-    let f = m
-        .method("encode_text", &[io["txt"].shallow_clone()])
-        .unwrap();
+    let f = m.method("encode_text", &[io["txt"].shallow_clone()]).unwrap();
     assert!(f.allclose(&io["text_features"], 1e-5, 1e-5, false));
 }
 

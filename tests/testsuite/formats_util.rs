@@ -12,29 +12,17 @@ pub fn manifest_dir() -> PathBuf {
 /// The project venv's Python (made by scripts/setup.sh).
 pub fn python() -> PathBuf {
     let p = manifest_dir().join(".venv/bin/python");
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/setup.sh first",
-        p.display()
-    );
+    assert!(p.exists(), "{} is missing: run scripts/setup.sh first", p.display());
     p
 }
 
 /// Runs `script` with the venv's Python and `args`; panics with its output
 /// if it fails, returns its stdout otherwise.
 pub fn run_python(script: &str, args: &[&Path]) -> String {
-    let out = Command::new(python())
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("cannot start the venv's Python");
+    let out = Command::new(python()).arg("-c").arg(script).args(args).output().expect("cannot start the venv's Python");
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "Python failed:\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
-    );
+    assert!(out.status.success(), "Python failed:\n--- stdout\n{stdout}\n--- stderr\n{stderr}");
     stdout
 }
 
@@ -45,10 +33,7 @@ pub fn reference_dir(test: &str) -> Option<PathBuf> {
     if dir.is_dir() {
         Some(dir)
     } else {
-        eprintln!(
-            "SKIPPED {test}: reference folder {} is absent",
-            dir.display()
-        );
+        eprintln!("SKIPPED {test}: reference folder {} is absent", dir.display());
         None
     }
 }

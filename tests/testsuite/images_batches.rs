@@ -6,9 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use image::{ImageBuffer, Rgb};
-use toe_pipe::images::{
-    load_image, BatchOptions, Batches, ClipPreprocess, ImageFolder, ImagesError, RgbConversion,
-};
+use toe_pipe::images::{load_image, BatchOptions, Batches, ClipPreprocess, ImageFolder, ImagesError, RgbConversion};
 
 /// Writes `count` images per class (PNG and JPEG, assorted sizes).
 fn make_folder(root: &Path, classes: &[&str], count: usize) {
@@ -17,26 +15,16 @@ fn make_folder(root: &Path, classes: &[&str], count: usize) {
         for i in 0..count {
             let (w, h) = (20 + 7 * i as u32 + c as u32, 15 + 5 * ((i + c) % 4) as u32);
             let img = ImageBuffer::from_fn(w, h, |x, y| {
-                Rgb([
-                    (x * 9 + c as u32 * 40) as u8,
-                    (y * 13 + i as u32 * 20) as u8,
-                    ((x ^ y) * 5) as u8,
-                ])
+                Rgb([(x * 9 + c as u32 * 40) as u8, (y * 13 + i as u32 * 20) as u8, ((x ^ y) * 5) as u8])
             });
             let ext = if i % 2 == 0 { "png" } else { "jpg" };
-            img.save(root.join(class).join(format!("{i:02}.{ext}")))
-                .unwrap();
+            img.save(root.join(class).join(format!("{i:02}.{ext}"))).unwrap();
         }
     }
 }
 
 fn options(batch_size: usize, n_px: usize) -> BatchOptions {
-    BatchOptions {
-        batch_size,
-        n_px,
-        threads: 2,
-        ..BatchOptions::default()
-    }
+    BatchOptions { batch_size, n_px, threads: 2, ..BatchOptions::default() }
 }
 
 #[test]
@@ -44,29 +32,12 @@ fn batches_keep_order_labels_and_pixels() {
     let dir = tempfile::tempdir().unwrap();
     make_folder(dir.path(), &["ant", "bee", "cow"], 5);
     let folder = ImageFolder::open(dir.path()).unwrap();
-    let batches: Vec<_> = folder
-        .batches(options(4, 24))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    assert_eq!(
-        batches.iter().map(|b| b.labels.len()).collect::<Vec<_>>(),
-        [4, 4, 4, 3]
-    );
+    let batches: Vec<_> = folder.batches(options(4, 24)).unwrap().collect::<Result<_, _>>().unwrap();
+    assert_eq!(batches.iter().map(|b| b.labels.len()).collect::<Vec<_>>(), [4, 4, 4, 3]);
     let labels: Vec<i64> = batches.iter().flat_map(|b| b.labels.clone()).collect();
-    assert_eq!(
-        labels,
-        folder.samples().iter().map(|s| s.label).collect::<Vec<_>>()
-    );
+    assert_eq!(labels, folder.samples().iter().map(|s| s.label).collect::<Vec<_>>());
     let paths: Vec<_> = batches.iter().flat_map(|b| b.paths.clone()).collect();
-    assert_eq!(
-        paths,
-        folder
-            .samples()
-            .iter()
-            .map(|s| s.path.clone())
-            .collect::<Vec<_>>()
-    );
+    assert_eq!(paths, folder.samples().iter().map(|s| s.path.clone()).collect::<Vec<_>>());
 
     let preprocess = ClipPreprocess::new(24, RgbConversion::OnLoad);
     for batch in &batches {
@@ -138,8 +109,6 @@ fn producer_stays_within_prefetch_and_stops_when_dropped() {
 
 #[test]
 fn zero_batch_size_is_rejected() {
-    let e = Batches::new(Vec::new(), options(0, 16))
-        .err()
-        .expect("an error");
+    let e = Batches::new(Vec::new(), options(0, 16)).err().expect("an error");
     assert!(e.to_string().contains("batch_size"), "{e}");
 }

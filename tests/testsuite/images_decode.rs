@@ -7,9 +7,7 @@ use image::{ImageBuffer, ImageFormat, Rgb};
 use toe_pipe::images::{decode, DecodeError, Mode};
 
 fn encoded(format: ImageFormat) -> Vec<u8> {
-    let img = ImageBuffer::from_fn(64, 48, |x, y| {
-        Rgb([(x * 4) as u8, (y * 5) as u8, ((x + y) * 2) as u8])
-    });
+    let img = ImageBuffer::from_fn(64, 48, |x, y| Rgb([(x * 4) as u8, (y * 5) as u8, ((x + y) * 2) as u8]));
     let mut out = Cursor::new(Vec::new());
     img.write_to(&mut out, format).unwrap();
     out.into_inner()
@@ -56,10 +54,7 @@ fn format_comes_from_the_content_not_the_name() {
 fn decompression_bombs_are_refused_before_allocating() {
     // Same data, but the frame header claims 30000 x 30000 pixels.
     let mut jpeg = encoded(ImageFormat::Jpeg);
-    let sof = jpeg
-        .windows(2)
-        .position(|w| w == [0xFF, 0xC0])
-        .expect("baseline SOF0 marker");
+    let sof = jpeg.windows(2).position(|w| w == [0xFF, 0xC0]).expect("baseline SOF0 marker");
     // FF C0, length (2 bytes), precision (1), height (2), width (2)
     jpeg[sof + 5..sof + 7].copy_from_slice(&30000u16.to_be_bytes());
     jpeg[sof + 7..sof + 9].copy_from_slice(&30000u16.to_be_bytes());

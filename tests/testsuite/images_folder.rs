@@ -28,12 +28,7 @@ print(json.dumps({"classes": ds.classes,
 "#;
     let stdout = run_python(&[OsStr::new("-c"), OsStr::new(script), root.as_os_str()]);
     let v: serde_json::Value = serde_json::from_slice(&stdout).unwrap();
-    let classes = v["classes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c.as_str().unwrap().to_string())
-        .collect();
+    let classes = v["classes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect();
     let samples = v["samples"]
         .as_array()
         .unwrap()
@@ -82,32 +77,16 @@ fn listing_matches_torchvision() {
         std::os::unix::fs::symlink(root.join("zebra/sub"), root.join("apple/linked")).unwrap();
         std::os::unix::fs::symlink(root.join("b_c"), root.join("linked_class")).unwrap();
         // a dangling link is listed as a file (and fails later, when read)
-        std::os::unix::fs::symlink(root.join("nowhere.jpg"), root.join("apple/dangling.jpg"))
-            .unwrap();
+        std::os::unix::fs::symlink(root.join("nowhere.jpg"), root.join("apple/dangling.jpg")).unwrap();
     }
 
     let (classes, samples) = torchvision_listing(root);
-    let folder = ImageFolder::open_with(
-        root,
-        &FolderOptions {
-            allow_empty_classes: true,
-        },
-    )
-    .unwrap();
+    let folder = ImageFolder::open_with(root, &FolderOptions { allow_empty_classes: true }).unwrap();
     assert_eq!(folder.classes(), classes.as_slice());
     let ours: Vec<(String, i64)> = folder
         .samples()
         .iter()
-        .map(|s| {
-            (
-                s.path
-                    .strip_prefix(root)
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned(),
-                s.label,
-            )
-        })
+        .map(|s| (s.path.strip_prefix(root).unwrap().to_string_lossy().into_owned(), s.label))
         .collect();
     assert_eq!(ours, samples);
     assert!(samples.len() > 20, "the fixture should list many files");
@@ -120,10 +99,7 @@ fn errors_name_the_folder_and_the_layout() {
     let e = ImageFolder::open(&missing).unwrap_err();
     assert!(matches!(e, ImagesError::RootMissing { .. }), "{e}");
     let text = e.to_string();
-    assert!(
-        text.contains("nope") && text.contains("<root>/<class>/<image>"),
-        "{text}"
-    );
+    assert!(text.contains("nope") && text.contains("<root>/<class>/<image>"), "{text}");
 
     let empty = dir.path().join("empty");
     fs::create_dir_all(&empty).unwrap();
@@ -134,10 +110,7 @@ fn errors_name_the_folder_and_the_layout() {
 
     let file = dir.path().join("file.jpg");
     fs::write(&file, b"x").unwrap();
-    assert!(matches!(
-        ImageFolder::open(&file).unwrap_err(),
-        ImagesError::RootNotADirectory { .. }
-    ));
+    assert!(matches!(ImageFolder::open(&file).unwrap_err(), ImagesError::RootNotADirectory { .. }));
 
     let partial = dir.path().join("partial");
     touch(&partial, "cat/a.jpg");
@@ -146,13 +119,7 @@ fn errors_name_the_folder_and_the_layout() {
     let e = ImageFolder::open(&partial).unwrap_err();
     let text = e.to_string();
     assert!(text.contains("dog, emu") && text.contains(".jpg"), "{text}");
-    let ok = ImageFolder::open_with(
-        &partial,
-        &FolderOptions {
-            allow_empty_classes: true,
-        },
-    )
-    .unwrap();
+    let ok = ImageFolder::open_with(&partial, &FolderOptions { allow_empty_classes: true }).unwrap();
     assert_eq!(ok.classes(), ["cat", "dog", "emu"]);
     assert_eq!(ok.len(), 1);
 }

@@ -45,35 +45,23 @@ fn bytes_per_pixel(p: JpegPixels) -> usize {
 fn region_pixels_equal_full_decode() {
     let dir = tempfile::tempdir().unwrap();
     make_jpegs(dir.path());
-    let mut files: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let mut files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).collect();
     files.sort();
     assert!(files.len() >= 50, "{} files", files.len());
     let mut seed = 1u64;
     let mut next = |bound: usize| {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         ((seed >> 33) as usize) % bound.max(1)
     };
     for path in &files {
         let bytes = std::fs::read(path).unwrap();
         let full = decode(&bytes).unwrap();
         let (w, h) = (full.width, full.height);
-        let mut regions: Vec<Window> = [224, 32, 7]
-            .iter()
-            .map(|&n| ClipPreprocess::new(n, RgbConversion::OnLoad).source_window(w, h))
-            .collect();
+        let mut regions: Vec<Window> =
+            [224, 32, 7].iter().map(|&n| ClipPreprocess::new(n, RgbConversion::OnLoad).source_window(w, h)).collect();
         for _ in 0..6 {
             let (x, y) = (next(w), next(h));
-            regions.push(Window {
-                x,
-                y,
-                width: 1 + next(w - x),
-                height: 1 + next(h - y),
-            });
+            regions.push(Window { x, y, width: 1 + next(w - x), height: 1 + next(h - y) });
         }
         for region in regions {
             let part = decode_region(&bytes, |_, _| Some(region)).unwrap();

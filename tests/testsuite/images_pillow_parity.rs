@@ -96,46 +96,23 @@ fn clip_preprocess_matches_pillow_and_torchvision() {
         let mode = meta["mode"].as_str().unwrap();
         let is_jpeg_or_png = name.ends_with(".png") || name.ends_with(".jpg");
         if is_jpeg_or_png && img.mode.pillow_name() != mode {
-            failures.push(format!(
-                "{name}: mode {} but Pillow opens {mode}",
-                img.mode.pillow_name()
-            ));
+            failures.push(format!("{name}: mode {} but Pillow opens {mode}", img.mode.pillow_name()));
         }
-        assert_eq!(
-            img.width as u64,
-            meta["width"].as_u64().unwrap(),
-            "{name} width"
-        );
-        assert_eq!(
-            img.height as u64,
-            meta["height"].as_u64().unwrap(),
-            "{name} height"
-        );
+        assert_eq!(img.width as u64, meta["width"].as_u64().unwrap(), "{name} width");
+        assert_eq!(img.height as u64, meta["height"].as_u64().unwrap(), "{name} height");
         for n in SIZES {
-            for (conversion, tag) in [
-                (RgbConversion::OnLoad, "on_load"),
-                (RgbConversion::InTransform, "in_transform"),
-            ] {
+            for (conversion, tag) in [(RgbConversion::OnLoad, "on_load"), (RgbConversion::InTransform, "in_transform")]
+            {
                 let expected: Array3<u8> =
                     read_npy(r.refs.join(format!("{name}.{tag}.{n}.npy"))).expect("reference npy");
                 let preprocess = ClipPreprocess::new(n, conversion);
                 let got = preprocess.rgb(&img);
                 // Decoding only what the crop needs (JPEG) changes nothing.
-                let part = preprocess
-                    .decode(&bytes)
-                    .unwrap_or_else(|e| panic!("{name}: {e}"));
-                assert_eq!(
-                    preprocess.rgb(&part),
-                    got,
-                    "{name} {tag} {n}: partial decode"
-                );
+                let part = preprocess.decode(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+                assert_eq!(preprocess.rgb(&part), got, "{name} {tag} {n}: partial decode");
                 let expected = expected.as_slice().expect("contiguous");
                 assert_eq!(got.len(), expected.len(), "{name} {tag} {n}: size");
-                let diffs: Vec<i32> = got
-                    .iter()
-                    .zip(expected)
-                    .map(|(&a, &b)| (a as i32 - b as i32).abs())
-                    .collect();
+                let diffs: Vec<i32> = got.iter().zip(expected).map(|(&a, &b)| (a as i32 - b as i32).abs()).collect();
                 let max = diffs.iter().copied().max().unwrap_or(0);
                 let count = diffs.iter().filter(|&&d| d > 0).count();
                 compared += 1;
@@ -144,9 +121,7 @@ fn clip_preprocess_matches_pillow_and_torchvision() {
                     println!("{name} {tag} n_px={n}: {count} samples differ, max {max}");
                 }
                 let exempt = expanded_palette(name) && conversion == RgbConversion::InTransform;
-                if !exempt
-                    && ((max > 1 && pixel_exact_decoder(name)) || (max > 0 && must_be_exact(name)))
-                {
+                if !exempt && ((max > 1 && pixel_exact_decoder(name)) || (max > 0 && must_be_exact(name))) {
                     failures.push(format!("{name} {tag} n_px={n}: max difference {max}/255"));
                 }
             }
@@ -167,24 +142,15 @@ fn normalised_tensor_matches_clip_transform() {
         let bytes = std::fs::read(r.images.join(name)).expect("read image");
         let img = decode(&bytes).expect("decode");
         for n in SIZES {
-            let expected: ArrayD<f32> =
-                read_npy(r.refs.join(format!("{name}.tensor.{n}.npy"))).expect("tensor npy");
+            let expected: ArrayD<f32> = read_npy(r.refs.join(format!("{name}.tensor.{n}.npy"))).expect("tensor npy");
             assert_eq!(expected.shape(), &[3, n, n]);
             let p = ClipPreprocess::new(n, RgbConversion::OnLoad);
             let mut got = vec![0f32; p.tensor_len()];
             p.write_tensor(&img, &mut got);
-            let max = got
-                .iter()
-                .zip(expected.iter())
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
+            let max = got.iter().zip(expected.iter()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
             // Equal pixels give equal floats: ToTensor and Normalize are f32
             // divisions in the same order.
-            let bound = if pixel_exact_decoder(name) {
-                1e-6
-            } else {
-                0.02
-            };
+            let bound = if pixel_exact_decoder(name) { 1e-6 } else { 0.02 };
             assert!(max <= bound, "{name} n_px={n}: max |difference| {max}");
         }
     }

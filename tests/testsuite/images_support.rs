@@ -13,16 +13,11 @@ pub fn run_python<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Vec<u8> {
         "{} is missing: run scripts/setup.sh (the venv holds the Pillow/torchvision reference)",
         python.display()
     );
-    let out = Command::new(&python)
-        .args(args)
-        .output()
-        .expect("run the venv's python");
+    let out = Command::new(&python).args(args).output().expect("run the venv's python");
     assert!(
         out.status.success(),
         "python {:?} failed:\n{}",
-        args.iter()
-            .map(|a| a.as_ref().to_string_lossy().into_owned())
-            .collect::<Vec<_>>(),
+        args.iter().map(|a| a.as_ref().to_string_lossy().into_owned()).collect::<Vec<_>>(),
         String::from_utf8_lossy(&out.stderr)
     );
     out.stdout

@@ -16,8 +16,8 @@ use common::Ws;
 use tch::{Device, Kind, Tensor};
 use toe_pipe::decoder::model_dir::read_word_vocab_json;
 use toe_pipe::decoder::{
-    generate_captions, load_decoder, save_model_dir, BertGenerationDecoder, DecoderConfig, DecoderDir, DecoderTokenizer,
-    ModelTokenizer, SentencePieceModel, WordVocab,
+    generate_captions, load_decoder, save_model_dir, BertGenerationDecoder, DecoderConfig, DecoderDir,
+    DecoderTokenizer, ModelTokenizer, SentencePieceModel, WordVocab,
 };
 use toe_pipe::formats;
 use toe_pipe::toe::outlier_text::non_semantic_words;
@@ -188,7 +188,8 @@ fn write_model_folder(dir: &Path, words: &[&str], clip_dim: i64) -> WordVocab {
     let _rng = crate::rng_lock();
     let vocab = WordVocab::build(words, 1);
     tch::manual_seed(3);
-    let model = BertGenerationDecoder::new(DecoderConfig::small(vocab.vocab_size() as i64, 32, 1, 4), Device::Cpu).unwrap();
+    let model =
+        BertGenerationDecoder::new(DecoderConfig::small(vocab.vocab_size() as i64, 32, 1, 4), Device::Cpu).unwrap();
     save_model_dir(dir, &model, &ModelTokenizer::Words(vocab.clone()), clip_dim, 0, None).unwrap();
     vocab
 }
@@ -212,7 +213,8 @@ params = {{ top_k = {top_k}, keep_from = 3 }}
 
 fn write_inputs(ws: &Ws) {
     std::fs::create_dir_all(ws.path("data")).unwrap();
-    formats::write_npy_tensor(&ws.path("data/features.npy"), &Tensor::ones([3, 16], (Kind::Float, Device::Cpu))).unwrap();
+    formats::write_npy_tensor(&ws.path("data/features.npy"), &Tensor::ones([3, 16], (Kind::Float, Device::Cpu)))
+        .unwrap();
     formats::write_strings(&ws.path("data/classes.npy"), &["star"]).unwrap();
 }
 
@@ -362,7 +364,10 @@ outputs.captions = {{ path = "out/captions.npy" }}
     );
     write_inputs(&ws);
     ws.run("pipeline.toml");
-    assert_eq!(std::fs::read(ws.path("out/decoder/spiece.model")).unwrap(), std::fs::read(ws.path("models/sp.model")).unwrap());
+    assert_eq!(
+        std::fs::read(ws.path("out/decoder/spiece.model")).unwrap(),
+        std::fs::read(ws.path("models/sp.model")).unwrap()
+    );
     assert!(!ws.path("out/decoder/vocab.json").exists());
     let config: serde_json::Value = serde_json::from_str(&ws.read("out/decoder/config.json")).unwrap();
     assert_eq!(config["vocab_size"], spm.vocab_size() as i64);

@@ -111,7 +111,10 @@ fn make_data(ws: &Ws) {
     let captions: Vec<String> = (0..50).map(|i| format!("caption number {}", i % 45)).collect();
     let p = ws.path("data/captions.npy");
     formats::write_strings(&p, &captions).unwrap();
-    ws.write("data/descriptors.json", r#"{"zebra": ["black and white stripes", "a horse-like body"], "apple": ["a round fruit"]}"#);
+    ws.write(
+        "data/descriptors.json",
+        r#"{"zebra": ["black and white stripes", "a horse-like body"], "apple": ["a round fruit"]}"#,
+    );
     ws.write("pipeline.toml", PIPELINE);
 }
 
@@ -120,7 +123,16 @@ fn toe_ops_run_then_an_edit_reruns_exactly_its_dependants() {
     let ws = Ws::new();
     make_data(&ws);
     let first = ws.run("pipeline.toml");
-    let all = set(["stats", "descriptions", "captions", "head_baseline", "head_text", "eval_baseline", "eval_text", "report"]);
+    let all = set([
+        "stats",
+        "descriptions",
+        "captions",
+        "head_baseline",
+        "head_text",
+        "eval_baseline",
+        "eval_text",
+        "report",
+    ]);
     assert_eq!(first.ran(), all, "{}", first.all());
 
     // Statistics: unit-norm means [3, 16], a symmetric precision [16, 16].
@@ -129,7 +141,10 @@ fn toe_ops_run_then_an_edit_reruns_exactly_its_dependants() {
     let norms = means.norm_scalaropt_dim(2, [1i64].as_slice(), false);
     assert!((norms - 1.0).abs().max().double_value(&[]) < 1e-5);
     let precision = formats::load_tensor_pt(&ws.path("out/precision.pt")).unwrap();
-    assert!((&precision - precision.transpose(0, 1)).abs().max().double_value(&[]) < 1e-3 * precision.abs().max().double_value(&[]));
+    assert!(
+        (&precision - precision.transpose(0, 1)).abs().max().double_value(&[])
+            < 1e-3 * precision.abs().max().double_value(&[])
+    );
 
     // Descriptions: 3 phrases, 5 sentences each, in file order.
     let sentences = formats::read_strings(&ws.path("out/descriptions.npy")).unwrap();
@@ -227,6 +242,14 @@ params = { max_count = -3 }
     assert!(!ws.path("artifacts/objects").exists());
 
     let ops = ws.toe(&["ops"]).ok();
-    assert!(ops.stdout.contains("param  batch_size: integer = 256 [1 or more]  strings per forward pass"), "{}", ops.stdout);
-    assert!(ops.stdout.contains("param  precision: string = \"fp32\" [one of \"fp32\", \"fp16\", \"bf16\"]"), "{}", ops.stdout);
+    assert!(
+        ops.stdout.contains("param  batch_size: integer = 256 [1 or more]  strings per forward pass"),
+        "{}",
+        ops.stdout
+    );
+    assert!(
+        ops.stdout.contains("param  precision: string = \"fp32\" [one of \"fp32\", \"fp16\", \"bf16\"]"),
+        "{}",
+        ops.stdout
+    );
 }

@@ -99,7 +99,10 @@ fn assert_only_missing_inputs(name: &str, errors: &[Reported], word_ops: bool) {
         assert!(others.is_empty(), "{name}: errors other than missing inputs: {others:#?}");
     } else {
         assert_eq!(others.len(), 1, "{name}: {others:#?}");
-        assert!(others[0].line.contains("error in node `word_outliers`: unknown op `outliers_word`"), "{name}: {others:#?}");
+        assert!(
+            others[0].line.contains("error in node `word_outliers`: unknown op `outliers_word`"),
+            "{name}: {others:#?}"
+        );
     }
 }
 
@@ -121,7 +124,8 @@ fn check_lists_every_missing_input_once_with_guidance() {
         let set_data = format!("data={data}");
         let out = ws.toe(&["check", &pipeline_path(name), "--set", &set_data, "--store", &store]).fails();
         let errors = reported(&out.stderr);
-        let missing: Vec<&Reported> = errors.iter().filter(|e| e.line.contains(" does not exist (looked for ")).collect();
+        let missing: Vec<&Reported> =
+            errors.iter().filter(|e| e.line.contains(" does not exist (looked for ")).collect();
         assert_eq!(missing.len(), inputs.len(), "{name}: every input missing, each once:\n{}", out.stderr);
         for (rel, section) in &inputs {
             let needle = format!(" = {data}/{rel} does not exist (looked for ");
@@ -144,12 +148,22 @@ fn a_shared_input_names_every_node_that_reads_it() {
     let store = ws.path("store").display().to_string();
     let out = ws.toe(&["check", &pipeline_path("imagenet"), "--set", &set_data, "--store", &store]).fails();
     let errors = reported(&out.stderr);
-    let clip = errors.iter().find(|e| e.line.contains("/checkpoints/clip/ViT-B-16.pt does not exist")).expect("the CLIP model is reported");
+    let clip = errors
+        .iter()
+        .find(|e| e.line.contains("/checkpoints/clip/ViT-B-16.pt does not exist"))
+        .expect("the CLIP model is reported");
     assert!(clip.line.contains("error in node `features_train`: source `model` = "), "{clip:?}");
     assert!(clip.line.contains("(looked for a file at "), "{clip:?}");
     assert!(clip.line.contains("also read by `features_val`, `features_iNaturalist`, `features_SUN`, `features_Places`, `features_Textures`, `text_word` and 2 more"), "{clip:?}");
-    let train = errors.iter().find(|e| e.line.contains("/datasets/Imagenet/train does not exist")).expect("the train split is reported");
-    assert!(train.line.contains("(looked for a directory at ") && train.line.ends_with("also read by `filter_features_train`"), "{train:?}");
+    let train = errors
+        .iter()
+        .find(|e| e.line.contains("/datasets/Imagenet/train does not exist"))
+        .expect("the train split is reported");
+    assert!(
+        train.line.contains("(looked for a directory at ")
+            && train.line.ends_with("also read by `filter_features_train`"),
+        "{train:?}"
+    );
 }
 
 #[test]
@@ -197,7 +211,12 @@ fn with_every_input_in_place_check_passes() {
         if word_ops {
             let out = ws.toe(&args).ok();
             let nodes = if name == "imagenet" { 33 } else { 32 };
-            assert!(out.stdout.contains(&format!("ok: pipeline {name} (")) && out.stdout.contains(&format!("): {nodes} nodes")), "{name}: {}", out.stdout);
+            assert!(
+                out.stdout.contains(&format!("ok: pipeline {name} ("))
+                    && out.stdout.contains(&format!("): {nodes} nodes")),
+                "{name}: {}",
+                out.stdout
+            );
         } else {
             let out = ws.toe(&args).fails();
             assert_only_missing_inputs(name, &reported(&out.stderr), false);

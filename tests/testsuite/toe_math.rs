@@ -40,7 +40,8 @@ fn class_stats_and_mahalanobis_match_torch() {
     // Class-dependent offsets so the means differ; labels interleaved.
     let labels: Vec<i64> = (0..n).map(|i| (i * 7 + i / 5) % c).collect();
     let offsets = Tensor::randn([c, d], (Kind::Float, tch::Device::Cpu)) * 2.0;
-    let feats = Tensor::randn([n, d], (Kind::Float, tch::Device::Cpu)) + offsets.index_select(0, &Tensor::from_slice(&labels));
+    let feats =
+        Tensor::randn([n, d], (Kind::Float, tch::Device::Cpu)) + offsets.index_select(0, &Tensor::from_slice(&labels));
     let text = Tensor::randn([50, d], (Kind::Float, tch::Device::Cpu));
     write_npy(tmp.path().join("x.npy"), &to_array2(&feats)).unwrap();
     write_npy(tmp.path().join("t.npy"), &to_array2(&text)).unwrap();
@@ -86,7 +87,8 @@ np.save('means.npy', means.numpy()); np.save('prec.npy', prec.numpy()); np.save(
         assert!(scores[w[0] as usize] <= scores[w[1] as usize]);
     }
     let worst_kept = scores[*picked.last().unwrap() as usize];
-    let dropped_min = (0..scores.len()).filter(|i| !picked.contains(&(*i as i64))).map(|i| scores[i]).fold(f32::MAX, f32::min);
+    let dropped_min =
+        (0..scores.len()).filter(|i| !picked.contains(&(*i as i64))).map(|i| scores[i]).fold(f32::MAX, f32::min);
     assert!(worst_kept <= dropped_min);
 }
 
@@ -125,7 +127,8 @@ fn exposure_lowers_confidence_on_outliers_without_hurting_accuracy() {
     let centres = Tensor::eye(d, (Kind::Float, tch::Device::Cpu)).narrow(0, 0, c) * 4.0;
     let feats = centres.index_select(0, &labels) + Tensor::randn([n, d], (Kind::Float, tch::Device::Cpu)) * 0.5;
     // Outliers live along dimensions no ID class uses.
-    let outliers = Tensor::randn([200, d], (Kind::Float, tch::Device::Cpu)) * Tensor::from_slice(&[0.0f32, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0]);
+    let outliers = Tensor::randn([200, d], (Kind::Float, tch::Device::Cpu))
+        * Tensor::from_slice(&[0.0f32, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0]);
     let cfg = HeadConfig { epochs: 15, lr: 1e-2, ..Default::default() };
     let base = train_head(&feats, &labels, None, c, &cfg).unwrap();
     let oe = train_head(&feats, &labels, Some(&outliers), c, &cfg).unwrap();
@@ -134,7 +137,14 @@ fn exposure_lowers_confidence_on_outliers_without_hurting_accuracy() {
     assert!(oe.log.last().unwrap().oe < oe.log[0].oe);
     // Mean max-softmax on the normalised outliers is lower after exposure.
     let probe = inject_noise(&outliers, 0.0);
-    let conf = |w: &Tensor, b: &Tensor| probe.linear(w, Some(b)).softmax(1, Kind::Float).amax([1i64].as_slice(), false).mean(Kind::Float).double_value(&[]);
+    let conf = |w: &Tensor, b: &Tensor| {
+        probe
+            .linear(w, Some(b))
+            .softmax(1, Kind::Float)
+            .amax([1i64].as_slice(), false)
+            .mean(Kind::Float)
+            .double_value(&[])
+    };
     assert!(conf(&oe.weight, &oe.bias) < conf(&base.weight, &base.bias));
     // Same seed, same head.
     let again = train_head(&feats, &labels, Some(&outliers), c, &cfg).unwrap();
@@ -165,8 +175,16 @@ fn plain_and_tensor_backends_train_the_same_head() {
         assert!(plain.log.last().unwrap().loss < plain.log[0].loss, "{name}: loss did not fall");
         assert_eq!(plain.log.len(), tensor.log.len());
         for (p, t) in plain.log.iter().zip(&tensor.log) {
-            assert!((p.ce - t.ce).abs() < 1e-5 && (p.oe - t.oe).abs() < 1e-5, "{name} epoch {}: {p:?} vs {t:?}", p.epoch);
-            assert!((p.train_accuracy - t.train_accuracy).abs() <= 1.0 / n as f64, "{name} epoch {}: {p:?} vs {t:?}", p.epoch);
+            assert!(
+                (p.ce - t.ce).abs() < 1e-5 && (p.oe - t.oe).abs() < 1e-5,
+                "{name} epoch {}: {p:?} vs {t:?}",
+                p.epoch
+            );
+            assert!(
+                (p.train_accuracy - t.train_accuracy).abs() <= 1.0 / n as f64,
+                "{name} epoch {}: {p:?} vs {t:?}",
+                p.epoch
+            );
         }
     }
 }
@@ -177,7 +195,10 @@ fn labels_outside_the_classes_are_an_error() {
     let feats = Tensor::randn([4, 3], (Kind::Float, tch::Device::Cpu));
     let labels = Tensor::from_slice(&[0i64, 1, 2, 1]);
     for backend in [Backend::Plain, Backend::Tensor] {
-        let err = train_head_with(backend, &feats, &labels, None, 2, &HeadConfig { epochs: 1, ..Default::default() }).err().unwrap().to_string();
+        let err = train_head_with(backend, &feats, &labels, None, 2, &HeadConfig { epochs: 1, ..Default::default() })
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("label 2 at row 2") && err.contains("num_classes"), "{err}");
     }
 }

@@ -122,7 +122,8 @@ outputs.table = { path = "results/table.md" }
 fn whole_toe_pipeline_then_one_edit() {
     let ws = Ws::new();
     write_tiny_clip(&ws.path("models/clip.pt"));
-    let captions: Vec<String> = (0..20).map(|i| format!("a photo of a {} shape number {i}", ["red", "blue", "green"][i % 3])).collect();
+    let captions: Vec<String> =
+        (0..20).map(|i| format!("a photo of a {} shape number {i}", ["red", "blue", "green"][i % 3])).collect();
     std::fs::create_dir_all(ws.path("data")).unwrap();
     formats::write_strings(&ws.path("data/captions.npy"), &captions).unwrap();
     ws.write("pipeline.toml", PIPELINE);
@@ -153,7 +154,9 @@ fn an_unreadable_image_names_the_file_and_the_skip_param() {
     write_tiny_clip(&ws.path("models/clip.pt"));
     for class in ["a", "b"] {
         std::fs::create_dir_all(ws.path(&format!("data/images/{class}"))).unwrap();
-        image::RgbImage::from_pixel(32, 32, image::Rgb([200, 30, 30])).save(ws.path(&format!("data/images/{class}/ok.png"))).unwrap();
+        image::RgbImage::from_pixel(32, 32, image::Rgb([200, 30, 30]))
+            .save(ws.path(&format!("data/images/{class}/ok.png")))
+            .unwrap();
     }
     let png = std::fs::read(ws.path("data/images/a/ok.png")).unwrap();
     std::fs::write(ws.path("data/images/a/broken.png"), &png[..png.len() / 2]).unwrap();

@@ -85,7 +85,8 @@ fn near_ood_holds_only_shapes_that_are_not_id() {
 fn corpus_has_coco_captions_that_name_a_shape() {
     let tmp = tempfile::tempdir().unwrap();
     write_set(&config(4), WorldSet::Corpus, 50, tmp.path()).unwrap();
-    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(tmp.path().join("captions.json")).unwrap()).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("captions.json")).unwrap()).unwrap();
     let images = json["images"].as_array().unwrap();
     let annotations = json["annotations"].as_array().unwrap();
     assert_eq!(images.len(), 50);

@@ -101,7 +101,8 @@ impl Dag {
 /// order (and therefore every listing) is stable.
 fn topo_order(graph: &DiGraph<usize, ()>) -> Vec<usize> {
     let n = graph.node_count();
-    let mut indegree: Vec<usize> = (0..n).map(|i| graph.neighbors_directed(NodeIndex::new(i), Direction::Incoming).count()).collect();
+    let mut indegree: Vec<usize> =
+        (0..n).map(|i| graph.neighbors_directed(NodeIndex::new(i), Direction::Incoming).count()).collect();
     let mut ready: BinaryHeap<Reverse<usize>> = (0..n).filter(|&i| indegree[i] == 0).map(Reverse).collect();
     let mut order = Vec::with_capacity(n);
     while let Some(Reverse(i)) = ready.pop() {
@@ -138,7 +139,8 @@ fn find_cycles(graph: &DiGraph<usize, ()>) -> Vec<Vec<usize>> {
         let mut queue = VecDeque::from([start]);
         let mut end = None;
         'bfs: while let Some(i) = queue.pop_front() {
-            let mut next: Vec<usize> = graph.neighbors(NodeIndex::new(i)).map(|n| n.index()).filter(|&n| in_scc(n)).collect();
+            let mut next: Vec<usize> =
+                graph.neighbors(NodeIndex::new(i)).map(|n| n.index()).filter(|&n| in_scc(n)).collect();
             next.sort_unstable();
             for n in next {
                 if n == start {

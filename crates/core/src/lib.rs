@@ -3,16 +3,16 @@
 //! dependency on tch, so that the `toe-pipe` CLI does not load libtorch.
 //! The ops themselves (and `registry()`) live in the `toe_pipe` crate.
 
+pub mod cli;
+pub mod engine;
 pub mod graph;
+pub mod lineage;
+pub mod logging;
 pub mod ops;
 pub mod spec;
 pub mod store;
-pub mod engine;
 pub mod sys;
 pub mod worker;
-pub mod lineage;
-pub mod logging;
-pub mod cli;
 
 // For the op_params! and op_ports! macros, which expand in the op crate.
 #[doc(hidden)]

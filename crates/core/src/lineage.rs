@@ -97,7 +97,9 @@ impl<'s> Lineage<'s> {
             // prefer the one that declared this path.
             let abs = std::fs::canonicalize(path)?;
             let declared = self.producers[&h].iter().copied().find(|k| {
-                self.records.get(k).is_some_and(|r| r.outputs.values().any(|o| o.hash == h && o.path.as_ref().is_some_and(|p| abs.ends_with(p))))
+                self.records.get(k).is_some_and(|r| {
+                    r.outputs.values().any(|o| o.hash == h && o.path.as_ref().is_some_and(|p| abs.ends_with(p)))
+                })
             });
             let producer = declared.or_else(|| self.producers[&h].first().copied());
             let mut a = self.with_producer(h, producer, None, &mut HashSet::new());
@@ -118,7 +120,8 @@ impl<'s> Lineage<'s> {
         match actions.as_slice() {
             [rec] => {
                 // The action's first output stands for the action.
-                let (name, out) = rec.outputs.iter().next().ok_or_else(|| anyhow::anyhow!("action {target} has no outputs"))?;
+                let (name, out) =
+                    rec.outputs.iter().next().ok_or_else(|| anyhow::anyhow!("action {target} has no outputs"))?;
                 let mut a = self.artifact(out.hash, &mut HashSet::new());
                 if let Some(p) = a.produced_by.as_mut() {
                     p.output = name.clone();
@@ -136,7 +139,13 @@ impl<'s> Lineage<'s> {
         self.with_producer(hash, producer, None, seen)
     }
 
-    fn with_producer(&self, hash: Hash, producer: Option<Hash>, input: Option<&InputRecord>, seen: &mut HashSet<Hash>) -> Artifact {
+    fn with_producer(
+        &self,
+        hash: Hash,
+        producer: Option<Hash>,
+        input: Option<&InputRecord>,
+        seen: &mut HashSet<Hash>,
+    ) -> Artifact {
         let from = input.and_then(|i| Some(format!("{}.{}", i.node.as_deref()?, i.output.as_deref()?)));
         let mut a = Artifact { hash, kind: None, path: None, source: None, from, produced_by: None, note: None };
         let Some(key) = producer else {
@@ -161,7 +170,15 @@ impl<'s> Lineage<'s> {
             let children = recs
                 .iter()
                 .map(|r| match &r.source {
-                    Some(path) => Artifact { hash: r.hash, kind: None, path: Some(path.clone()), source: Some(true), from: None, produced_by: None, note: None },
+                    Some(path) => Artifact {
+                        hash: r.hash,
+                        kind: None,
+                        path: Some(path.clone()),
+                        source: Some(true),
+                        from: None,
+                        produced_by: None,
+                        note: None,
+                    },
                     None => {
                         let prod = r.action.or_else(|| self.producers.get(&r.hash).and_then(|v| v.first()).copied());
                         self.with_producer(r.hash, prod, Some(r), seen)
@@ -224,19 +241,25 @@ fn render_production(a: &Artifact, prefix: &str, out: &mut String) {
         let params: Vec<String> = p.params.iter().map(|(k, v)| format!("{k} = {v}")).collect();
         out.push_str(&format!("{inner}params: {}\n", params.join(", ")));
     }
-    let all: Vec<(&String, &Artifact)> = p.inputs.iter().flat_map(|(port, v)| v.iter().map(move |a| (port, a))).collect();
+    let all: Vec<(&String, &Artifact)> =
+        p.inputs.iter().flat_map(|(port, v)| v.iter().map(move |a| (port, a))).collect();
     for (idx, (port, child)) in all.iter().enumerate() {
         let last = idx + 1 == all.len();
         let (branch, cont) = if last { ("└── ", "    ") } else { ("├── ", "│   ") };
         let desc = if child.source == Some(true) {
             format!("source {}", child.path.as_deref().unwrap_or("?"))
         } else {
-            let from = child.from.clone().or_else(|| child.produced_by.as_ref().map(|p| format!("{}.{}", p.node, p.output)));
+            let from =
+                child.from.clone().or_else(|| child.produced_by.as_ref().map(|p| format!("{}.{}", p.node, p.output)));
             from.map_or("node output".to_owned(), |f| format!("from {f}"))
         };
         match (&child.note, child.source) {
-            (Some(note), _) => out.push_str(&format!("{inner}{branch}in {port}: {desc}  ({}, {note})\n", child.hash.short())),
-            (None, Some(true)) => out.push_str(&format!("{inner}{branch}in {port}: {desc}  ({})\n", child.hash.short())),
+            (Some(note), _) => {
+                out.push_str(&format!("{inner}{branch}in {port}: {desc}  ({}, {note})\n", child.hash.short()))
+            }
+            (None, Some(true)) => {
+                out.push_str(&format!("{inner}{branch}in {port}: {desc}  ({})\n", child.hash.short()))
+            }
             (None, _) => {
                 out.push_str(&format!("{inner}{branch}in {port}: {desc}  ({})\n", child.hash.short()));
                 render_production(child, &format!("{inner}{cont}"), out);

@@ -21,7 +21,12 @@ use tracing_subscriber::registry::LookupSpan;
 /// first subscriber.
 pub fn init(default: LevelFilter) {
     let filter = EnvFilter::builder().with_default_directive(default.into()).from_env_lossy();
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false).event_format(Plain).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .event_format(Plain)
+        .try_init();
 }
 
 /// `warning: MESSAGE`, `error: MESSAGE`; info events bare, as the lines a

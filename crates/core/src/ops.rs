@@ -127,7 +127,13 @@ pub trait TypedOp: Send + Sync {
     type Inputs: PortSet;
     type Outputs: PortSet;
     /// Run with the node's params and paths, already read and checked.
-    fn run(&self, ctx: &OpContext, params: Self::Params, inputs: Self::Inputs, outputs: Self::Outputs) -> anyhow::Result<()>;
+    fn run(
+        &self,
+        ctx: &OpContext,
+        params: Self::Params,
+        inputs: Self::Inputs,
+        outputs: Self::Outputs,
+    ) -> anyhow::Result<()>;
 }
 
 /// A built-in op as the registry holds it (object-safe). Every [`TypedOp`]
@@ -154,9 +160,11 @@ impl<T: TypedOp> Op for T {
     fn run(&self, ctx: &OpContext) -> anyhow::Result<()> {
         let params = T::Params::from_params(&ctx.node, &ctx.params)?;
         let inputs = T::Inputs::from_paths(&ctx.node, PortDir::Input, &ctx.inputs)?;
-        let outputs: BTreeMap<String, Vec<PathBuf>> = ctx.outputs.iter().map(|(k, p)| (k.clone(), vec![p.clone()])).collect();
+        let outputs: BTreeMap<String, Vec<PathBuf>> =
+            ctx.outputs.iter().map(|(k, p)| (k.clone(), vec![p.clone()])).collect();
         let outputs = T::Outputs::from_paths(&ctx.node, PortDir::Output, &outputs)?;
-        TypedOp::run(self, ctx, params, inputs, outputs).with_context(|| format!("op {} failed in node {}", T::NAME, ctx.node))
+        TypedOp::run(self, ctx, params, inputs, outputs)
+            .with_context(|| format!("op {} failed in node {}", T::NAME, ctx.node))
     }
 }
 
@@ -183,9 +191,7 @@ impl Registry {
 
     /// The ops' declarations, without their code.
     pub fn catalog(&self) -> OpCatalog {
-        OpCatalog {
-            ops: self.ops.values().map(|op| op.info()).map(|info| (info.name.clone(), info)).collect(),
-        }
+        OpCatalog { ops: self.ops.values().map(|op| op.info()).map(|info| (info.name.clone(), info)).collect() }
     }
 }
 
@@ -226,4 +232,3 @@ impl OpInfo {
         self.outputs.iter().find(|p| p.name == name)
     }
 }
-

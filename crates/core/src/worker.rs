@@ -47,7 +47,11 @@ pub fn worker_exe() -> anyhow::Result<PathBuf> {
         if cli.duration_since(worker).is_ok_and(|d| d.as_secs() > 60) {
             static WARNED: std::sync::Once = std::sync::Once::new();
             WARNED.call_once(|| {
-                tracing::warn!("{} is older than {}; if ops changed, rebuild both with `cargo build --bins`", exe.display(), me.display())
+                tracing::warn!(
+                    "{} is older than {}; if ops changed, rebuild both with `cargo build --bins`",
+                    exe.display(),
+                    me.display()
+                )
             });
         }
     }
@@ -72,7 +76,8 @@ pub fn catalog(cache_dir: Option<&Path>) -> anyhow::Result<OpCatalog> {
     if !out.status.success() {
         bail!("{} describe failed: {}", exe.display(), String::from_utf8_lossy(&out.stderr).trim());
     }
-    let cat: OpCatalog = serde_json::from_slice(&out.stdout).with_context(|| format!("{} describe printed something that is not an op catalog", exe.display()))?;
+    let cat: OpCatalog = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("{} describe printed something that is not an op catalog", exe.display()))?;
     if let Some(c) = &cache {
         let _ = write_atomic(c, &out.stdout);
     }
@@ -120,7 +125,13 @@ fn run_job(registry: &Registry, job_path: &Path) -> anyhow::Result<()> {
     let job: Job = serde_json::from_slice(&text).with_context(|| format!("bad job file {}", job_path.display()))?;
     let op = registry.get(&job.op).with_context(|| format!("this worker has no op `{}`", job.op))?;
     let info = op.info();
-    tracing::info!("toe-pipe-worker: op {} v{} for node {} on {}", info.name, info.version, job.ctx.node, job.ctx.device);
+    tracing::info!(
+        "toe-pipe-worker: op {} v{} for node {} on {}",
+        info.name,
+        info.version,
+        job.ctx.node,
+        job.ctx.device
+    );
     // Errors name the node: reading the params and ports, before any work,
     // or "op NAME failed in node NODE: ..." from the op itself.
     op.run(&job.ctx)

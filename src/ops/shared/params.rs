@@ -7,8 +7,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use tch::{Kind, Tensor};
-use toe_pipe_core::ops::{Device, NotANumber, ParamType, ParamValueType, Precision};
 use toe_pipe_core::op_params;
+use toe_pipe_core::ops::{Device, NotANumber, ParamType, ParamValueType, Precision};
 
 use super::files::read_features;
 use crate::decoder::model_dir::DEFAULT_CHECKPOINT;
@@ -98,7 +98,11 @@ impl NormalizeFeatures {
     /// Image features for a head: as stored, or L2-normalised.
     pub fn read(&self, path: &Path) -> Result<Tensor> {
         let features = read_features(path)?;
-        Ok(if self.normalize_features { &features / features.norm_scalaropt_dim(2, [1], true).clamp_min(1e-12) } else { features })
+        Ok(if self.normalize_features {
+            &features / features.norm_scalaropt_dim(2, [1], true).clamp_min(1e-12)
+        } else {
+            features
+        })
     }
 }
 

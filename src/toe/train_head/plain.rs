@@ -16,7 +16,13 @@ use super::{EpochLog, HeadConfig, OutlierCursor};
 
 /// Train `head` `[C, D + 1]` (CPU, float) on `x` `[N, D]` with labels `y`
 /// (checked to lie in 0..C) and optional outliers `[M, D]`.
-pub(super) fn train(x: &Tensor, y: &[i64], outliers: Option<&Tensor>, head: Tensor, cfg: &HeadConfig) -> Result<(Tensor, Vec<EpochLog>)> {
+pub(super) fn train(
+    x: &Tensor,
+    y: &[i64],
+    outliers: Option<&Tensor>,
+    head: Tensor,
+    cfg: &HeadConfig,
+) -> Result<(Tensor, Vec<EpochLog>)> {
     let (c, k) = head.size2()?;
     let x_t = x.contiguous();
     let out_t = outliers.map(|o| o.contiguous());
@@ -163,7 +169,8 @@ fn run(data: &Data, mut head_t: Vec<f32>, cfg: &HeadConfig) -> Result<(Vec<f32>,
                 let mut oe = 0f64;
                 let weight = (cfg.oe_weight / n_out as f64) as f32;
                 let uniform = 1.0 / c as f32;
-                for (z, g) in logits[b * c..rows * c].chunks_exact(c).zip(dlogits[b * c..rows * c].chunks_exact_mut(c)) {
+                for (z, g) in logits[b * c..rows * c].chunks_exact(c).zip(dlogits[b * c..rows * c].chunks_exact_mut(c))
+                {
                     let (lse, sum) = exp_shifted(z, g);
                     oe += f64::from(lse - z.iter().sum::<f32>() / c as f32);
                     let scale = 1.0 / sum;
@@ -263,7 +270,18 @@ fn exp_nonpositive(x: f32) -> f32 {
 /// `c [m, n] = a [m, kk] · b [kk, n] + beta * c`, with a and b given by
 /// (row stride, column stride) and c row-major with row stride `rsc`.
 #[allow(clippy::too_many_arguments)]
-fn gemm(m: usize, kk: usize, n: usize, a: &[f32], (rsa, csa): (usize, usize), b: &[f32], (rsb, csb): (usize, usize), beta: f32, c: &mut [f32], rsc: usize) {
+fn gemm(
+    m: usize,
+    kk: usize,
+    n: usize,
+    a: &[f32],
+    (rsa, csa): (usize, usize),
+    b: &[f32],
+    (rsb, csb): (usize, usize),
+    beta: f32,
+    c: &mut [f32],
+    rsc: usize,
+) {
     if m == 0 || n == 0 {
         return;
     }
@@ -275,7 +293,22 @@ fn gemm(m: usize, kk: usize, n: usize, a: &[f32], (rsa, csa): (usize, usize), b:
     // Safety: the asserts above keep every element sgemm reads or writes
     // inside the slices; c does not alias a or b (it is borrowed mutably).
     unsafe {
-        matrixmultiply::sgemm(m, kk, n, 1.0, a.as_ptr(), rsa as isize, csa as isize, b.as_ptr(), rsb as isize, csb as isize, beta, c.as_mut_ptr(), rsc as isize, 1);
+        matrixmultiply::sgemm(
+            m,
+            kk,
+            n,
+            1.0,
+            a.as_ptr(),
+            rsa as isize,
+            csa as isize,
+            b.as_ptr(),
+            rsb as isize,
+            csb as isize,
+            beta,
+            c.as_mut_ptr(),
+            rsc as isize,
+            1,
+        );
     }
 }
 

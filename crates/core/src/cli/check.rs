@@ -29,6 +29,13 @@ pub fn run(cli: &Cli, a: &CheckArgs) -> CmdResult {
         })
         .collect();
     let outputs: usize = p.nodes.iter().map(|n| n.outputs.len()).sum();
-    println!("ok: pipeline {} ({}): {} nodes, {} outputs, {} sources", p.name, a.p.pipeline.display(), p.nodes.len(), outputs, sources.len());
+    println!(
+        "ok: pipeline {} ({}): {} nodes, {} outputs, {} sources",
+        p.name,
+        a.p.pipeline.display(),
+        p.nodes.len(),
+        outputs,
+        sources.len()
+    );
     Ok(ExitCode::SUCCESS)
 }

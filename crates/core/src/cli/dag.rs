@@ -77,12 +77,19 @@ fn dot_escape(s: &str) -> String {
 }
 
 fn dot(p: &Pipeline, order: &[usize]) -> String {
-    let mut s = format!("digraph \"{}\" {{\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];\n", dot_escape(&p.name));
+    let mut s =
+        format!("digraph \"{}\" {{\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];\n", dot_escape(&p.name));
     let mut sources: BTreeMap<String, usize> = BTreeMap::new();
     for &i in order {
         let n = &p.nodes[i];
         let style = if matches!(n.action, Action::Op { .. }) { "" } else { ", style=rounded" };
-        let _ = writeln!(s, "  \"{}\" [label=\"{}\\n{}\"{style}];", dot_escape(&n.id), dot_escape(&n.id), dot_escape(&action_label(p, i)));
+        let _ = writeln!(
+            s,
+            "  \"{}\" [label=\"{}\\n{}\"{style}];",
+            dot_escape(&n.id),
+            dot_escape(&n.id),
+            dot_escape(&action_label(p, i))
+        );
     }
     for &i in order {
         let n = &p.nodes[i];
@@ -90,12 +97,24 @@ fn dot(p: &Pipeline, order: &[usize]) -> String {
             for r in &input.refs {
                 match r {
                     InputRef::Node { node, output } => {
-                        let _ = writeln!(s, "  \"{}\" -> \"{}\" [label=\"{}→{}\"];", dot_escape(node), dot_escape(&n.id), dot_escape(output), dot_escape(port));
+                        let _ = writeln!(
+                            s,
+                            "  \"{}\" -> \"{}\" [label=\"{}→{}\"];",
+                            dot_escape(node),
+                            dot_escape(&n.id),
+                            dot_escape(output),
+                            dot_escape(port)
+                        );
                     }
                     InputRef::Source { path, .. } => {
                         let next = sources.len();
                         let id = *sources.entry(path.clone()).or_insert(next);
-                        let _ = writeln!(s, "  \"source{id}\" -> \"{}\" [label=\"{}\"];", dot_escape(&n.id), dot_escape(port));
+                        let _ = writeln!(
+                            s,
+                            "  \"source{id}\" -> \"{}\" [label=\"{}\"];",
+                            dot_escape(&n.id),
+                            dot_escape(port)
+                        );
                     }
                 }
             }
@@ -161,7 +180,9 @@ fn json<'a>(p: &'a Pipeline, order: &[usize]) -> JsonDag<'a> {
         for (port, input) in &n.inputs {
             for r in &input.refs {
                 match r {
-                    InputRef::Node { node, output } => edges.push(JsonEdge { from: node, output, to: &n.id, input: port }),
+                    InputRef::Node { node, output } => {
+                        edges.push(JsonEdge { from: node, output, to: &n.id, input: port })
+                    }
                     InputRef::Source { path, .. } => sources.entry(port.as_str()).or_default().push(path),
                 }
             }
@@ -175,7 +196,19 @@ fn json<'a>(p: &'a Pipeline, order: &[usize]) -> JsonDag<'a> {
             require_gpu: n.require_gpu,
             params: n.params.iter().map(|(k, v)| (k.as_str(), &v.value)).collect(),
             sources,
-            outputs: n.outputs.iter().map(|(k, o)| (k.as_str(), JsonOutput { kind: o.kind_or_file().to_string(), path: o.path.as_ref().map(|p| p.display().to_string()) })).collect(),
+            outputs: n
+                .outputs
+                .iter()
+                .map(|(k, o)| {
+                    (
+                        k.as_str(),
+                        JsonOutput {
+                            kind: o.kind_or_file().to_string(),
+                            path: o.path.as_ref().map(|p| p.display().to_string()),
+                        },
+                    )
+                })
+                .collect(),
         });
     }
     JsonDag { pipeline: &p.name, description: p.description.as_deref(), nodes, edges }

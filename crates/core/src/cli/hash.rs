@@ -34,7 +34,12 @@ pub fn run(_cli: &Cli, a: &HashArgs) -> CmdResult {
         println!("{h}  {}", path.display());
         if a.time {
             let bytes = disk_size(path);
-            eprintln!("{}: {} in {secs:.3}s = {}/s", path.display(), human_bytes(bytes), human_bytes((bytes as f64 / secs.max(1e-9)) as u64));
+            eprintln!(
+                "{}: {} in {secs:.3}s = {}/s",
+                path.display(),
+                human_bytes(bytes),
+                human_bytes((bytes as f64 / secs.max(1e-9)) as u64)
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -44,7 +49,9 @@ pub fn run(_cli: &Cli, a: &HashArgs) -> CmdResult {
 /// without needing root (unlike /proc/sys/vm/drop_caches).
 fn drop_page_cache(path: &std::path::Path) {
     let files: Vec<PathBuf> = if path.is_dir() {
-        walk(path, Symlinks::Follow).map(|es| es.into_iter().filter(|e| e.ty == EntryType::File).map(|e| path.join(e.rel)).collect()).unwrap_or_default()
+        walk(path, Symlinks::Follow)
+            .map(|es| es.into_iter().filter(|e| e.ty == EntryType::File).map(|e| path.join(e.rel)).collect())
+            .unwrap_or_default()
     } else {
         vec![path.to_path_buf()]
     };

@@ -27,16 +27,30 @@ pub fn run(cli: &Cli, a: &LogArgs) -> CmdResult {
             if let Some(attempt) = &r.last_attempt {
                 hits.push((refs.pipeline.clone(), attempt.clone()));
             } else if let Some(key) = r.current {
-                hits.push((refs.pipeline.clone(), crate::store::records::Attempt { key, ok: true, at: "(cached)".into() }));
+                hits.push((
+                    refs.pipeline.clone(),
+                    crate::store::records::Attempt { key, ok: true, at: "(cached)".into() },
+                ));
             }
         }
     }
     match hits.as_slice() {
-        [] => Err(anyhow::anyhow!("no run of node `{}` is recorded in {}\n  fix: check the node id (`toe-pipe dag PIPELINE` lists them)", a.node, store.root().display()).into()),
+        [] => Err(anyhow::anyhow!(
+            "no run of node `{}` is recorded in {}\n  fix: check the node id (`toe-pipe dag PIPELINE` lists them)",
+            a.node,
+            store.root().display()
+        )
+        .into()),
         [(pipeline, attempt)] => {
             let path = store.log_path(&attempt.key);
-            let text = std::fs::read(&path).map_err(|e| anyhow::anyhow!("cannot read the log {}: {e}", path.display()))?;
-            eprintln!("log of {pipeline}:{node} ({}, {}; {})", if attempt.ok { "succeeded" } else { "failed" }, attempt.at, path.display());
+            let text =
+                std::fs::read(&path).map_err(|e| anyhow::anyhow!("cannot read the log {}: {e}", path.display()))?;
+            eprintln!(
+                "log of {pipeline}:{node} ({}, {}; {})",
+                if attempt.ok { "succeeded" } else { "failed" },
+                attempt.at,
+                path.display()
+            );
             print!("{}", String::from_utf8_lossy(&text));
             Ok(ExitCode::SUCCESS)
         }

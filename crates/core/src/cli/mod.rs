@@ -24,7 +24,11 @@ use crate::spec::{Action, LoadOptions, Pipeline};
 use crate::store::Store;
 
 #[derive(Parser)]
-#[command(name = "toe-pipe", version, about = "Textual Outlier Exposure (TOE) for visual OoD detection as a DAG of cached stages")]
+#[command(
+    name = "toe-pipe",
+    version,
+    about = "Textual Outlier Exposure (TOE) for visual OoD detection as a DAG of cached stages"
+)]
 pub struct Cli {
     /// Store directory (default: `artifacts/` in the pipeline's workspace;
     /// for commands without a pipeline, the nearest `artifacts/` store at or
@@ -77,7 +81,9 @@ pub struct PipelineArgs {
 }
 
 fn parse_set(s: &str) -> Result<(String, String), String> {
-    s.split_once('=').map(|(k, v)| (k.trim().to_owned(), v.to_owned())).ok_or_else(|| format!("expected NAME=VALUE, got {s:?}"))
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("expected NAME=VALUE, got {s:?}"))
 }
 
 /// An error already printed (diagnostics), or one to print.
@@ -205,5 +211,9 @@ pub fn human_bytes(b: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{b} B") } else { format!("{v:.1} {}", UNITS[u]) }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }

@@ -61,10 +61,19 @@ pub fn run(cli: &Cli, a: &RunArgs) -> CmdResult {
             };
             counts[state as usize] += 1;
             if state != State::Fresh || cli.verbose {
-                println!("{}", format!("{verb:>9}  {:width$}  {}", p.nodes[s.node].id, s.reasons.join("; ")).trim_end());
+                println!(
+                    "{}",
+                    format!("{verb:>9}  {:width$}  {}", p.nodes[s.node].id, s.reasons.join("; ")).trim_end()
+                );
             }
         }
-        println!("dry run: {} would run, {} may run (unless their inputs come out unchanged), {} to restore, {} fresh", counts[State::Stale as usize], counts[State::Waiting as usize], counts[State::Restore as usize], counts[State::Fresh as usize]);
+        println!(
+            "dry run: {} would run, {} may run (unless their inputs come out unchanged), {} to restore, {} fresh",
+            counts[State::Stale as usize],
+            counts[State::Waiting as usize],
+            counts[State::Restore as usize],
+            counts[State::Fresh as usize]
+        );
         return Ok(ExitCode::SUCCESS);
     }
 
@@ -73,7 +82,11 @@ pub fn run(cli: &Cli, a: &RunArgs) -> CmdResult {
         Some("none") | Some("") => Some(vec![]),
         Some(list) => Some(
             list.split(',')
-                .map(|s| s.trim().parse::<u32>().map_err(|_| anyhow::anyhow!("--gpus: {s:?} is not a GPU number (write e.g. --gpus 0,1 or --gpus none)")))
+                .map(|s| {
+                    s.trim().parse::<u32>().map_err(|_| {
+                        anyhow::anyhow!("--gpus: {s:?} is not a GPU number (write e.g. --gpus 0,1 or --gpus none)")
+                    })
+                })
                 .collect::<anyhow::Result<Vec<u32>>>()?,
         ),
     };
@@ -95,7 +108,9 @@ pub fn run(cli: &Cli, a: &RunArgs) -> CmdResult {
     let stopped = report.count(|o| matches!(o, Outcome::Interrupted));
     let secs = report.elapsed.as_secs_f64();
     if report.interrupted {
-        eprintln!("interrupted after {secs:.2}s: {ran} ran, {stopped} stopped; finished nodes are kept, run again to resume");
+        eprintln!(
+            "interrupted after {secs:.2}s: {ran} ran, {stopped} stopped; finished nodes are kept, run again to resume"
+        );
         return Ok(ExitCode::from(130));
     }
     if ran == 0 && restored == 0 && failed == 0 && skipped == 0 {

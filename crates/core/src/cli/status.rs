@@ -36,7 +36,10 @@ pub fn run(cli: &Cli, a: &StatusArgs) -> CmdResult {
     let p = &loaded.pipeline;
     let statuses = plan(&engine, &Selection::all(p.nodes.len()), a.verify)?.nodes;
     if a.json {
-        let rows: Vec<Row> = statuses.iter().map(|s| Row { node: &p.nodes[s.node].id, state: s.state().label(), reasons: &s.reasons, key: s.key }).collect();
+        let rows: Vec<Row> = statuses
+            .iter()
+            .map(|s| Row { node: &p.nodes[s.node].id, state: s.state().label(), reasons: &s.reasons, key: s.key })
+            .collect();
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -48,7 +51,10 @@ pub fn run(cli: &Cli, a: &StatusArgs) -> CmdResult {
         if state == State::Fresh && !cli.verbose && statuses.len() > 40 {
             continue;
         }
-        println!("{}", format!("{:>7}  {:width$}  {}", state.label(), p.nodes[s.node].id, s.reasons.join("; ")).trim_end());
+        println!(
+            "{}",
+            format!("{:>7}  {:width$}  {}", state.label(), p.nodes[s.node].id, s.reasons.join("; ")).trim_end()
+        );
     }
     println!(
         "{}: {} fresh, {} stale, {} waiting on stale nodes, {} to restore from the store",

@@ -32,7 +32,11 @@ pub fn run(cli: &Cli, a: &VerifyArgs) -> CmdResult {
             "{} of {} objects are corrupt{}",
             report.corrupt.len(),
             report.checked,
-            if a.repair { "; removed, the next run rebuilds them" } else { "; run `toe-pipe verify --repair` to remove them so the next run rebuilds them" }
+            if a.repair {
+                "; removed, the next run rebuilds them"
+            } else {
+                "; run `toe-pipe verify --repair` to remove them so the next run rebuilds them"
+            }
         );
         Ok(ExitCode::FAILURE)
     }

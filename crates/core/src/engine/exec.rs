@@ -62,7 +62,14 @@ pub struct Prepared {
 }
 
 /// Lay out the node's temporary directory and build its command.
-pub fn prepare(p: &Pipeline, node: &Node, res: &Resolved, store: &Store, run_dir: &Path, slot: Slot) -> anyhow::Result<Prepared> {
+pub fn prepare(
+    p: &Pipeline,
+    node: &Node,
+    res: &Resolved,
+    store: &Store,
+    run_dir: &Path,
+    slot: Slot,
+) -> anyhow::Result<Prepared> {
     let dir = run_dir.join(&node.id);
     let scratch = dir.join("scratch");
     fs::create_dir_all(&scratch).with_context(|| format!("cannot create {}", scratch.display()))?;
@@ -121,12 +128,24 @@ pub fn prepare(p: &Pipeline, node: &Node, res: &Resolved, store: &Store, run_dir
         Action::Cmd { template, .. } => {
             let outs: BTreeMap<&str, &Path> = outputs.iter().map(|(n, p, _)| (n.as_str(), p.as_path())).collect();
             let line = vars::fill_runtime(template, |ns, name| match ns {
-                "in" => inputs.get(name).map(|ps| ps.iter().map(|p| shell_quote(&p.to_string_lossy())).collect::<Vec<_>>().join(" ")).ok_or_else(|| format!("no input `{name}`")),
-                "out" => outs.get(name).map(|p| shell_quote(&p.to_string_lossy())).ok_or_else(|| format!("no output `{name}`")),
-                _ => res.params.get(name).map(|v| match v {
-                    crate::spec::ParamValue::List(items) => items.iter().map(|i| shell_quote(&i.to_plain_string())).collect::<Vec<_>>().join(" "),
-                    other => shell_quote(&other.to_plain_string()),
-                }).ok_or_else(|| format!("no param `{name}`")),
+                "in" => inputs
+                    .get(name)
+                    .map(|ps| ps.iter().map(|p| shell_quote(&p.to_string_lossy())).collect::<Vec<_>>().join(" "))
+                    .ok_or_else(|| format!("no input `{name}`")),
+                "out" => outs
+                    .get(name)
+                    .map(|p| shell_quote(&p.to_string_lossy()))
+                    .ok_or_else(|| format!("no output `{name}`")),
+                _ => res
+                    .params
+                    .get(name)
+                    .map(|v| match v {
+                        crate::spec::ParamValue::List(items) => {
+                            items.iter().map(|i| shell_quote(&i.to_plain_string())).collect::<Vec<_>>().join(" ")
+                        }
+                        other => shell_quote(&other.to_plain_string()),
+                    })
+                    .ok_or_else(|| format!("no param `{name}`")),
             })
             .map_err(|m| anyhow::anyhow!("node {}: {m}", node.id))?;
             (PathBuf::from("/bin/sh"), vec!["-c".to_owned(), line])
@@ -170,7 +189,12 @@ pub fn shell_quote(s: &str) -> String {
 pub fn spawn(prep: &Prepared, node: &str, slot: Slot) -> io::Result<Child> {
     let mut log = File::create(&prep.log)?;
     writeln!(log, "# toe-pipe: node {node} on {}", slot.label())?;
-    writeln!(log, "# $ {} {}", prep.program.display(), prep.args.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" "))?;
+    writeln!(
+        log,
+        "# $ {} {}",
+        prep.program.display(),
+        prep.args.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ")
+    )?;
     let mut cmd = Command::new(&prep.program);
     cmd.args(&prep.args)
         .current_dir(&prep.cwd)
@@ -203,12 +227,20 @@ pub fn describe_status(s: ExitStatus) -> String {
 
 /// Check that every output was written with the right type, and commit
 /// them all to the store.
-pub fn collect_outputs(store: &Store, outputs: &[(String, PathBuf, ArtifactKind)]) -> Result<BTreeMap<String, Committed>, String> {
+pub fn collect_outputs(
+    store: &Store,
+    outputs: &[(String, PathBuf, ArtifactKind)],
+) -> Result<BTreeMap<String, Committed>, String> {
     let mut done = BTreeMap::new();
     for (name, path, kind) in outputs {
         let meta = match fs::symlink_metadata(path) {
             Ok(m) => m,
-            Err(_) => return Err(format!("the node finished but did not write output `{name}` (expected at {})", path.display())),
+            Err(_) => {
+                return Err(format!(
+                    "the node finished but did not write output `{name}` (expected at {})",
+                    path.display()
+                ))
+            }
         };
         if (*kind == ArtifactKind::Dir) != meta.is_dir() {
             let want = if *kind == ArtifactKind::Dir { "a directory" } else { "a file" };

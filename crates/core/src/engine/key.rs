@@ -40,10 +40,9 @@ pub type SourceHashes = HashMap<PathBuf, Hash>;
 /// What the node does, as recorded (op nodes need the catalog's version).
 pub fn recorded_action(node: &Node, catalog: &OpCatalog) -> RecordedAction {
     match &node.action {
-        Action::Op { name, .. } => RecordedAction::Op {
-            op: name.clone(),
-            op_version: catalog.get(name).map_or(0, |o| o.version),
-        },
+        Action::Op { name, .. } => {
+            RecordedAction::Op { op: name.clone(), op_version: catalog.get(name).map_or(0, |o| o.version) }
+        }
         Action::Cmd { template, .. } => RecordedAction::Cmd { cmd: template.clone() },
     }
 }
@@ -57,18 +56,29 @@ pub fn resolve(node: &Node, catalog: &OpCatalog, known: &KnownOutputs, sources: 
             recs.push(match r {
                 InputRef::Node { node: up, output } => {
                     let (hash, action) = known.get(&(up.clone(), output.clone()))?;
-                    InputRecord { hash: *hash, source: None, node: Some(up.clone()), output: Some(output.clone()), action: Some(*action) }
+                    InputRecord {
+                        hash: *hash,
+                        source: None,
+                        node: Some(up.clone()),
+                        output: Some(output.clone()),
+                        action: Some(*action),
+                    }
                 }
-                InputRef::Source { path, abs } => {
-                    InputRecord { hash: *sources.get(abs)?, source: Some(path.clone()), node: None, output: None, action: None }
-                }
+                InputRef::Source { path, abs } => InputRecord {
+                    hash: *sources.get(abs)?,
+                    source: Some(path.clone()),
+                    node: None,
+                    output: None,
+                    action: None,
+                },
             });
         }
         inputs.insert(port.clone(), recs);
     }
     let action = recorded_action(node, catalog);
     let params: BTreeMap<String, ParamValue> = node.params.iter().map(|(k, p)| (k.clone(), p.value.clone())).collect();
-    let output_kinds: BTreeMap<String, ArtifactKind> = node.outputs.iter().map(|(k, o)| (k.clone(), o.kind_or_file())).collect();
+    let output_kinds: BTreeMap<String, ArtifactKind> =
+        node.outputs.iter().map(|(k, o)| (k.clone(), o.kind_or_file())).collect();
     let key = action_key(&action, &params, &inputs, &output_kinds);
     Some(Resolved { key, action, params, inputs, output_kinds })
 }
@@ -143,7 +153,9 @@ pub fn why(prev: &ActionRecord, now: &Resolved) -> Vec<String> {
         match (prev.inputs.get(port), now.inputs.get(port)) {
             (None, Some(_)) => reasons.push(format!("input `{port}` added")),
             (Some(_), None) => reasons.push(format!("input `{port}` removed")),
-            (Some(a), Some(b)) if a.len() != b.len() => reasons.push(format!("input `{port}` now has {} artifacts (was {})", b.len(), a.len())),
+            (Some(a), Some(b)) if a.len() != b.len() => {
+                reasons.push(format!("input `{port}` now has {} artifacts (was {})", b.len(), a.len()))
+            }
             (Some(a), Some(b)) => {
                 for (ra, rb) in a.iter().zip(b) {
                     if ra.hash == rb.hash {

@@ -47,7 +47,9 @@ fn same_inode(a: &fs::Metadata, b: &fs::Metadata) -> bool {
 fn same_tree_links(object: &Path, target: &Path) -> bool {
     let (Ok(a), Ok(b)) = (walk(object, Symlinks::Reject), walk(target, Symlinks::Reject)) else { return false };
     a.len() == b.len()
-        && a.iter().zip(&b).all(|(x, y)| x.rel == y.rel && x.ty == y.ty && (x.ty == EntryType::Dir || x.info.same_inode(&y.info)))
+        && a.iter()
+            .zip(&b)
+            .all(|(x, y)| x.rel == y.rel && x.ty == y.ty && (x.ty == EntryType::Dir || x.info.same_inode(&y.info)))
 }
 
 /// Replace whatever is at `target` with the object.

@@ -41,7 +41,8 @@ impl Engine<'_> {
     pub fn matching(&self, patterns: &[String]) -> anyhow::Result<Vec<usize>> {
         let mut out = Vec::new();
         for pat in patterns {
-            let hits: Vec<usize> = (0..self.pipeline.nodes.len()).filter(|&i| glob_match(pat, &self.pipeline.nodes[i].id)).collect();
+            let hits: Vec<usize> =
+                (0..self.pipeline.nodes.len()).filter(|&i| glob_match(pat, &self.pipeline.nodes[i].id)).collect();
             if hits.is_empty() {
                 let hint = crate::spec::diag::suggest(pat, "node", self.pipeline.nodes.iter().map(|n| n.id.as_str()));
                 anyhow::bail!("no node of pipeline {} matches `{pat}`\n  fix: {hint}", self.pipeline.name);
@@ -71,11 +72,15 @@ impl Engine<'_> {
         }
         let unique: BTreeSet<&PathBuf> = paths.iter().map(|(a, ..)| a).collect();
         let cache = self.store.statcache();
-        let hash = |abs: &PathBuf| (abs.clone(), cache.hash_source(abs, verify).map(|h| h.hash).map_err(|e| e.to_string()));
+        let hash =
+            |abs: &PathBuf| (abs.clone(), cache.hash_source(abs, verify).map(|h| h.hash).map_err(|e| e.to_string()));
         // rayon's idle workers spin for a while after a parallel call, which
         // on a small machine costs a no-op run more than it saves.
-        let results: Vec<(PathBuf, Result<crate::store::Hash, String>)> =
-            if unique.len() > 1 { unique.into_par_iter().map(hash).collect() } else { unique.into_iter().map(hash).collect() };
+        let results: Vec<(PathBuf, Result<crate::store::Hash, String>)> = if unique.len() > 1 {
+            unique.into_par_iter().map(hash).collect()
+        } else {
+            unique.into_iter().map(hash).collect()
+        };
         let mut hashes = SourceHashes::new();
         let mut errors = Vec::new();
         for (abs, r) in results {
@@ -84,13 +89,17 @@ impl Engine<'_> {
                     hashes.insert(abs, h);
                 }
                 Err(e) => {
-                    let users: Vec<String> = paths.iter().filter(|(a, ..)| *a == abs).map(|(_, p, n)| format!("{p} (node {n})")).collect();
+                    let users: Vec<String> =
+                        paths.iter().filter(|(a, ..)| *a == abs).map(|(_, p, n)| format!("{p} (node {n})")).collect();
                     errors.push(format!("cannot read source {}: {e}", users.join(", ")));
                 }
             }
         }
         if !errors.is_empty() {
-            anyhow::bail!("{}\n  fix: check that the sources exist and are readable (`toe-pipe check` lists missing ones)", errors.join("\n"));
+            anyhow::bail!(
+                "{}\n  fix: check that the sources exist and are readable (`toe-pipe check` lists missing ones)",
+                errors.join("\n")
+            );
         }
         Ok(hashes)
     }

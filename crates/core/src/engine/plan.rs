@@ -161,7 +161,10 @@ pub struct Plan {
 impl Plan {
     /// Nodes that require a GPU and will or may run.
     pub fn requiring_gpu(&self) -> impl Iterator<Item = usize> + '_ {
-        self.nodes.iter().filter(|n| n.gpu == GpuUse::Required && matches!(n.state(), State::Stale | State::Waiting)).map(|n| n.node)
+        self.nodes
+            .iter()
+            .filter(|n| n.gpu == GpuUse::Required && matches!(n.state(), State::Stale | State::Waiting))
+            .map(|n| n.node)
     }
 }
 
@@ -183,7 +186,13 @@ pub fn plan(e: &Engine, sel: &Selection, verify: bool) -> anyhow::Result<Plan> {
         let planned = match resolve(node, e.catalog, &known, &sources) {
             Some(res) => decide(e, i, res, current, sel.forced[i], verify),
             None => {
-                let after: Vec<&str> = e.dag.parents(i).into_iter().filter(|&j| matches!(states[j], Some(State::Stale | State::Waiting))).map(|j| p.nodes[j].id.as_str()).collect();
+                let after: Vec<&str> = e
+                    .dag
+                    .parents(i)
+                    .into_iter()
+                    .filter(|&j| matches!(states[j], Some(State::Stale | State::Waiting)))
+                    .map(|j| p.nodes[j].id.as_str())
+                    .collect();
                 let mut reasons = vec![format!("after {}", after.join(", "))];
                 if let Some(prev) = current.and_then(|k| e.store.read_action(&k)) {
                     reasons.extend(own_changes(&prev, node, e));
@@ -212,12 +221,19 @@ pub fn decide(e: &Engine, i: usize, res: Resolved, current: Option<Hash>, forced
         match lookup(e.store, &res.key) {
             Lookup::Hit(rec) => {
                 let corrupt: Vec<(&String, Hash)> = if verify {
-                    rec.outputs.iter().filter(|(_, o)| !object_ok(e.store, &o.hash).unwrap_or(false)).map(|(n, o)| (n, o.hash)).collect()
+                    rec.outputs
+                        .iter()
+                        .filter(|(_, o)| !object_ok(e.store, &o.hash).unwrap_or(false))
+                        .map(|(n, o)| (n, o.hash))
+                        .collect()
                 } else {
                     vec![]
                 };
                 if !corrupt.is_empty() {
-                    let reasons = corrupt.iter().map(|(n, _)| format!("stored output `{n}` is corrupt (run with --verify to replace it)")).collect();
+                    let reasons = corrupt
+                        .iter()
+                        .map(|(n, _)| format!("stored output `{n}` is corrupt (run with --verify to replace it)"))
+                        .collect();
                     (Err(corrupt.into_iter().map(|(_, h)| h).collect()), reasons)
                 } else {
                     let put_back = put_back(e, node, &rec.outputs);
@@ -235,7 +251,8 @@ pub fn decide(e: &Engine, i: usize, res: Resolved, current: Option<Hash>, forced
                             (Ok(Decision::Restore { outputs: rec.outputs, put_back, earlier: false }), reasons)
                         }
                     } else {
-                        let mut reasons = vec!["an earlier result for these inputs and params is in the store".to_owned()];
+                        let mut reasons =
+                            vec!["an earlier result for these inputs and params is in the store".to_owned()];
                         if let Some(prev) = previous() {
                             reasons.extend(why(&prev, &res));
                         }
@@ -250,7 +267,11 @@ pub fn decide(e: &Engine, i: usize, res: Resolved, current: Option<Hash>, forced
                     None => vec!["never ran".to_owned()],
                     Some(prev) => {
                         let r = why(&prev, &res);
-                        if r.is_empty() { vec!["no cached result for these inputs".to_owned()] } else { r }
+                        if r.is_empty() {
+                            vec!["no cached result for these inputs".to_owned()]
+                        } else {
+                            r
+                        }
                     }
                 };
                 (Err(vec![]), reasons)
@@ -365,9 +386,17 @@ outputs.y = { kind = "text", path = "out/b.txt" }
             std::fs::write(&written, "a\n").unwrap();
             let outputs = BTreeMap::from([("x".to_owned(), store.commit(&written).unwrap())]);
             let now = SystemTime::now();
-            let rec = ActionRecord::of_run(&pipeline, a, &res, &outputs, &Timing { start: now, end: now, seconds: 0.0 }, "cpu".into());
+            let rec = ActionRecord::of_run(
+                &pipeline,
+                a,
+                &res,
+                &outputs,
+                &Timing { start: now, end: now, seconds: 0.0 },
+                "cpu".into(),
+            );
             store.write_action(&rec).unwrap();
-            let mut refs = PipelineRefs { pipeline: pipeline.name.clone(), file: pipeline.file.clone(), ..Default::default() };
+            let mut refs =
+                PipelineRefs { pipeline: pipeline.name.clone(), file: pipeline.file.clone(), ..Default::default() };
             refs.nodes.insert("a".into(), NodeRef { current: Some(res.key), last_attempt: None });
             store.write_refs(&refs).unwrap();
             materialise(&store, &outputs["x"].hash, &dir.path().join("out/a.txt")).unwrap();
@@ -422,10 +451,16 @@ outputs.y = { kind = "text", path = "out/b.txt" }
         let plan = plan(&w.engine(), &Selection::all(2), false).unwrap();
         assert_eq!(w.listing(), before, "planning changed the workspace or the store");
         let a = &plan.nodes[0];
-        assert_eq!((a.state(), a.reasons.clone()), (State::Restore, vec!["out/a.txt is missing from the workspace".to_owned()]));
+        assert_eq!(
+            (a.state(), a.reasons.clone()),
+            (State::Restore, vec!["out/a.txt is missing from the workspace".to_owned()])
+        );
         let Decision::Restore { put_back, earlier, .. } = &a.decision else { panic!("{:?}", a.decision) };
         assert!(!earlier);
-        assert_eq!(put_back.iter().map(|b| (b.output.as_str(), b.path.as_path(), b.found)).collect::<Vec<_>>(), vec![("x", Path::new("out/a.txt"), Placement::Missing)]);
+        assert_eq!(
+            put_back.iter().map(|b| (b.output.as_str(), b.path.as_path(), b.found)).collect::<Vec<_>>(),
+            vec![("x", Path::new("out/a.txt"), Placement::Missing)]
+        );
         // Its outputs are known from the store, so b's key is too.
         assert_eq!(plan.nodes[1].state(), State::Stale);
         assert!(plan.nodes[1].key.is_some());
@@ -435,7 +470,10 @@ outputs.y = { kind = "text", path = "out/b.txt" }
     fn a_forced_node_plans_as_stale_and_its_reader_waits() {
         let w = World::new();
         let sel = w.engine().select(&[], &["a".to_owned()]).unwrap();
-        assert_eq!(w.plan(&sel), vec![row("a", State::Stale, &["forced (--force)"]), row("b", State::Waiting, &["after a"])]);
+        assert_eq!(
+            w.plan(&sel),
+            vec![row("a", State::Stale, &["forced (--force)"]), row("b", State::Waiting, &["after a"])]
+        );
         let plan = plan(&w.engine(), &sel, false).unwrap();
         assert!(plan.nodes[0].key.is_some());
         assert_eq!(plan.nodes[1].key, None);
@@ -449,6 +487,11 @@ outputs.y = { kind = "text", path = "out/b.txt" }
         assert_eq!(w.plan(&sel), vec![row("a", State::Fresh, &[])]);
         let sel = w.engine().select(&["b".to_owned()], &[]).unwrap();
         assert_eq!(w.plan(&sel).len(), 2);
-        assert!(w.engine().select(&["c*".to_owned()], &[]).unwrap_err().to_string().contains("no node of pipeline planned matches `c*`"));
+        assert!(w
+            .engine()
+            .select(&["c*".to_owned()], &[])
+            .unwrap_err()
+            .to_string()
+            .contains("no node of pipeline planned matches `c*`"));
     }
 }

@@ -53,7 +53,10 @@ pub enum Outcome {
     Fresh,
     /// Outputs put (back) in the workspace from the store, no run.
     Restored(String),
-    Ran { seconds: f64, device: String },
+    Ran {
+        seconds: f64,
+        device: String,
+    },
     Failed(String),
     Skipped(String),
     /// Stopped by Ctrl-C or a termination signal.
@@ -171,7 +174,8 @@ impl Refs {
     }
 
     fn record_attempt(&mut self, id: &str, key: Hash, ok: bool) {
-        self.entry(id).last_attempt = Some(Attempt { key, ok, at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string() });
+        self.entry(id).last_attempt =
+            Some(Attempt { key, ok, at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string() });
         self.dirty = true;
     }
 }
@@ -207,7 +211,13 @@ pub fn run(e: &Engine, sel: &Selection, opts: &RunOptions, progress: &Progress) 
 }
 
 /// Run the selected nodes through `executor`.
-pub fn run_with(e: &Engine, sel: &Selection, opts: &RunOptions, progress: &Progress, mut executor: Box<dyn Executor>) -> anyhow::Result<RunReport> {
+pub fn run_with(
+    e: &Engine,
+    sel: &Selection,
+    opts: &RunOptions,
+    progress: &Progress,
+    mut executor: Box<dyn Executor>,
+) -> anyhow::Result<RunReport> {
     let started = Instant::now();
     let p = e.pipeline;
     let _lock = e.store.lock(&format!("run {}", p.file.display()))?;
@@ -215,7 +225,13 @@ pub fn run_with(e: &Engine, sel: &Selection, opts: &RunOptions, progress: &Progr
     signals::install();
 
     let plan = plan(e, sel, opts.verify)?;
-    let mut slots = Slots { jobs: opts.jobs, cpu_busy: 0, gpus: opts.gpus.clone(), gpu_busy: Vec::new(), cpu_fallback_noted: false };
+    let mut slots = Slots {
+        jobs: opts.jobs,
+        cpu_busy: 0,
+        gpus: opts.gpus.clone(),
+        gpu_busy: Vec::new(),
+        cpu_fallback_noted: false,
+    };
     // Only an error if such a node would actually run.
     let needs: Vec<&str> = plan.requiring_gpu().map(|i| p.nodes[i].id.as_str()).collect();
     if !needs.is_empty() && slots.gpus(&mut *executor).is_empty() {
@@ -249,7 +265,8 @@ pub fn run_with(e: &Engine, sel: &Selection, opts: &RunOptions, progress: &Progr
     let interrupted = s.main_loop();
     s.finish(interrupted)?;
     progress.finish();
-    let outcomes = s.steps.into_iter().map(|step| if let Step::Done(o) = step { o } else { Outcome::NotSelected }).collect();
+    let outcomes =
+        s.steps.into_iter().map(|step| if let Step::Done(o) = step { o } else { Outcome::NotSelected }).collect();
     Ok(RunReport { outcomes, interrupted, elapsed: started.elapsed() })
 }
 
@@ -263,7 +280,8 @@ impl Scheduler<'_, '_> {
         let mut interrupt_deadline: Option<Instant> = None;
         loop {
             if signals::interrupted() && interrupt_deadline.is_none() {
-                self.progress.line("interrupted: stopping running nodes (the store stays consistent; the next run resumes)");
+                self.progress
+                    .line("interrupted: stopping running nodes (the store stays consistent; the next run resumes)");
                 self.stop_starting = true;
                 self.executor.cancel(Stop::Ask);
                 interrupt_deadline = Some(Instant::now() + Duration::from_secs(5));
@@ -331,7 +349,9 @@ impl Scheduler<'_, '_> {
             let key = planned.key;
             match (planned.decision, key) {
                 (Decision::Fresh { outputs }, Some(key)) => self.finish_hit(i, key, &outputs, &[], false),
-                (Decision::Restore { outputs, put_back, earlier }, Some(key)) => self.finish_hit(i, key, &outputs, &put_back, earlier),
+                (Decision::Restore { outputs, put_back, earlier }, Some(key)) => {
+                    self.finish_hit(i, key, &outputs, &put_back, earlier)
+                }
                 (Decision::Run { resolved, corrupt }, _) => {
                     // Removed so that the run replaces them. A node with the
                     // same output content may have removed them already.
@@ -341,7 +361,10 @@ impl Scheduler<'_, '_> {
                     }
                     if let Some(first) = present.first() {
                         let id = self.node_id(i).to_owned();
-                        self.progress.line(&format!("  corrupt  {id}  stored output {} did not match its hash; removed, running again", first.short()));
+                        self.progress.line(&format!(
+                            "  corrupt  {id}  stored output {} did not match its hash; removed, running again",
+                            first.short()
+                        ));
                     }
                     self.steps[i] = Step::Queued(resolved);
                 }
@@ -352,7 +375,14 @@ impl Scheduler<'_, '_> {
     }
 
     /// A cache hit: put the outputs in the workspace where they are not.
-    fn finish_hit(&mut self, i: usize, key: Hash, outputs: &BTreeMap<String, OutputRecord>, missing: &[PutBack], earlier: bool) {
+    fn finish_hit(
+        &mut self,
+        i: usize,
+        key: Hash,
+        outputs: &BTreeMap<String, OutputRecord>,
+        missing: &[PutBack],
+        earlier: bool,
+    ) {
         let id = self.node_id(i).to_owned();
         if let Err(msg) = self.place(missing) {
             self.fail(i, msg);
@@ -363,7 +393,10 @@ impl Scheduler<'_, '_> {
         let outcome = if earlier {
             Outcome::Restored("earlier result from the store, no run".to_owned())
         } else if !missing.is_empty() {
-            Outcome::Restored(format!("put back {}", missing.iter().map(|b| b.path.display().to_string()).collect::<Vec<_>>().join(", ")))
+            Outcome::Restored(format!(
+                "put back {}",
+                missing.iter().map(|b| b.path.display().to_string()).collect::<Vec<_>>().join(", ")
+            ))
         } else {
             Outcome::Fresh
         };
@@ -380,7 +413,8 @@ impl Scheduler<'_, '_> {
     fn place(&self, outputs: &[PutBack]) -> Result<(), String> {
         for b in outputs {
             let target = self.e.pipeline.workspace_path(&b.path);
-            materialise(self.e.store, &b.hash, &target).map_err(|err| format!("cannot materialise output `{}` at {}: {err}", b.output, target.display()))?;
+            materialise(self.e.store, &b.hash, &target)
+                .map_err(|err| format!("cannot materialise output `{}` at {}: {err}", b.output, target.display()))?;
         }
         Ok(())
     }
@@ -417,7 +451,11 @@ impl Scheduler<'_, '_> {
         let node = &self.e.pipeline.nodes[i];
         let prepared = exec::prepare(self.e.pipeline, node, &res, self.e.store, &run_dir, slot)?;
         if self.progress.verbose {
-            self.progress.node("start", &node.id, &if slot == Slot::Cpu { String::new() } else { format!("on {}", slot.label()) });
+            self.progress.node(
+                "start",
+                &node.id,
+                &if slot == Slot::Cpu { String::new() } else { format!("on {}", slot.label()) },
+            );
         }
         let (log, dir) = (prepared.log.clone(), prepared.dir.clone());
         self.executor.start(i, &node.id, prepared, slot)?;
@@ -456,7 +494,14 @@ impl Scheduler<'_, '_> {
                 self.refs.record_attempt(&id, key, true);
                 self.refs.set_current(&id, key);
                 let seconds = f.timing.seconds;
-                self.progress.node("ran", &id, &format!("({seconds:.2}s{})", if run.slot == Slot::Cpu { String::new() } else { format!(" on {}", run.slot.label()) }));
+                self.progress.node(
+                    "ran",
+                    &id,
+                    &format!(
+                        "({seconds:.2}s{})",
+                        if run.slot == Slot::Cpu { String::new() } else { format!(" on {}", run.slot.label()) }
+                    ),
+                );
                 self.steps[i] = Step::Done(Outcome::Ran { seconds, device: run.slot.label() });
             }
             Err(_) if interrupted => {
@@ -498,7 +543,11 @@ impl Scheduler<'_, '_> {
     fn finish(&mut self, interrupted: bool) -> anyhow::Result<()> {
         for step in &mut self.steps {
             if matches!(step, Step::Planned(_) | Step::Queued(_)) {
-                *step = Step::Done(if interrupted { Outcome::Interrupted } else { Outcome::Skipped("not started (--fail-fast)".into()) });
+                *step = Step::Done(if interrupted {
+                    Outcome::Interrupted
+                } else {
+                    Outcome::Skipped("not started (--fail-fast)".into())
+                });
             }
         }
         let p = self.e.pipeline;

@@ -112,7 +112,8 @@ impl ParamRange {
     /// "1 or more", "8 to 256", "at least 0 and less than 1": integers shown
     /// as integers when the param is an integer.
     pub fn describe(&self, integer: bool) -> String {
-        let num = |x: f64| if integer { ParamValue::Int(x as i64).to_string() } else { ParamValue::Float(x).to_string() };
+        let num =
+            |x: f64| if integer { ParamValue::Int(x as i64).to_string() } else { ParamValue::Float(x).to_string() };
         match (self.min, self.max) {
             (None, None) => "any number".to_owned(),
             (Some(a), None) if self.min_excluded => format!("more than {}", num(a)),
@@ -121,8 +122,10 @@ impl ParamRange {
             (None, Some(b)) => format!("{} or less", num(b)),
             (Some(a), Some(b)) if !self.min_excluded && !self.max_excluded => format!("{} to {}", num(a), num(b)),
             (Some(a), Some(b)) => {
-                let low = if self.min_excluded { format!("more than {}", num(a)) } else { format!("at least {}", num(a)) };
-                let high = if self.max_excluded { format!("less than {}", num(b)) } else { format!("at most {}", num(b)) };
+                let low =
+                    if self.min_excluded { format!("more than {}", num(a)) } else { format!("at least {}", num(a)) };
+                let high =
+                    if self.max_excluded { format!("less than {}", num(b)) } else { format!("at most {}", num(b)) };
                 format!("{low} and {high}")
             }
         }
@@ -368,7 +371,14 @@ impl<T: ParamValueType> ParamField for T {
             Some(r) => Some(r.within(T::natural_range())),
             None => T::natural_range(),
         };
-        out.push(ParamInfo { name: name.to_owned(), ty: T::TYPE, default: default.map(|d| d.to_value()), doc, range, choices: T::choices() });
+        out.push(ParamInfo {
+            name: name.to_owned(),
+            ty: T::TYPE,
+            default: default.map(|d| d.to_value()),
+            doc,
+            range,
+            choices: T::choices(),
+        });
     }
     fn read(r: &mut ParamReader, name: &str) -> anyhow::Result<Self> {
         let v = r.values.remove(name);
@@ -376,7 +386,12 @@ impl<T: ParamValueType> ParamField for T {
             Some(x) => Ok(x),
             // validate() accepted the value for this param's declaration,
             // which this type wrote; so this is a bug in a ParamValueType.
-            None => bail!("node {}: param {name} = {} cannot be read as {}", r.node, v.map_or("nothing".into(), |v| v.to_string()), std::any::type_name::<T>()),
+            None => bail!(
+                "node {}: param {name} = {} cannot be read as {}",
+                r.node,
+                v.map_or("nothing".into(), |v| v.to_string()),
+                std::any::type_name::<T>()
+            ),
         }
     }
 }
@@ -631,10 +646,18 @@ mod tests {
     #[test]
     fn reading_applies_defaults_and_checks_everything_once() {
         let names = ParamValue::List(vec![ParamValue::Str("a".into())]);
-        let p = Params::from_params("n", &params(&[("names", names.clone()), ("colour", ParamValue::Str("dark_blue".into()))])).unwrap();
-        assert_eq!((p.batch_size, p.temperature, p.fraction, p.colour, p.group.threads), (256, 1.0, 0.1, Colour::Dark, 1));
+        let p = Params::from_params(
+            "n",
+            &params(&[("names", names.clone()), ("colour", ParamValue::Str("dark_blue".into()))]),
+        )
+        .unwrap();
+        assert_eq!(
+            (p.batch_size, p.temperature, p.fraction, p.colour, p.group.threads),
+            (256, 1.0, 0.1, Colour::Dark, 1)
+        );
         assert_eq!(p.names, ["a"]);
-        let p = Params::from_params("n", &params(&[("names", names.clone()), ("temperature", ParamValue::Int(2))])).unwrap();
+        let p = Params::from_params("n", &params(&[("names", names.clone()), ("temperature", ParamValue::Int(2))]))
+            .unwrap();
         assert_eq!(p.temperature, 2.0);
 
         let err = |pairs: &[(&str, ParamValue)]| Params::from_params("embed", &params(pairs)).unwrap_err().to_string();

@@ -175,20 +175,36 @@ mod tests {
     #[test]
     fn ports_are_declared_and_read_by_shape() {
         let infos = Inputs::infos();
-        let shapes: Vec<(&str, ArtifactKind, bool, bool)> = infos.iter().map(|p| (p.name.as_str(), p.kind, p.optional, p.list)).collect();
-        assert_eq!(shapes, [("model", ArtifactKind::Pt, false, false), ("bpe", ArtifactKind::File, true, false), ("sets", ArtifactKind::Npy, false, true)]);
+        let shapes: Vec<(&str, ArtifactKind, bool, bool)> =
+            infos.iter().map(|p| (p.name.as_str(), p.kind, p.optional, p.list)).collect();
+        assert_eq!(
+            shapes,
+            [
+                ("model", ArtifactKind::Pt, false, false),
+                ("bpe", ArtifactKind::File, true, false),
+                ("sets", ArtifactKind::Npy, false, true)
+            ]
+        );
         assert_eq!(infos[0].doc, "a model");
 
         let paths = |pairs: &[(&str, &[&str])]| -> BTreeMap<String, Vec<PathBuf>> {
             pairs.iter().map(|(k, v)| (k.to_string(), v.iter().map(PathBuf::from).collect())).collect()
         };
-        let i = Inputs::from_paths("n", PortDir::Input, &paths(&[("model", &["m.pt"]), ("sets", &["a", "b"])])).unwrap();
-        assert_eq!((i.model, i.bpe, i.sets), (PathBuf::from("m.pt"), None, vec![PathBuf::from("a"), PathBuf::from("b")]));
+        let i =
+            Inputs::from_paths("n", PortDir::Input, &paths(&[("model", &["m.pt"]), ("sets", &["a", "b"])])).unwrap();
+        assert_eq!(
+            (i.model, i.bpe, i.sets),
+            (PathBuf::from("m.pt"), None, vec![PathBuf::from("a"), PathBuf::from("b")])
+        );
         let err = Inputs::from_paths("n", PortDir::Input, &paths(&[("sets", &[])])).unwrap_err().to_string();
         assert_eq!(err, "node n: input `model` is not connected");
-        let err = Inputs::from_paths("n", PortDir::Input, &paths(&[("model", &["m"]), ("bpe", &["a", "b"])])).unwrap_err().to_string();
+        let err = Inputs::from_paths("n", PortDir::Input, &paths(&[("model", &["m"]), ("bpe", &["a", "b"])]))
+            .unwrap_err()
+            .to_string();
         assert_eq!(err, "node n: input `bpe` takes one artifact at most");
-        let err = Inputs::from_paths("n", PortDir::Input, &paths(&[("model", &["m"]), ("extra", &["a"])])).unwrap_err().to_string();
+        let err = Inputs::from_paths("n", PortDir::Input, &paths(&[("model", &["m"]), ("extra", &["a"])]))
+            .unwrap_err()
+            .to_string();
         assert_eq!(err, "node n: the op has no input `extra`");
     }
 }

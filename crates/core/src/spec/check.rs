@@ -30,7 +30,10 @@ pub fn check(p: &mut Pipeline, catalog: Option<&OpCatalog>, opts: &CheckOptions)
     if let Some(catalog) = catalog {
         ops(p, catalog, &mut diags);
     } else if let Some(n) = p.nodes.iter().find(|n| matches!(n.action, Action::Op { .. })) {
-        diags.push(p.diagnostic(&n.span, Some(&n.id), "op nodes cannot be checked without the op catalog").with_fix("build toe-pipe-worker (`cargo build --bins`)"));
+        diags.push(
+            p.diagnostic(&n.span, Some(&n.id), "op nodes cannot be checked without the op catalog")
+                .with_fix("build toe-pipe-worker (`cargo build --bins`)"),
+        );
     }
     outputs_exist(p, catalog, &mut diags);
     commands(p, &mut diags);
@@ -48,7 +51,10 @@ pub fn check(p: &mut Pipeline, catalog: Option<&OpCatalog>, opts: &CheckOptions)
             } else {
                 format!("the pipeline has a cycle: {}", names.join(" -> "))
             };
-            diags.push(p.diagnostic(&first.span, Some(&first.id), msg).with_fix("remove one of these inputs; a pipeline must be a DAG"));
+            diags.push(
+                p.diagnostic(&first.span, Some(&first.id), msg)
+                    .with_fix("remove one of these inputs; a pipeline must be a DAG"),
+            );
         }
     }
     diags.into_result()?;
@@ -95,8 +101,12 @@ fn outputs_exist(p: &Pipeline, catalog: Option<&OpCatalog>, diags: &mut Diagnost
                 }
                 let hint = suggest(output, "output", upstream.outputs.keys().map(String::as_str));
                 diags.push(
-                    p.diagnostic(&input.span, Some(&node.id), format!("input `{port}` refers to output `{output}` of node `{up}`, which has no such output"))
-                        .with_fix(hint),
+                    p.diagnostic(
+                        &input.span,
+                        Some(&node.id),
+                        format!("input `{port}` refers to output `{output}` of node `{up}`, which has no such output"),
+                    )
+                    .with_fix(hint),
                 );
             }
         }
@@ -111,7 +121,10 @@ fn ops(p: &mut Pipeline, catalog: &OpCatalog, diags: &mut Diagnostics) {
         let id = p.nodes[i].id.clone();
         let Some(info) = catalog.get(&name) else {
             let hint = suggest(&name, "op", catalog.names());
-            diags.push(p.diagnostic(&span, Some(&id), format!("unknown op `{name}`")).with_fix(format!("{hint} (`toe-pipe ops` lists them)")));
+            diags.push(
+                p.diagnostic(&span, Some(&id), format!("unknown op `{name}`"))
+                    .with_fix(format!("{hint} (`toe-pipe ops` lists them)")),
+            );
             continue;
         };
         let node_span = p.nodes[i].span.clone();
@@ -122,7 +135,10 @@ fn ops(p: &mut Pipeline, catalog: &OpCatalog, diags: &mut Diagnostics) {
             match info.param(pname) {
                 None => {
                     let hint = suggest(pname, "param", info.params.iter().map(|x| x.name.as_str()));
-                    diags.push(p.diagnostic(&param.span, Some(&id), format!("op `{name}` has no param `{pname}`")).with_fix(hint));
+                    diags.push(
+                        p.diagnostic(&param.span, Some(&id), format!("op `{name}` has no param `{pname}`"))
+                            .with_fix(hint),
+                    );
                 }
                 // The same check the worker applies before the op runs.
                 Some(spec) => match spec.validate(&param.value) {
@@ -132,18 +148,33 @@ fn ops(p: &mut Pipeline, catalog: &OpCatalog, diags: &mut Diagnostics) {
                     Err(problem) => {
                         let fix = match problem {
                             ParamProblem::Type => format!("write {}", with_article(spec.ty.name())),
-                            ParamProblem::Range => format!("write a value in the allowed range ({})", spec.allowed().unwrap_or_default()),
+                            ParamProblem::Range => {
+                                format!("write a value in the allowed range ({})", spec.allowed().unwrap_or_default())
+                            }
                             ParamProblem::Choice => {
                                 let allowed = |s: &&str| spec.choices.iter().any(|c| c == s);
                                 let bad = match &param.value {
-                                    ParamValue::List(items) => items.iter().filter_map(ParamValue::as_str).find(|s| !allowed(s)),
+                                    ParamValue::List(items) => {
+                                        items.iter().filter_map(ParamValue::as_str).find(|s| !allowed(s))
+                                    }
                                     v => v.as_str(),
                                 };
                                 suggest(bad.unwrap_or_default(), "value", spec.choices.iter().map(String::as_str))
                             }
                         };
-                        let shown = if problem == ParamProblem::Type { String::new() } else { format!(" = {}", param.value) };
-                        diags.push(p.diagnostic(&param.span, Some(&id), format!("param `{pname}` of op `{name}`{shown} {}", spec.problem_text(&problem, &param.value))).with_fix(fix));
+                        let shown =
+                            if problem == ParamProblem::Type { String::new() } else { format!(" = {}", param.value) };
+                        diags.push(
+                            p.diagnostic(
+                                &param.span,
+                                Some(&id),
+                                format!(
+                                    "param `{pname}` of op `{name}`{shown} {}",
+                                    spec.problem_text(&problem, &param.value)
+                                ),
+                            )
+                            .with_fix(fix),
+                        );
                     }
                 },
             }
@@ -157,8 +188,12 @@ fn ops(p: &mut Pipeline, catalog: &OpCatalog, diags: &mut Diagnostics) {
                     params.insert(spec.name.clone(), Param { value: d.clone(), span: node_span.clone() });
                 }
                 None => diags.push(
-                    p.diagnostic(&node_span, Some(&id), format!("op `{name}` needs param `{}` ({})", spec.name, spec.doc))
-                        .with_fix(format!("add params.{} = <{}>", spec.name, spec.ty.name())),
+                    p.diagnostic(
+                        &node_span,
+                        Some(&id),
+                        format!("op `{name}` needs param `{}` ({})", spec.name, spec.doc),
+                    )
+                    .with_fix(format!("add params.{} = <{}>", spec.name, spec.ty.name())),
                 ),
             }
         }
@@ -170,19 +205,31 @@ fn ops(p: &mut Pipeline, catalog: &OpCatalog, diags: &mut Diagnostics) {
             match info.output(oname) {
                 None => {
                     let hint = suggest(oname, "output", info.outputs.iter().map(|x| x.name.as_str()));
-                    diags.push(Diagnostic::at(&p.source, &out.span, Some(&id), format!("op `{name}` has no output `{oname}`")).with_fix(hint));
+                    diags.push(
+                        Diagnostic::at(&p.source, &out.span, Some(&id), format!("op `{name}` has no output `{oname}`"))
+                            .with_fix(hint),
+                    );
                 }
                 Some(port) => match out.kind {
                     Some(k) if k != port.kind => diags.push(
-                        Diagnostic::at(&p.source, &out.span, Some(&id), format!("output `{oname}` of op `{name}` is a {} file, not {k}", port.kind))
-                            .with_fix(format!("write kind = \"{}\" or leave the kind out", port.kind)),
+                        Diagnostic::at(
+                            &p.source,
+                            &out.span,
+                            Some(&id),
+                            format!("output `{oname}` of op `{name}` is a {} file, not {k}", port.kind),
+                        )
+                        .with_fix(format!("write kind = \"{}\" or leave the kind out", port.kind)),
                     ),
                     _ => out.kind = Some(port.kind),
                 },
             }
         }
         for port in &info.outputs {
-            p.nodes[i].outputs.entry(port.name.clone()).or_insert(Output { kind: Some(port.kind), path: None, span: node_span.clone() });
+            p.nodes[i].outputs.entry(port.name.clone()).or_insert(Output {
+                kind: Some(port.kind),
+                path: None,
+                span: node_span.clone(),
+            });
         }
     }
 
@@ -198,33 +245,55 @@ fn ops(p: &mut Pipeline, catalog: &OpCatalog, diags: &mut Diagnostics) {
         for (port, input) in &node.inputs {
             let Some(spec) = info.input(port) else {
                 let hint = suggest(port, "input", info.inputs.iter().map(|x| x.name.as_str()));
-                diags.push(p.diagnostic(&input.span, Some(&node.id), format!("op `{name}` has no input `{port}`")).with_fix(hint));
+                diags.push(
+                    p.diagnostic(&input.span, Some(&node.id), format!("op `{name}` has no input `{port}`"))
+                        .with_fix(hint),
+                );
                 continue;
             };
             if !spec.list && input.is_list && input.refs.len() == 1 {
                 diags.push(
-                    p.diagnostic(&input.span, Some(&node.id), format!("input `{port}` of op `{name}` takes one artifact, not a list"))
-                        .with_fix("write the reference as a string, without [ ]"),
+                    p.diagnostic(
+                        &input.span,
+                        Some(&node.id),
+                        format!("input `{port}` of op `{name}` takes one artifact, not a list"),
+                    )
+                    .with_fix("write the reference as a string, without [ ]"),
                 );
             } else if input.refs.len() != 1 && !spec.list {
                 diags.push(
-                    p.diagnostic(&input.span, Some(&node.id), format!("input `{port}` of op `{name}` takes one artifact, not {}", input.refs.len()))
-                        .with_fix("connect a single `node.output` (or one source path)"),
+                    p.diagnostic(
+                        &input.span,
+                        Some(&node.id),
+                        format!("input `{port}` of op `{name}` takes one artifact, not {}", input.refs.len()),
+                    )
+                    .with_fix("connect a single `node.output` (or one source path)"),
                 );
             }
             for r in &input.refs {
                 match r {
                     InputRef::Node { node: up, output } => match kinds.get(&(up.clone(), output.clone())) {
                         Some(Some(k)) if !k.feeds(spec.kind) => diags.push(
-                            p.diagnostic(&input.span, Some(&node.id), format!("input `{port}` of op `{name}` wants {}, but {up}.{output} is {k}", spec.kind))
-                                .with_fix("connect an output of the right kind"),
+                            p.diagnostic(
+                                &input.span,
+                                Some(&node.id),
+                                format!("input `{port}` of op `{name}` wants {}, but {up}.{output} is {k}", spec.kind),
+                            )
+                            .with_fix("connect an output of the right kind"),
                         ),
                         _ => {}
                     },
                     InputRef::Source { abs, path } => {
                         if abs.exists() && (spec.kind == ArtifactKind::Dir) != abs.is_dir() {
                             let want = if spec.kind == ArtifactKind::Dir { "a directory" } else { "a file" };
-                            diags.push(p.diagnostic(&input.span, Some(&node.id), format!("input `{port}` of op `{name}` wants {want}, but {path} is not one")).with_fix("point the source at the right path"));
+                            diags.push(
+                                p.diagnostic(
+                                    &input.span,
+                                    Some(&node.id),
+                                    format!("input `{port}` of op `{name}` wants {want}, but {path} is not one"),
+                                )
+                                .with_fix("point the source at the right path"),
+                            );
                         }
                     }
                 }
@@ -233,8 +302,15 @@ fn ops(p: &mut Pipeline, catalog: &OpCatalog, diags: &mut Diagnostics) {
         for spec in &info.inputs {
             if !spec.optional && !node.inputs.contains_key(&spec.name) {
                 diags.push(
-                    p.diagnostic(&node.span, Some(&node.id), format!("op `{name}` needs input `{}` ({} {})", spec.name, spec.kind, spec.doc))
-                        .with_fix(format!("add inputs.{} = \"node.output\" or sources.{} = \"path\"", spec.name, spec.name)),
+                    p.diagnostic(
+                        &node.span,
+                        Some(&node.id),
+                        format!("op `{name}` needs input `{}` ({} {})", spec.name, spec.kind, spec.doc),
+                    )
+                    .with_fix(format!(
+                        "add inputs.{} = \"node.output\" or sources.{} = \"path\"",
+                        spec.name, spec.name
+                    )),
                 );
             }
         }
@@ -267,8 +343,12 @@ fn commands(p: &Pipeline, diags: &mut Diagnostics) {
                     _ => "params",
                 };
                 diags.push(
-                    p.diagnostic(span, Some(&node.id), format!("the command uses `${{{ns}.{name}}}` but the node has no {what} `{name}`"))
-                        .with_fix(format!("{hint} (declare it under {table})")),
+                    p.diagnostic(
+                        span,
+                        Some(&node.id),
+                        format!("the command uses `${{{ns}.{name}}}` but the node has no {what} `{name}`"),
+                    )
+                    .with_fix(format!("{hint} (declare it under {table})")),
                 );
             }
         }
@@ -305,9 +385,17 @@ fn output_paths(p: &Pipeline, store: Option<&Path>, diags: &mut Diagnostics) {
             let msg = if top.0 == entry.0 {
                 format!("output path {} is also the path of {}.{}", entry.0.display(), top.1, top.2)
             } else {
-                format!("output path {} is inside {}, the path of {}.{}", entry.0.display(), top.0.display(), top.1, top.2)
+                format!(
+                    "output path {} is inside {}, the path of {}.{}",
+                    entry.0.display(),
+                    top.0.display(),
+                    top.1,
+                    top.2
+                )
             };
-            diags.push(Diagnostic::at(&p.source, &entry.3.span, Some(entry.1), msg).with_fix("give every output its own path"));
+            diags.push(
+                Diagnostic::at(&p.source, &entry.3.span, Some(entry.1), msg).with_fix("give every output its own path"),
+            );
         }
         open.push(entry);
     }
@@ -315,7 +403,15 @@ fn output_paths(p: &Pipeline, store: Option<&Path>, diags: &mut Diagnostics) {
     for (path, node, _, out) in &all {
         if let Some(s) = store_rel {
             if overlaps(path, s) {
-                diags.push(Diagnostic::at(&p.source, &out.span, Some(node), format!("output path {} overlaps the store ({})", path.display(), s.display())).with_fix("materialise outputs outside the store directory"));
+                diags.push(
+                    Diagnostic::at(
+                        &p.source,
+                        &out.span,
+                        Some(node),
+                        format!("output path {} overlaps the store ({})", path.display(), s.display()),
+                    )
+                    .with_fix("materialise outputs outside the store directory"),
+                );
             }
         }
     }
@@ -326,8 +422,15 @@ fn output_paths(p: &Pipeline, store: Option<&Path>, diags: &mut Diagnostics) {
                 let Ok(rel) = abs.strip_prefix(&p.workspace) else { continue };
                 if let Some((opath, up, oname, _)) = all.iter().find(|(o, ..)| overlaps(o, rel)) {
                     diags.push(
-                        p.diagnostic(&input.span, Some(&node.id), format!("source {path} overlaps {}, which node `{up}` writes (output `{oname}`)", opath.display()))
-                            .with_fix(format!("read it as a node output: inputs.NAME = \"{up}.{oname}\"")),
+                        p.diagnostic(
+                            &input.span,
+                            Some(&node.id),
+                            format!(
+                                "source {path} overlaps {}, which node `{up}` writes (output `{oname}`)",
+                                opath.display()
+                            ),
+                        )
+                        .with_fix(format!("read it as a node output: inputs.NAME = \"{up}.{oname}\"")),
                     );
                 }
             }
@@ -354,10 +457,14 @@ fn sources(p: &Pipeline, catalog: Option<&OpCatalog>, diags: &mut Diagnostics) {
                 if std::fs::symlink_metadata(abs).is_ok() {
                     continue;
                 }
-                let want = match (&node.action, catalog) {
-                    (Action::Op { name, .. }, Some(c)) => c.get(name).and_then(|info| info.input(port)).map(|spec| if spec.kind == ArtifactKind::Dir { "a directory" } else { "a file" }),
-                    _ => None,
-                };
+                let want =
+                    match (&node.action, catalog) {
+                        (Action::Op { name, .. }, Some(c)) => c
+                            .get(name)
+                            .and_then(|info| info.input(port))
+                            .map(|spec| if spec.kind == ArtifactKind::Dir { "a directory" } else { "a file" }),
+                        _ => None,
+                    };
                 let entry = match missing.iter_mut().position(|m| m.abs == abs.as_path()) {
                     Some(i) => &mut missing[i],
                     None => {
@@ -372,7 +479,11 @@ fn sources(p: &Pipeline, catalog: Option<&OpCatalog>, diags: &mut Diagnostics) {
     }
     for m in missing {
         let (node, port, path, span) = m.uses[0];
-        let mut msg = format!("source `{port}` = {path} does not exist (looked for {}{})", m.want.map(|w| format!("{w} at ")).unwrap_or_default(), m.abs.display());
+        let mut msg = format!(
+            "source `{port}` = {path} does not exist (looked for {}{})",
+            m.want.map(|w| format!("{w} at ")).unwrap_or_default(),
+            m.abs.display()
+        );
         let mut others: Vec<&str> = Vec::new();
         for &(n, ..) in &m.uses[1..] {
             if n != node && !others.contains(&n) {
@@ -503,7 +614,10 @@ mod tests {
         assert_eq!(p.nodes[1].params["factor"].value, ParamValue::Float(3.0));
         assert_eq!(p.nodes[2].params["factor"].value, ParamValue::Float(2.0));
         let err = checked(&text.replace("[3, 2]", "[3, \"half\"]")).unwrap_err().to_string();
-        assert!(err.contains("error in node `s_half`: param `factor` of op `scale` must be a float, found string \"half\""), "{err}");
+        assert!(
+            err.contains("error in node `s_half`: param `factor` of op `scale` must be a float, found string \"half\""),
+            "{err}"
+        );
     }
 
     #[test]
@@ -532,9 +646,16 @@ sources.x = "${data}/models/clip.pt"
         assert_eq!(err.len(), 2, "{err}");
         let clip = err.0.iter().find(|d| d.message.contains("clip.pt")).unwrap();
         assert_eq!(clip.node.as_deref(), Some("a"));
-        assert!(clip.message.starts_with("source `m` = nowhere/models/clip.pt does not exist (looked for a file at "), "{}", clip.message);
+        assert!(
+            clip.message.starts_with("source `m` = nowhere/models/clip.pt does not exist (looked for a file at "),
+            "{}",
+            clip.message
+        );
         assert!(clip.message.ends_with("; also read by `b`"), "{}", clip.message);
-        assert_eq!(clip.fix.as_deref(), Some("the models: see data/README.md, section 'Models' (or change the path or its variable with --set)"));
+        assert_eq!(
+            clip.fix.as_deref(),
+            Some("the models: see data/README.md, section 'Models' (or change the path or its variable with --set)")
+        );
         let table = err.0.iter().find(|d| d.message.contains("table.txt")).unwrap();
         assert!(table.fix.as_deref().unwrap().starts_with("put the data there (data/README.md"), "{table}");
         assert!(checked_with(text, &CheckOptions::default()).is_ok(), "without `sources`, paths are not looked at");

@@ -42,7 +42,13 @@ pub fn expand(path: &Path, opts: &LoadOptions) -> Result<(Pipeline, Diagnostics)
             } else {
                 "make the file readable UTF-8 text"
             };
-            return Err(Diagnostics(vec![Diagnostic::at(&source, &(0..0), None, format!("cannot read the pipeline file: {e}")).with_fix(fix)]));
+            return Err(Diagnostics(vec![Diagnostic::at(
+                &source,
+                &(0..0),
+                None,
+                format!("cannot read the pipeline file: {e}"),
+            )
+            .with_fix(fix)]));
         }
     };
     let source = SourceMap::new(path, &text);
@@ -88,7 +94,12 @@ impl Expander {
         self.err(span, node, e.message, e.fix);
     }
 
-    fn pipeline(mut self, path: &Path, raw: RawFile, opts: &LoadOptions) -> Result<(Pipeline, Diagnostics), Diagnostics> {
+    fn pipeline(
+        mut self,
+        path: &Path,
+        raw: RawFile,
+        opts: &LoadOptions,
+    ) -> Result<(Pipeline, Diagnostics), Diagnostics> {
         let file = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
         let file_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
         let (header_span, header) = match raw.pipeline {
@@ -100,12 +111,24 @@ impl Expander {
         let name = match header.as_ref().and_then(|h| h.name.as_ref()) {
             Some(n) => {
                 if !is_pipeline_name(n.get_ref()) {
-                    self.err(&n.span(), None, format!("pipeline name {:?} has characters other than letters, digits, `_`, `-` and `.`", n.get_ref()), "use a simple name such as \"imagenet\"");
+                    self.err(
+                        &n.span(),
+                        None,
+                        format!(
+                            "pipeline name {:?} has characters other than letters, digits, `_`, `-` and `.`",
+                            n.get_ref()
+                        ),
+                        "use a simple name such as \"imagenet\"",
+                    );
                 }
                 n.get_ref().clone()
             }
             None => {
-                if is_pipeline_name(&stem) { stem } else { "pipeline".to_owned() }
+                if is_pipeline_name(&stem) {
+                    stem
+                } else {
+                    "pipeline".to_owned()
+                }
             }
         };
 
@@ -139,13 +162,23 @@ impl Expander {
                     }
                     Err(m) => {
                         let span = var_spans.get(name).cloned().unwrap_or(header_span.clone());
-                        self.err(&span, None, format!("--set {name}={value}: {m}"), format!("give a {} value", old.type_name()));
+                        self.err(
+                            &span,
+                            None,
+                            format!("--set {name}={value}: {m}"),
+                            format!("give a {} value", old.type_name()),
+                        );
                     }
                 },
                 None => {
                     let known: Vec<&str> = raw_vars.keys().map(String::as_str).collect();
                     let hint = super::diag::suggest(name, "variable", known.iter().copied());
-                    self.err(&header_span, None, format!("--set {name}=...: the pipeline has no variable `{name}`"), format!("{hint} (--set only overrides variables declared under [vars])"));
+                    self.err(
+                        &header_span,
+                        None,
+                        format!("--set {name}=...: the pipeline has no variable `{name}`"),
+                        format!("{hint} (--set only overrides variables declared under [vars])"),
+                    );
                 }
             }
         }
@@ -172,7 +205,11 @@ impl Expander {
         for n in &nodes {
             if let Some(first) = seen.insert(&n.id, n) {
                 let (l, c) = self.source.line_col(first.span.start);
-                dup.push((n.span.clone(), n.id.clone(), format!("node id `{}` is used twice (first at line {l}, column {c})", n.id)));
+                dup.push((
+                    n.span.clone(),
+                    n.id.clone(),
+                    format!("node id `{}` is used twice (first at line {l}, column {c})", n.id),
+                ));
             }
         }
         for (span, id, msg) in dup {
@@ -180,7 +217,17 @@ impl Expander {
         }
 
         let show = self.show_paths(&show_raw, &nodes, &globals);
-        let pipeline = Pipeline { name, description, file, workspace, nodes, show, source: self.source.clone(), broken: self.broken, sources_help };
+        let pipeline = Pipeline {
+            name,
+            description,
+            file,
+            workspace,
+            nodes,
+            show,
+            source: self.source.clone(),
+            broken: self.broken,
+            sources_help,
+        };
         Ok((pipeline, self.diags))
     }
 
@@ -199,7 +246,12 @@ impl Expander {
             let path = match workspace_relative(&text) {
                 Ok(p) => p,
                 Err(m) => {
-                    self.err(&entry.span(), None, format!("show: {m}"), "list output paths inside the workspace, e.g. \"results/table.md\"");
+                    self.err(
+                        &entry.span(),
+                        None,
+                        format!("show: {m}"),
+                        "list output paths inside the workspace, e.g. \"results/table.md\"",
+                    );
                     continue;
                 }
             };
@@ -207,7 +259,12 @@ impl Expander {
             if !written {
                 // A node left out for its own errors may be the writer.
                 if self.broken.is_empty() {
-                    self.err(&entry.span(), None, format!("show: no node writes {text:?}"), "name the `path` of a node's output, e.g. outputs.table = { path = \"results/table.md\" }");
+                    self.err(
+                        &entry.span(),
+                        None,
+                        format!("show: no node writes {text:?}"),
+                        "name the `path` of a node's output, e.g. outputs.table = { path = \"results/table.md\" }",
+                    );
                 }
                 continue;
             }
@@ -218,13 +275,25 @@ impl Expander {
 
     /// `[sources_help]` with variables filled in; keys resolved like source
     /// paths, so they follow `--set data=...`.
-    fn sources_help(&mut self, raw: BTreeMap<String, Spanned<String>>, globals: &Scope, workspace: &Path) -> Vec<SourceHelp> {
+    fn sources_help(
+        &mut self,
+        raw: BTreeMap<String, Spanned<String>>,
+        globals: &Scope,
+        workspace: &Path,
+    ) -> Vec<SourceHelp> {
         let mut out = Vec::new();
         for (key, text) in raw {
             let span = text.span();
             match (vars::scalar(&key, globals), vars::scalar(text.get_ref(), globals)) {
-                (Ok(path), Ok(text)) if !path.is_empty() => out.push(SourceHelp { abs: normalize(&workspace.join(path)), text }),
-                (Ok(_), Ok(_)) => self.err(&span, None, "a [sources_help] key is an empty path", "write the source path the text is about, e.g. \"${data}/datasets/Imagenet\" = \"...\""),
+                (Ok(path), Ok(text)) if !path.is_empty() => {
+                    out.push(SourceHelp { abs: normalize(&workspace.join(path)), text })
+                }
+                (Ok(_), Ok(_)) => self.err(
+                    &span,
+                    None,
+                    "a [sources_help] key is an empty path",
+                    "write the source path the text is about, e.g. \"${data}/datasets/Imagenet\" = \"...\"",
+                ),
                 (Err(e), _) | (_, Err(e)) => self.var_err(&span, None, e),
             }
         }
@@ -235,7 +304,15 @@ impl Expander {
         self.diags
     }
 
-    fn expand_node(&mut self, raw: RawNode, node_span: Span, globals: &Scope, workspace: &Path, require_gpu_all: bool, out: &mut Vec<Node>) {
+    fn expand_node(
+        &mut self,
+        raw: RawNode,
+        node_span: Span,
+        globals: &Scope,
+        workspace: &Path,
+        require_gpu_all: bool,
+        out: &mut Vec<Node>,
+    ) {
         let errors_before = self.diags.len();
         self.expand_template(&raw, node_span, globals, workspace, require_gpu_all, out);
         if self.diags.len() > errors_before {
@@ -252,7 +329,15 @@ impl Expander {
         }
     }
 
-    fn expand_template(&mut self, raw: &RawNode, node_span: Span, globals: &Scope, workspace: &Path, require_gpu_all: bool, out: &mut Vec<Node>) {
+    fn expand_template(
+        &mut self,
+        raw: &RawNode,
+        node_span: Span,
+        globals: &Scope,
+        workspace: &Path,
+        require_gpu_all: bool,
+        out: &mut Vec<Node>,
+    ) {
         let id_span = raw.id.span();
         let template_id = raw.id.get_ref().clone();
         // The loop variables and their values.
@@ -261,12 +346,22 @@ impl Expander {
         for (name, values) in &raw.for_each {
             let vspan = values.span();
             if !vars::is_var_name(name) {
-                self.err(&vspan, Some(&template_id), format!("for_each variable `{name}` is not a valid name"), "use letters, digits and _");
+                self.err(
+                    &vspan,
+                    Some(&template_id),
+                    format!("for_each variable `{name}` is not a valid name"),
+                    "use letters, digits and _",
+                );
                 ok = false;
                 continue;
             }
             if globals.contains_key(name) {
-                self.err(&vspan, Some(&template_id), format!("for_each variable `{name}` has the same name as a variable under [vars]"), "rename one of them");
+                self.err(
+                    &vspan,
+                    Some(&template_id),
+                    format!("for_each variable `{name}` has the same name as a variable under [vars]"),
+                    "rename one of them",
+                );
                 ok = false;
                 continue;
             }
@@ -285,7 +380,12 @@ impl Expander {
                 }
             }
             if expanded.is_empty() && ok {
-                self.err(&vspan, Some(&template_id), format!("for_each `{name}` has no values, so this template makes no node"), "give it at least one value, or remove the node");
+                self.err(
+                    &vspan,
+                    Some(&template_id),
+                    format!("for_each `{name}` has no values, so this template makes no node"),
+                    "give it at least one value, or remove the node",
+                );
                 ok = false;
             }
             loops.push((name.clone(), expanded));
@@ -294,8 +394,20 @@ impl Expander {
             return;
         }
         if !loops.is_empty() && !loops.iter().all(|(name, _)| template_id.contains(&format!("${{{name}}}"))) {
-            let missing: Vec<String> = loops.iter().filter(|(n, _)| !template_id.contains(&format!("${{{n}}}"))).map(|(n, _)| format!("${{{n}}}")).collect();
-            self.err(&id_span, Some(&template_id), format!("the id of a for_each template must contain every loop variable, missing {}", missing.join(", ")), format!("e.g. id = \"{}_{}\"", template_id, missing.join("_")));
+            let missing: Vec<String> = loops
+                .iter()
+                .filter(|(n, _)| !template_id.contains(&format!("${{{n}}}")))
+                .map(|(n, _)| format!("${{{n}}}"))
+                .collect();
+            self.err(
+                &id_span,
+                Some(&template_id),
+                format!(
+                    "the id of a for_each template must contain every loop variable, missing {}",
+                    missing.join(", ")
+                ),
+                format!("e.g. id = \"{}_{}\"", template_id, missing.join("_")),
+            );
             return;
         }
 
@@ -320,7 +432,14 @@ impl Expander {
     }
 
     /// One concrete node from a (possibly templated) raw node.
-    fn build_node(&mut self, raw: &RawNode, node_span: &Span, scope: &Scope, workspace: &Path, require_gpu_all: bool) -> Option<Node> {
+    fn build_node(
+        &mut self,
+        raw: &RawNode,
+        node_span: &Span,
+        scope: &Scope,
+        workspace: &Path,
+        require_gpu_all: bool,
+    ) -> Option<Node> {
         let id_span = raw.id.span();
         let id = match vars::scalar(raw.id.get_ref(), scope) {
             Ok(id) => id,
@@ -330,7 +449,12 @@ impl Expander {
             }
         };
         if !vars::is_port_name(&id) {
-            self.err(&id_span, Some(&id), format!("node id {id:?} may only contain letters, digits, `_` and `-`"), "rename the node (ids appear in references such as `node.output`, so no dots or slashes)");
+            self.err(
+                &id_span,
+                Some(&id),
+                format!("node id {id:?} may only contain letters, digits, `_` and `-`"),
+                "rename the node (ids appear in references such as `node.output`, so no dots or slashes)",
+            );
         }
         let node = Some(id.as_str());
 
@@ -354,7 +478,12 @@ impl Expander {
                 None
             }
             (None, None) => {
-                self.err(node_span, node, "the node has neither `op` (a built-in op) nor `cmd` (a shell command)", "add op = \"NAME\" (see `toe-pipe ops`) or cmd = \"...\"");
+                self.err(
+                    node_span,
+                    node,
+                    "the node has neither `op` (a built-in op) nor `cmd` (a shell command)",
+                    "add op = \"NAME\" (see `toe-pipe ops`) or cmd = \"...\"",
+                );
                 None
             }
         };
@@ -362,7 +491,12 @@ impl Expander {
         let mut params = BTreeMap::new();
         for (name, value) in &raw.params {
             if !vars::is_port_name(name) {
-                self.err(&value.span(), node, format!("param name `{name}` may only contain letters, digits, `_` and `-`"), "rename the param");
+                self.err(
+                    &value.span(),
+                    node,
+                    format!("param name `{name}` may only contain letters, digits, `_` and `-`"),
+                    "rename the param",
+                );
             }
             match vars::param(value.get_ref(), scope) {
                 Ok(v) => {
@@ -376,17 +510,30 @@ impl Expander {
         for (port, value) in &raw.inputs {
             // A bad input stays declared (empty), so later checks do not
             // report it a second time as missing.
-            let input = self.input(&id, port, value, scope, workspace, false).unwrap_or(Input { refs: vec![], is_list: false, span: value.span() });
+            let input = self.input(&id, port, value, scope, workspace, false).unwrap_or(Input {
+                refs: vec![],
+                is_list: false,
+                span: value.span(),
+            });
             inputs.insert(port.clone(), input);
         }
         for (port, value) in &raw.sources {
             if raw.inputs.contains_key(port) {
-                self.err(&value.span(), node, format!("`{port}` is both under inputs and under sources"), "a port is fed either by node outputs (inputs) or by files (sources); rename one");
+                self.err(
+                    &value.span(),
+                    node,
+                    format!("`{port}` is both under inputs and under sources"),
+                    "a port is fed either by node outputs (inputs) or by files (sources); rename one",
+                );
                 continue;
             }
             // A bad input stays declared (empty), so later checks do not
             // report it a second time as missing.
-            let input = self.input(&id, port, value, scope, workspace, true).unwrap_or(Input { refs: vec![], is_list: false, span: value.span() });
+            let input = self.input(&id, port, value, scope, workspace, true).unwrap_or(Input {
+                refs: vec![],
+                is_list: false,
+                span: value.span(),
+            });
             inputs.insert(port.clone(), input);
         }
 
@@ -394,7 +541,12 @@ impl Expander {
         for (name, value) in &raw.outputs {
             let span = value.span();
             if !vars::is_port_name(name) {
-                self.err(&span, node, format!("output name `{name}` may only contain letters, digits, `_` and `-`"), "rename the output");
+                self.err(
+                    &span,
+                    node,
+                    format!("output name `{name}` may only contain letters, digits, `_` and `-`"),
+                    "rename the output",
+                );
                 continue;
             }
             let raw_out = value.get_ref();
@@ -405,7 +557,12 @@ impl Expander {
                         Ok(Some(kind)) => Some(kind),
                         Ok(None) => {
                             let names: Vec<&str> = ArtifactKind::ALL.iter().map(|k| k.name()).collect();
-                            self.err(&kspan, node, format!("unknown output kind {:?}", k.get_ref()), format!("use one of: {}", names.join(", ")));
+                            self.err(
+                                &kspan,
+                                node,
+                                format!("unknown output kind {:?}", k.get_ref()),
+                                format!("use one of: {}", names.join(", ")),
+                            );
                             None
                         }
                         Err(e) => {
@@ -421,7 +578,12 @@ impl Expander {
                     Ok(s) => match workspace_relative(&s) {
                         Ok(rel) => Some(rel),
                         Err(m) => {
-                            self.err(&p.span(), node, m, "write a path inside the workspace, e.g. \"results/metrics.json\"");
+                            self.err(
+                                &p.span(),
+                                node,
+                                m,
+                                "write a path inside the workspace, e.g. \"results/metrics.json\"",
+                            );
                             None
                         }
                     },
@@ -433,7 +595,12 @@ impl Expander {
                 None => None,
             };
             if kind.is_none() && matches!(action, Some(Action::Cmd { .. })) && raw_out.kind.is_none() {
-                self.err(&span, node, format!("output `{name}` of a cmd node needs a kind"), "add kind = \"file\" (or npy, pt, json, text, md, svg, png, dir)");
+                self.err(
+                    &span,
+                    node,
+                    format!("output `{name}` of a cmd node needs a kind"),
+                    "add kind = \"file\" (or npy, pt, json, text, md, svg, png, dir)",
+                );
             }
             outputs.insert(name.clone(), Output { kind, path, span });
         }
@@ -444,7 +611,12 @@ impl Expander {
                 Ok("cpu") => Device::Cpu,
                 Ok("gpu") => Device::Gpu,
                 _ => {
-                    self.err(&d.span(), node, format!("device must be \"cpu\" or \"gpu\", not {:?}", d.get_ref()), "write device = \"gpu\" for nodes that should use a GPU when there is one");
+                    self.err(
+                        &d.span(),
+                        node,
+                        format!("device must be \"cpu\" or \"gpu\", not {:?}", d.get_ref()),
+                        "write device = \"gpu\" for nodes that should use a GPU when there is one",
+                    );
                     Device::Cpu
                 }
             },
@@ -474,10 +646,23 @@ impl Expander {
         })
     }
 
-    fn input(&mut self, node: &str, port: &str, value: &Spanned<OneOrMany>, scope: &Scope, workspace: &Path, is_source: bool) -> Option<Input> {
+    fn input(
+        &mut self,
+        node: &str,
+        port: &str,
+        value: &Spanned<OneOrMany>,
+        scope: &Scope,
+        workspace: &Path,
+        is_source: bool,
+    ) -> Option<Input> {
         let span = value.span();
         if !vars::is_port_name(port) {
-            self.err(&span, Some(node), format!("input name `{port}` may only contain letters, digits, `_` and `-`"), "rename the input");
+            self.err(
+                &span,
+                Some(node),
+                format!("input name `{port}` may only contain letters, digits, `_` and `-`"),
+                "rename the input",
+            );
             return None;
         }
         let (texts, is_list): (Vec<String>, bool) = match value.get_ref() {
@@ -506,7 +691,12 @@ impl Expander {
         for text in texts {
             if is_source {
                 if text.is_empty() {
-                    self.err(&span, Some(node), format!("source `{port}` is an empty path"), "write the path of a file or directory");
+                    self.err(
+                        &span,
+                        Some(node),
+                        format!("source `{port}` is an empty path"),
+                        "write the path of a file or directory",
+                    );
                     return None;
                 }
                 let abs = normalize(&workspace.join(&text));
@@ -522,7 +712,12 @@ impl Expander {
                         } else {
                             "write `node.output`, e.g. inputs.features = \"extract.features\"".to_owned()
                         };
-                        self.err(&span, Some(node), format!("input `{port}` = {text:?} is not a reference to a node output"), fix);
+                        self.err(
+                            &span,
+                            Some(node),
+                            format!("input `{port}` = {text:?} is not a reference to a node output"),
+                            fix,
+                        );
                         return None;
                     }
                 }
@@ -546,7 +741,9 @@ fn override_value(old: &ParamValue, value: &str) -> Result<ParamValue, String> {
         // Elements take the type the file's list has (all its elements
         // share one), so `--set seeds=1,2` stays a list of integers.
         ParamValue::List(items) => {
-            let model = items.first().filter(|first| items.iter().all(|i| std::mem::discriminant(i) == std::mem::discriminant(*first)));
+            let model = items
+                .first()
+                .filter(|first| items.iter().all(|i| std::mem::discriminant(i) == std::mem::discriminant(*first)));
             let parts = value.split(',').map(str::trim).filter(|s| !s.is_empty());
             ParamValue::List(match model {
                 Some(first @ (ParamValue::Int(_) | ParamValue::Float(_) | ParamValue::Bool(_))) => {

@@ -128,9 +128,7 @@ impl ParamValue {
             ParamValue::Int(i) => i.to_string(),
             ParamValue::Float(x) => format_float(*x),
             ParamValue::Str(s) => s.clone(),
-            ParamValue::List(items) => {
-                items.iter().map(|v| v.to_plain_string()).collect::<Vec<_>>().join(" ")
-            }
+            ParamValue::List(items) => items.iter().map(|v| v.to_plain_string()).collect::<Vec<_>>().join(" "),
             ParamValue::Table(_) => serde_json::to_string(self).unwrap_or_default(),
         }
     }

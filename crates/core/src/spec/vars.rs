@@ -73,9 +73,12 @@ fn parse(s: &str) -> Result<Vec<Piece<'_>>, VarError> {
             pieces.push(Piece::Dollar);
             rest = tail;
         } else if let Some(body) = after.strip_prefix('{') {
-            let end = body
-                .find('}')
-                .ok_or_else(|| verr(format!("`${{` without a closing `}}` in {s:?}"), "close it with `}`, or write `$$` for a literal `$`"))?;
+            let end = body.find('}').ok_or_else(|| {
+                verr(
+                    format!("`${{` without a closing `}}` in {s:?}"),
+                    "close it with `}`, or write `$$` for a literal `$`",
+                )
+            })?;
             let name = &body[..end];
             match name.split_once('.') {
                 Some((ns, port)) if RUNTIME_NAMESPACES.contains(&ns) && is_port_name(port) => {
@@ -205,7 +208,10 @@ pub fn list_element(s: &str, scope: &Scope) -> Result<Vec<String>, VarError> {
         if let Piece::Var(name) = p {
             if let VarValue::List(values) = lookup(scope, name)? {
                 if list_var.is_some_and(|(n, _)| n != *name) {
-                    return Err(verr(format!("{s:?} uses two list variables"), "use at most one list variable per element, or a for_each template"));
+                    return Err(verr(
+                        format!("{s:?} uses two list variables"),
+                        "use at most one list variable per element, or a for_each template",
+                    ));
                 }
                 list_var = Some((*name, values));
             }
@@ -288,7 +294,13 @@ pub fn resolve_globals(raw: &BTreeMap<String, ParamValue>) -> Result<Scope, (Str
         if let Some(pos) = stack.iter().position(|n| n == name) {
             let mut cycle = stack[pos..].to_vec();
             cycle.push(name.to_owned());
-            return Err((name.to_owned(), verr(format!("variables refer to each other in a cycle: {}", cycle.join(" -> ")), "give one of them a plain value")));
+            return Err((
+                name.to_owned(),
+                verr(
+                    format!("variables refer to each other in a cycle: {}", cycle.join(" -> ")),
+                    "give one of them a plain value",
+                ),
+            ));
         }
         let Some(value) = raw.get(name) else {
             return Ok(()); // reported as an unknown variable by the user of the scope
@@ -323,12 +335,19 @@ pub fn resolve_globals(raw: &BTreeMap<String, ParamValue>) -> Result<Scope, (Str
                     match item {
                         ParamValue::Str(s) => out.extend(list_values(s, done).map_err(err)?),
                         ParamValue::Int(_) | ParamValue::Float(_) | ParamValue::Bool(_) => out.push(item.clone()),
-                        _ => return Err(err(verr("list variables hold strings or numbers, not nested arrays or tables", "flatten the list"))),
+                        _ => {
+                            return Err(err(verr(
+                                "list variables hold strings or numbers, not nested arrays or tables",
+                                "flatten the list",
+                            )))
+                        }
                     }
                 }
                 VarValue::List(out)
             }
-            ParamValue::Table(_) => return Err(err(verr("a variable cannot be a table", "use one variable per value"))),
+            ParamValue::Table(_) => {
+                return Err(err(verr("a variable cannot be a table", "use one variable per value")))
+            }
             scalar_value => VarValue::Scalar(scalar_value.clone()),
         };
         done.insert(name.to_owned(), resolved);
@@ -338,7 +357,13 @@ pub fn resolve_globals(raw: &BTreeMap<String, ParamValue>) -> Result<Scope, (Str
     let mut done = Scope::new();
     for name in raw.keys() {
         if !is_var_name(name) {
-            return Err((name.clone(), verr(format!("`{name}` is not a valid variable name"), "use letters, digits and _, not starting with a digit")));
+            return Err((
+                name.clone(),
+                verr(
+                    format!("`{name}` is not a valid variable name"),
+                    "use letters, digits and _, not starting with a digit",
+                ),
+            ));
         }
         resolve(name, raw, &mut done, &mut Vec::new())?;
     }
@@ -354,7 +379,10 @@ mod tests {
         raw.insert("root".to_owned(), ParamValue::Str("data".into()));
         raw.insert("id".to_owned(), ParamValue::Str("${root}/ImageNet".into()));
         raw.insert("epochs".to_owned(), ParamValue::Int(5));
-        raw.insert("sets".to_owned(), ParamValue::List(vec![ParamValue::Str("SUN".into()), ParamValue::Str("Places".into())]));
+        raw.insert(
+            "sets".to_owned(),
+            ParamValue::List(vec![ParamValue::Str("SUN".into()), ParamValue::Str("Places".into())]),
+        );
         resolve_globals(&raw).unwrap()
     }
 

@@ -155,5 +155,8 @@ fn object_bytes(path: &Path) -> (u64, u64) {
         Ok(m) => vec![FileInfo::of(&m)],
         Err(_) => vec![],
     };
-    files.iter().fold((0, 0), |(freed, linked), f| if f.nlink > 1 { (freed, linked + f.size) } else { (freed + f.size, linked) })
+    files.iter().fold(
+        (0, 0),
+        |(freed, linked), f| if f.nlink > 1 { (freed, linked + f.size) } else { (freed + f.size, linked) },
+    )
 }

@@ -156,9 +156,12 @@ fn hash_streaming(file: &mut fs::File, hasher: &mut blake3::Hasher) -> io::Resul
     let (mut current, mut next) = (Vec::new(), Vec::new());
     let mut filled = read_block(file, &mut current)?;
     while filled > 0 {
-        let (read, ()) = rayon::join(|| read_block(file, &mut next), || {
-            hasher.update_rayon(&current[..filled]);
-        });
+        let (read, ()) = rayon::join(
+            || read_block(file, &mut next),
+            || {
+                hasher.update_rayon(&current[..filled]);
+            },
+        );
         filled = read?;
         std::mem::swap(&mut current, &mut next);
     }
@@ -240,7 +243,10 @@ fn walk_dir(abs: &Path, rel: &Path, symlinks: Symlinks, ancestors: &[(u64, u64)]
         let (ty, meta) = if ft.is_symlink() {
             match symlinks {
                 Symlinks::Reject => {
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{} is a symbolic link; outputs must hold real files", path.display())));
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("{} is a symbolic link; outputs must hold real files", path.display()),
+                    ));
                 }
                 Symlinks::Follow => {
                     let meta = fs::metadata(&path).map_err(|e| annotate(e, &path))?;
@@ -254,13 +260,19 @@ fn walk_dir(abs: &Path, rel: &Path, symlinks: Symlinks, ancestors: &[(u64, u64)]
         if ty == EntryType::Dir {
             let id = (meta.dev(), meta.ino());
             if ancestors.contains(&id) {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{} links back to a folder above it", path.display())));
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{} links back to a folder above it", path.display()),
+                ));
             }
             let mut chain = ancestors.to_vec();
             chain.push(id);
             subdirs.push((path, rel_path.clone(), chain));
         } else if !meta.is_file() {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{} is not a regular file or folder", path.display())));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{} is not a regular file or folder", path.display()),
+            ));
         }
         entries.push(WalkEntry { rel: rel_path, ty, info: FileInfo::of(&meta) });
     }

@@ -31,7 +31,8 @@ impl StoreLock {
     pub fn acquire(store_root: &Path, what: &str) -> Result<StoreLock, LockError> {
         let path = store_root.join("lock");
         let io_err = |source| LockError::Io { path: path.display().to_string(), source };
-        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io_err)?;
+        let mut file =
+            OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io_err)?;
         // SAFETY: flock on a file descriptor we own; no memory is involved.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if rc != 0 {
@@ -47,7 +48,11 @@ impl StoreLock {
             }
             return Err(io_err(err));
         }
-        let info = format!("pid {}, {what}, since {}", std::process::id(), humantime::format_rfc3339_seconds(std::time::SystemTime::now()));
+        let info = format!(
+            "pid {}, {what}, since {}",
+            std::process::id(),
+            humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+        );
         let _ = file.set_len(0).and_then(|_| file.rewind()).and_then(|_| file.write_all(info.as_bytes()));
         Ok(StoreLock { file })
     }

@@ -83,7 +83,8 @@ impl Store {
         }
         let store = Store { root: root.to_path_buf() };
         for dir in ["objects", "actions", "logs", "refs", "statcache", "tmp", "cache"] {
-            fs::create_dir_all(store.root.join(dir)).with_context(|| format!("cannot create {}", store.root.join(dir).display()))?;
+            fs::create_dir_all(store.root.join(dir))
+                .with_context(|| format!("cannot create {}", store.root.join(dir).display()))?;
         }
         Ok(store)
     }
@@ -193,7 +194,8 @@ impl Store {
 
     /// A fresh directory for one run's in-flight outputs.
     pub fn new_run_dir(&self) -> io::Result<PathBuf> {
-        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+        let stamp =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
         let dir = self.tmp_root().join(format!("run-{}-{stamp}", std::process::id()));
         fs::create_dir_all(&dir)?;
         Ok(dir)
@@ -220,7 +222,10 @@ impl Store {
     pub fn commit(&self, tmp: &Path) -> io::Result<Committed> {
         let meta = fs::symlink_metadata(tmp).map_err(|e| annotate(e, tmp))?;
         if meta.file_type().is_symlink() {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{} is a symbolic link; write a real file", tmp.display())));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{} is a symbolic link; write a real file", tmp.display()),
+            ));
         }
         let is_dir = meta.is_dir();
         let (hash, size) = if is_dir {

@@ -104,7 +104,14 @@ impl ActionRecord {
     /// The record of a successful run of `node`: what determined it
     /// (`res`), the outputs it committed, when, and where (`device`:
     /// "cpu" or "cuda:N").
-    pub fn of_run(p: &Pipeline, node: &Node, res: &Resolved, outputs: &BTreeMap<String, Committed>, timing: &Timing, device: String) -> ActionRecord {
+    pub fn of_run(
+        p: &Pipeline,
+        node: &Node,
+        res: &Resolved,
+        outputs: &BTreeMap<String, Committed>,
+        timing: &Timing,
+        device: String,
+    ) -> ActionRecord {
         ActionRecord {
             format: RECORD_FORMAT,
             key: res.key,
@@ -118,7 +125,15 @@ impl ActionRecord {
                 .iter()
                 .map(|(name, c)| {
                     let path = node.outputs.get(name).and_then(|o| o.path.clone());
-                    (name.clone(), OutputRecord { hash: c.hash, kind: res.output_kinds.get(name).copied().unwrap_or(ArtifactKind::File), size: c.size, path })
+                    (
+                        name.clone(),
+                        OutputRecord {
+                            hash: c.hash,
+                            kind: res.output_kinds.get(name).copied().unwrap_or(ArtifactKind::File),
+                            size: c.size,
+                            path,
+                        },
+                    )
                 })
                 .collect(),
             start: humantime::format_rfc3339_millis(timing.start).to_string(),

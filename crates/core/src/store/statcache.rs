@@ -133,14 +133,22 @@ impl StatCache {
 
         let files = entries.iter().filter(|e| e.ty == EntryType::File).count();
         let gone = old.as_ref().map_or(0, |c| c.rows.len()) != files;
-        let racy_left = entries.iter().any(|e| e.ty == EntryType::File && e.info.mtime_ns.max(e.info.ctime_ns) > now - RACY_NS);
+        let racy_left =
+            entries.iter().any(|e| e.ty == EntryType::File && e.info.mtime_ns.max(e.info.ctime_ns) > now - RACY_NS);
         if !fresh.is_empty() || gone || racy_left {
             let rows: Vec<(&[u8], Stamp, Hash, bool)> = entries
                 .iter()
                 .zip(&hashes)
                 .filter_map(|(e, h)| {
                     let stamp = Stamp::of(&e.info);
-                    h.map(|h| (e.rel.as_os_str().as_bytes(), stamp, h, stamp.mtime_ns <= now - RACY_NS && stamp.ctime_ns <= now - RACY_NS))
+                    h.map(|h| {
+                        (
+                            e.rel.as_os_str().as_bytes(),
+                            stamp,
+                            h,
+                            stamp.mtime_ns <= now - RACY_NS && stamp.ctime_ns <= now - RACY_NS,
+                        )
+                    })
                 })
                 .collect();
             // A cache that cannot be written only costs time next run.
@@ -148,7 +156,8 @@ impl StatCache {
         } else {
             // Unchanged: mark it used, since gc drops caches no run has
             // read within its --keep-recent.
-            let _ = fs::OpenOptions::new().write(true).open(&cache_path).and_then(|f| f.set_modified(SystemTime::now()));
+            let _ =
+                fs::OpenOptions::new().write(true).open(&cache_path).and_then(|f| f.set_modified(SystemTime::now()));
         }
 
         let hash = if root_is_dir {

@@ -40,7 +40,10 @@ outputs.z = "text"
     assert!(ws.toe(&["run", "p.toml"]).fails().stderr.contains("a -> b -> c -> a"));
     assert!(!ws.path("artifacts").exists());
 
-    let err = check(&ws, "[[node]]\nid = \"a\"\ncmd = \"cat ${in.x} > ${out.y}\"\ninputs.x = \"a.y\"\noutputs.y = \"text\"\n");
+    let err = check(
+        &ws,
+        "[[node]]\nid = \"a\"\ncmd = \"cat ${in.x} > ${out.y}\"\ninputs.x = \"a.y\"\noutputs.y = \"text\"\n",
+    );
     assert!(err.contains("p.toml:2:6: error in node `a`: node `a` reads its own output (cycle: a -> a)"), "{err}");
 }
 
@@ -63,7 +66,10 @@ inputs.g = "extract.featurs"
 outputs.y = "text"
 "#,
     );
-    assert!(err.contains("p.toml:10:12: error in node `train`: input `f` refers to node `extrct`, which does not exist"), "{err}");
+    assert!(
+        err.contains("p.toml:10:12: error in node `train`: input `f` refers to node `extrct`, which does not exist"),
+        "{err}"
+    );
     assert!(err.contains("fix: did you mean `extract`?"), "{err}");
     assert!(err.contains("p.toml:11:12: error in node `train`: input `g` refers to output `featurs` of node `extract`, which has no such output"), "{err}");
     assert!(err.contains("fix: did you mean `features`?"), "{err}");
@@ -95,7 +101,8 @@ fn unknown_fields_and_wrong_types_name_the_node() {
     let err = check(&ws, "[[node]]\nid = \"a\"\ncmd = \"echo > ${out.y}\"\noutputs.y = \"text\"\ndevice = \"tpu\"\n");
     assert!(err.contains("p.toml:5:10: error in node `a`: device must be \"cpu\" or \"gpu\""), "{err}");
 
-    let err = check(&ws, "[[node]]\nid = \"a\"\ncmd = \"echo > ${out.y}\"\noutputs.y = \"text\"\nparams.when = 2024-01-01\n");
+    let err =
+        check(&ws, "[[node]]\nid = \"a\"\ncmd = \"echo > ${out.y}\"\noutputs.y = \"text\"\nparams.when = 2024-01-01\n");
     assert!(err.contains("error in node `a`: dates and times are not supported"), "{err}");
 
     let err = check(&ws, "[[node]]\nid = \"a\"\nop = \"x\"\ncmd = \"echo\"\n");
@@ -139,12 +146,19 @@ cmd = "echo > ${out.y}"
 outputs.y = "text"
 "#,
     );
-    assert!(err.contains("p.toml:9:13: error in node `a_x`: output path r/out.txt is inside r, the path of b.d"), "{err}");
+    assert!(
+        err.contains("p.toml:9:13: error in node `a_x`: output path r/out.txt is inside r, the path of b.d"),
+        "{err}"
+    );
     assert!(err.contains("error in node `a_y`: output path r/out.txt is also the path of a_x.y"), "{err}");
     assert!(err.contains("error in node `c`: output path artifacts/c.txt overlaps the store"), "{err}");
-    assert!(err.contains("p.toml:22:6: error in node `c`: node id `c` is used twice (first at line 17, column 6)"), "{err}");
+    assert!(
+        err.contains("p.toml:22:6: error in node `c`: node id `c` is used twice (first at line 17, column 6)"),
+        "{err}"
+    );
 
-    let err = check(&ws, "[[node]]\nid = \"a\"\ncmd = \"echo > ${out.y}\"\noutputs.y = \"text\"\noutputs.y = \"npy\"\n");
+    let err =
+        check(&ws, "[[node]]\nid = \"a\"\ncmd = \"echo > ${out.y}\"\noutputs.y = \"text\"\noutputs.y = \"npy\"\n");
     assert!(err.contains("p.toml:5:1: error"), "{err}");
     assert!(err.contains("duplicate key"), "{err}");
 }
@@ -166,7 +180,12 @@ sources.images = "${data}/ImageNet/${split}"
 outputs.list = "text"
 "#,
     );
-    assert!(err.contains("p.toml:9:18: error in node `features_train`: source `images` = data/ImageNet/train does not exist"), "{err}");
+    assert!(
+        err.contains(
+            "p.toml:9:18: error in node `features_train`: source `images` = data/ImageNet/train does not exist"
+        ),
+        "{err}"
+    );
     assert!(err.contains("error in node `features_val`: source `images` = data/ImageNet/val does not exist"), "{err}");
     assert!(err.contains("fix: put the data there (data/README.md"), "{err}");
     std::fs::create_dir_all(ws.path("elsewhere/ImageNet/train")).unwrap();
@@ -174,7 +193,11 @@ outputs.list = "text"
     let ok = ws.toe(&["check", "p.toml", "--set", "data=elsewhere"]).ok();
     assert!(ok.stdout.contains("ok: pipeline p"), "{}", ok.stdout);
     let bad = ws.toe(&["check", "p.toml", "--set", "dta=elsewhere"]).fails();
-    assert!(bad.stderr.contains("the pipeline has no variable `dta`") && bad.stderr.contains("did you mean `data`?"), "{}", bad.stderr);
+    assert!(
+        bad.stderr.contains("the pipeline has no variable `dta`") && bad.stderr.contains("did you mean `data`?"),
+        "{}",
+        bad.stderr
+    );
 }
 
 #[test]
@@ -184,20 +207,33 @@ fn variables_templates_and_placeholders() {
     assert!(err.contains("p.toml:3:7: error in node `a`: unknown variable `${nope}`"), "{err}");
     assert!(err.contains("write `$${nope}` for a literal"), "{err}");
 
-    let err = check(&ws, "[vars]\nl = [\"x\"]\n[[node]]\nid = \"a\"\ncmd = \"echo ${l} > ${out.y}\"\noutputs.y = \"text\"\n");
+    let err =
+        check(&ws, "[vars]\nl = [\"x\"]\n[[node]]\nid = \"a\"\ncmd = \"echo ${l} > ${out.y}\"\noutputs.y = \"text\"\n");
     assert!(err.contains("`${l}` is a list"), "{err}");
 
-    let err = check(&ws, "[[node]]\nid = \"a\"\nfor_each.s = [\"1\", \"2\"]\ncmd = \"echo ${s} > ${out.y}\"\noutputs.y = \"text\"\n");
-    assert!(err.contains("p.toml:2:6: error in node `a`: the id of a for_each template must contain every loop variable"), "{err}");
+    let err = check(
+        &ws,
+        "[[node]]\nid = \"a\"\nfor_each.s = [\"1\", \"2\"]\ncmd = \"echo ${s} > ${out.y}\"\noutputs.y = \"text\"\n",
+    );
+    assert!(
+        err.contains("p.toml:2:6: error in node `a`: the id of a for_each template must contain every loop variable"),
+        "{err}"
+    );
 
-    let err = check(&ws, "[[node]]\nid = \"a\"\ncmd = \"cat ${in.srcc} > ${out.y}\"\nsources.src = \"p.toml\"\noutputs.y = \"text\"\n");
+    let err = check(
+        &ws,
+        "[[node]]\nid = \"a\"\ncmd = \"cat ${in.srcc} > ${out.y}\"\nsources.src = \"p.toml\"\noutputs.y = \"text\"\n",
+    );
     assert!(err.contains("error in node `a`: the command uses `${in.srcc}` but the node has no input `srcc`"), "{err}");
     assert!(err.contains("did you mean `src`?"), "{err}");
 
     let err = check(&ws, "[[node]]\nid = \"a\"\ncmd = \"true\"\noutputs.y = \"text\"\n");
     assert!(err.contains("p.toml:4:13: error in node `a`: output `y` never appears in the command"), "{err}");
 
-    let err = check(&ws, "[[node]]\nid = \"a\"\ncmd = \"echo > ${out.y}\"\noutputs.y = { kind = \"text\", path = \"../../etc/x\" }\n");
+    let err = check(
+        &ws,
+        "[[node]]\nid = \"a\"\ncmd = \"echo > ${out.y}\"\noutputs.y = { kind = \"text\", path = \"../../etc/x\" }\n",
+    );
     assert!(err.contains("output path \"../../etc/x\" leaves the workspace"), "{err}");
 
     // A source that another node writes must be read as that node's output.
@@ -242,7 +278,14 @@ outputs.o = "text"
         assert!(!out.stderr.contains("panicked"), "panic on prefix {cut}:\n{text}\n{}", out.stderr);
         assert!(out.code == 0 || out.stderr.contains("error"), "no message for prefix {cut}: {}", out.stderr);
     }
-    for garbage in ["\u{0}\u{1}\u{2}", "[[node]]\nid = \"\"\ncmd = \"\"", "node = 5", "[vars]\nv = { a = 1 }", "[[node]]\nid=\"a\"\ncmd=\"${\"", "[[node]]\nid=\"a\"\nfor_each.x = []\ncmd=\"x\""] {
+    for garbage in [
+        "\u{0}\u{1}\u{2}",
+        "[[node]]\nid = \"\"\ncmd = \"\"",
+        "node = 5",
+        "[vars]\nv = { a = 1 }",
+        "[[node]]\nid=\"a\"\ncmd=\"${\"",
+        "[[node]]\nid=\"a\"\nfor_each.x = []\ncmd=\"x\"",
+    ] {
         ws.write("g.toml", garbage);
         let out = ws.toe(&["check", "g.toml"]);
         assert!(!out.stderr.contains("panicked"), "panic on {garbage:?}: {}", out.stderr);

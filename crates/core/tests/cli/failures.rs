@@ -68,6 +68,10 @@ fn a_node_that_does_not_write_its_output_fails() {
     ws.write("p.toml", "[[node]]\nid = \"lazy\"\ncmd = \"true ${out.o}\"\noutputs.o = \"text\"\n[[node]]\nid = \"wrongkind\"\ncmd = \"rmdir ${out.d}; echo > ${out.d}\"\noutputs.d = { kind = \"dir\" }\n");
     let out = ws.toe(&["run", "p.toml"]).fails();
     assert!(out.stderr.contains("FAILED lazy  the node finished but did not write output `o`"), "{}", out.stderr);
-    assert!(out.stderr.contains("FAILED wrongkind  output `d` should be a directory (dir) but is not"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("FAILED wrongkind  output `d` should be a directory (dir) but is not"),
+        "{}",
+        out.stderr
+    );
     assert!(ws.object_files().is_empty());
 }

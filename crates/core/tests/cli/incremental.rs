@@ -202,13 +202,26 @@ outputs.t = { kind = "md", path = "${root}/table.md" }
 
     // Stored directories are sealed read-only; gc can still remove them.
     let objects = ws.store().join("objects");
-    let dirs: Vec<_> = std::fs::read_dir(&objects).unwrap().flatten().flat_map(|s| std::fs::read_dir(s.path()).unwrap().flatten()).filter(|e| e.path().is_dir()).collect();
+    let dirs: Vec<_> = std::fs::read_dir(&objects)
+        .unwrap()
+        .flatten()
+        .flat_map(|s| std::fs::read_dir(s.path()).unwrap().flatten())
+        .filter(|e| e.path().is_dir())
+        .collect();
     assert_eq!(dirs.len(), 2, "one dir object per size");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(dirs[0].metadata().unwrap().permissions().mode() & 0o777, 0o555);
     let gc = ws.toe(&["gc", "--keep-recent", "0s"]).ok();
     assert!(gc.stdout.contains("removed 4 objects"), "{}", gc.stdout); // size 3: dir, two evals, table
-    assert_eq!(std::fs::read_dir(&objects).unwrap().flatten().flat_map(|s| std::fs::read_dir(s.path()).unwrap().flatten()).filter(|e| e.path().is_dir()).count(), 1);
+    assert_eq!(
+        std::fs::read_dir(&objects)
+            .unwrap()
+            .flatten()
+            .flat_map(|s| std::fs::read_dir(s.path()).unwrap().flatten())
+            .filter(|e| e.path().is_dir())
+            .count(),
+        1
+    );
     ws.toe(&["verify"]).ok();
 
     let dag = ws.toe(&["dag", "p.toml", "--format", "json"]).ok();

@@ -37,7 +37,8 @@ fn no_object_holds(ws: &Ws, content: &str) {
 fn sigkill_mid_node_leaves_no_partial_object_and_the_next_run_completes() {
     let ws = Ws::new();
     ws.write("p.toml", SLOW);
-    let mut child = Command::new(bin()).args(["run", "p.toml"]).current_dir(ws.dir.path()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child =
+        Command::new(bin()).args(["run", "p.toml"]).current_dir(ws.dir.path()).stderr(Stdio::null()).spawn().unwrap();
     wait_for(&ws.path("started"));
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
@@ -57,7 +58,8 @@ fn sigkill_mid_node_leaves_no_partial_object_and_the_next_run_completes() {
 fn ctrl_c_stops_the_run_cleanly() {
     let ws = Ws::new();
     ws.write("p.toml", SLOW);
-    let child = Command::new(bin()).args(["run", "p.toml"]).current_dir(ws.dir.path()).stderr(Stdio::piped()).spawn().unwrap();
+    let child =
+        Command::new(bin()).args(["run", "p.toml"]).current_dir(ws.dir.path()).stderr(Stdio::piped()).spawn().unwrap();
     wait_for(&ws.path("started"));
     // SAFETY: signals the child we started.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
@@ -74,13 +76,18 @@ fn ctrl_c_stops_the_run_cleanly() {
 fn a_second_run_on_the_same_store_is_refused_with_a_clear_message() {
     let ws = Ws::new();
     ws.write("p.toml", SLOW);
-    let first = Command::new(bin()).args(["run", "p.toml"]).current_dir(ws.dir.path()).stderr(Stdio::piped()).spawn().unwrap();
+    let first =
+        Command::new(bin()).args(["run", "p.toml"]).current_dir(ws.dir.path()).stderr(Stdio::piped()).spawn().unwrap();
     wait_for(&ws.path("started"));
 
     let second = ws.toe(&["run", "p.toml"]).fails();
     assert!(second.stderr.contains("is in use by another toe-pipe process (pid"), "{}", second.stderr);
     assert!(second.stderr.contains("run "), "{}", second.stderr);
-    assert!(second.stderr.contains("fix: wait for it to finish, or give this run its own store with --store DIR"), "{}", second.stderr);
+    assert!(
+        second.stderr.contains("fix: wait for it to finish, or give this run its own store with --store DIR"),
+        "{}",
+        second.stderr
+    );
     // Reading is fine while a run holds the lock.
     ws.toe(&["status", "p.toml"]).ok();
 
@@ -140,7 +147,11 @@ fn a_flipped_byte_in_a_stored_object_is_detected() {
     assert!(out.stdout.contains("removed"), "{}", out.stdout);
     // The action whose output is gone runs again.
     let status = ws.toe(&["status", "p.toml"]).ok();
-    assert!(status.stdout.contains("stale  b  output `y` of the cached result is no longer in the store"), "{}", status.stdout);
+    assert!(
+        status.stdout.contains("stale  b  output `y` of the cached result is no longer in the store"),
+        "{}",
+        status.stdout
+    );
     assert_eq!(ws.run("p.toml").ran(), set(["b"]));
     assert_eq!(ws.read("out/b.txt"), "1\nx\na\n");
     ws.toe(&["verify"]).ok();
@@ -186,7 +197,10 @@ fn lineage_returns_the_tree_down_to_the_sources() {
     assert!(lines[1].starts_with("└── node b.y [cmd `echo ${param.n} | cat - ${in.x} > ${out.y};"), "{text}");
     assert_eq!(lines[2], "    params: n = 7", "{text}");
     assert!(lines[3].starts_with("    └── in x: from a.x  ("), "{text}");
-    assert!(lines[4].starts_with("        └── node a.x [cmd `cat ${in.src} > ${out.x}; echo a >> ${out.x}; echo a >&2`]"), "{text}");
+    assert!(
+        lines[4].starts_with("        └── node a.x [cmd `cat ${in.src} > ${out.x}; echo a >> ${out.x}; echo a >&2`]"),
+        "{text}"
+    );
     assert!(lines[5].starts_with("            └── in src: source data/in.txt  ("), "{text}");
     assert_eq!(lines.len(), 6, "{text}");
 
@@ -194,7 +208,11 @@ fn lineage_returns_the_tree_down_to_the_sources() {
     let h = blake3::hash(b"x\na\n").to_hex().to_string();
     let by_hash = ws.toe(&["lineage", &h[..10]]).ok().stdout;
     assert!(by_hash.contains("└── node a.x"), "{by_hash}");
-    let elsewhere = Command::new(bin()).args(["--store", &ws.store().display().to_string(), "lineage", &h[..10]]).current_dir("/").output().unwrap();
+    let elsewhere = Command::new(bin())
+        .args(["--store", &ws.store().display().to_string(), "lineage", &h[..10]])
+        .current_dir("/")
+        .output()
+        .unwrap();
     assert!(elsewhere.status.success());
     let unknown = ws.toe(&["lineage", "data/in.txt"]).fails();
     assert!(unknown.stderr.contains("was not produced by any action"), "{}", unknown.stderr);

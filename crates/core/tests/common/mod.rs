@@ -26,7 +26,10 @@ pub fn bin() -> PathBuf {
     };
     // A test run of the root crate alone rebuilds the engine library but
     // not the binary: a binary older than the library is out of date.
-    let newest_lib = std::fs::read_dir(deps).into_iter().flatten().flatten()
+    let newest_lib = std::fs::read_dir(deps)
+        .into_iter()
+        .flatten()
+        .flatten()
         .filter(|e| e.file_name().to_string_lossy().starts_with("libtoe_pipe_core-"))
         .filter_map(|e| modified(&e.path()))
         .max();
@@ -84,7 +87,11 @@ impl Out {
 
     #[track_caller]
     pub fn fails(self) -> Out {
-        assert_ne!(self.code, 0, "toe-pipe should have failed:\n--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr);
+        assert_ne!(
+            self.code, 0,
+            "toe-pipe should have failed:\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout, self.stderr
+        );
         assert!(!self.stderr.contains("panicked"), "toe-pipe panicked:\n{}", self.stderr);
         self
     }
