@@ -41,7 +41,7 @@ pub enum ModelTokenizer {
     /// A sentencepiece model and the file it was read from (copied into
     /// the folders written with it).
     SentencePiece {
-        model: SentencePieceModel,
+        model: Box<SentencePieceModel>,
         file: PathBuf,
     },
     Words(WordVocab),
@@ -50,7 +50,7 @@ pub enum ModelTokenizer {
 impl ModelTokenizer {
     pub fn as_dyn(&self) -> &dyn DecoderTokenizer {
         match self {
-            ModelTokenizer::SentencePiece { model, .. } => model,
+            ModelTokenizer::SentencePiece { model, .. } => model.as_ref(),
             ModelTokenizer::Words(vocab) => vocab,
         }
     }
@@ -162,7 +162,7 @@ impl DecoderDir {
         let spm = dir.join(SENTENCEPIECE_FILE);
         let words = dir.join(WORD_VOCAB_FILE);
         if spm.is_file() {
-            Ok(ModelTokenizer::SentencePiece { model: SentencePieceModel::load(&spm)?, file: spm })
+            Ok(ModelTokenizer::SentencePiece { model: Box::new(SentencePieceModel::load(&spm)?), file: spm })
         } else if words.is_file() {
             Ok(ModelTokenizer::Words(read_word_vocab_json(&words)?))
         } else {

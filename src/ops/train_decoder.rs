@@ -198,9 +198,10 @@ impl TypedOp for TrainDecoder {
             }
             (None, tok) => {
                 let tokenizer = match tok {
-                    Some(path) => {
-                        ModelTokenizer::SentencePiece { model: SentencePieceModel::load(path)?, file: path.clone() }
-                    }
+                    Some(path) => ModelTokenizer::SentencePiece {
+                        model: Box::new(SentencePieceModel::load(path)?),
+                        file: path.clone(),
+                    },
                     None => {
                         let texts: Vec<&str> = train_caps.iter().map(|&i| corpus.captions[i].as_str()).collect();
                         ModelTokenizer::Words(WordVocab::build(&texts, p.min_count))
