@@ -16,13 +16,10 @@ pub struct CaptionImages;
 op_params! {
     pub struct Params {
         model_dir: ModelDir,
+        threads: Threads,
         /// most new tokens per caption (BLIP-2's max_new_tokens in the original: 20)
         #[range(1..)]
         max_tokens: usize = 20,
-        /// images per decoder pass
-        #[range(1..)]
-        batch_size: usize = 64,
-        threads: Threads,
     }
 }
 
@@ -55,7 +52,7 @@ impl TypedOp for CaptionImages {
         p.threads.apply(ctx.device);
         let features = read_features(&i.features)?;
         let dir = p.model_dir.open(&ctx.node, &i.model, ctx.device)?;
-        let ids = generate_captions(&dir.model, &features, p.max_tokens, p.batch_size)
+        let ids = generate_captions(&dir.model, &features, p.max_tokens, p.model_dir.batch_size)
             .with_context(|| format!("node {}: captioning {}", ctx.node, i.features.display()))?;
         let tokenizer = dir.tokenizer.as_dyn();
         let captions: Vec<String> = ids.iter().map(|t| tokenizer.decode_text(t)).collect();

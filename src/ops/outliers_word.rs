@@ -28,6 +28,7 @@ pub struct OutliersWord;
 op_params! {
     pub struct Params {
         model_dir: ModelDir,
+        threads: Threads,
         /// greedy decoding steps from BOS (the original stops at 10 tokens with BOS)
         #[range(1..)]
         steps: usize = 9,
@@ -43,10 +44,6 @@ op_params! {
         keep_special_tokens: bool = false,
         /// reproduce the original's bug: every step is fed only [BOS], so all steps give the same words
         feed_only_bos: bool = false,
-        /// images per decoder pass
-        #[range(1..)]
-        batch_size: usize = 64,
-        threads: Threads,
     }
 }
 
@@ -88,7 +85,7 @@ impl TypedOp for OutliersWord {
             top_k,
             keep_from: keep_from - 1,
             feed_only_bos: p.feed_only_bos,
-            batch_size: p.batch_size,
+            batch_size: p.model_dir.batch_size,
         };
         p.threads.apply(ctx.device);
         let features = read_features(&i.features)?;

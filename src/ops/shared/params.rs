@@ -68,12 +68,16 @@ impl InferencePrecision {
 }
 
 op_params! {
-    /// The params of every op that reads a decoder model folder.
+    /// The params of every op that runs a decoder model folder over image
+    /// features (`outliers_word`, `caption_images`).
     pub struct ModelDir {
         /// checkpoint file inside the model folder (the released TOE decoder: model_epoch100.pt)
         checkpoint: String = DEFAULT_CHECKPOINT.into(),
         /// attention heads: 0 = from the folder's config.json, else 16 (the released decoder's)
         heads: usize = 0,
+        /// images per decoder pass
+        #[range(1..)]
+        batch_size: usize = 64,
     }
 }
 

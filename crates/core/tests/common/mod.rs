@@ -20,21 +20,13 @@ pub fn bin() -> PathBuf {
     let deps = exe.parent().expect("test executables live in target/PROFILE/deps/");
     let bin = deps.parent().expect("test executables live in target/PROFILE/deps/").join("toe-pipe");
     let fix = "fix: cargo build --release --bins (scripts/test.sh, the whole suite, builds it too)";
-    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let Some(built) = modified(&bin) else {
+    // Not checked: whether the binary is older than the engine's sources.
+    // Its file time says little (cargo keeps several builds of the library,
+    // for other feature sets, and leaves a binary whose build is unchanged
+    // untouched), so `cargo test --test testsuite` alone after an engine
+    // edit needs `cargo build --release --bins` first.
+    if !bin.is_file() {
         panic!("{} is missing: these tests run the toe-pipe binary of crates/core, which cargo does not build for the root crate's tests.\n  {fix}", bin.display())
-    };
-    // A test run of the root crate alone rebuilds the engine library but
-    // not the binary: a binary older than the library is out of date.
-    let newest_lib = std::fs::read_dir(deps)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("libtoe_pipe_core-"))
-        .filter_map(|e| modified(&e.path()))
-        .max();
-    if newest_lib.is_some_and(|lib| lib > built) {
-        panic!("{} is older than the toe_pipe_core library it is built from.\n  {fix}", bin.display());
     }
     bin
 }
