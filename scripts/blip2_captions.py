@@ -7,10 +7,13 @@ tokens. toe-pipe runs this script as a `cmd` node on a GPU worker; the
 selection of the least ID-like captions is the built-in
 `mahalanobis_select` op.
 
-Differences from the original, on purpose:
-  * images are visited in sorted order (ImageFolder order), not os.walk's,
-    so the caption index file is reproducible;
-  * images are captioned in batches;
+Differences from the original, on purpose (`--walk-order true` undoes the
+first two):
+  * images are visited in sorted order (ImageFolder order), not os.walk's
+    (the file system's order, which differs between machines), so the
+    caption index file is reproducible, and every image extension counts
+    (the original takes only names ending in ".JPEG");
+  * images are captioned in batches (the original: one at a time);
   * the output is a numpy unicode array, which `np.load` opens without
     `allow_pickle` (toe-pipe reads both that and the original object array).
 
@@ -36,6 +39,22 @@ def image_paths(root):
     return sorted(paths)
 
 
+def walk_order_paths(root):
+    """The original's ImagenetDataset: os.walk order, unsorted, '.JPEG' only."""
+    paths = []
+    for dirpath, _, filenames in os.walk(root):
+        paths.extend(os.path.join(dirpath, f) for f in filenames if f.endswith(".JPEG"))
+    return paths
+
+
+def flag(text):
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", required=True, help="folder of images (searched recursively)")
@@ -44,16 +63,21 @@ def main():
     parser.add_argument("--max-new-tokens", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", default="cuda", help="cuda or cpu")
+    parser.add_argument("--walk-order", type=flag, default=False,
+                        help="true: as the original's blip.py, os.walk order, '.JPEG' files only, one image at a time")
     args = parser.parse_args()
+    if args.walk_order:
+        args.batch_size = 1
 
     if not os.path.isdir(args.images):
         sys.exit(f"blip2_captions: image folder {args.images} does not exist")
     if not os.path.isdir(args.model):
         sys.exit(f"blip2_captions: model folder {args.model} does not exist; put a save_pretrained copy of "
                  "Salesforce/blip2-opt-2.7b there (see README, 'Data and checkpoints')")
-    paths = image_paths(args.images)
+    paths = walk_order_paths(args.images) if args.walk_order else image_paths(args.images)
     if not paths:
-        sys.exit(f"blip2_captions: no images under {args.images}")
+        kind = "'.JPEG' images" if args.walk_order else "images"
+        sys.exit(f"blip2_captions: no {kind} under {args.images}")
 
     import numpy as np
     import torch

@@ -18,7 +18,8 @@
 //! One quirk of the original we do not copy: its loader converts the CLIP
 //! features with `torch.tensor(clip_features, dtype=torch.long)`, which
 //! truncates every feature to an integer (mostly 0) before training. We
-//! train on the real float embeddings.
+//! train on the real float embeddings; the op's `integer_embeddings`
+//! reproduces the truncation.
 
 use std::collections::HashMap;
 use std::time::Instant;

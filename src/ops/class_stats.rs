@@ -5,7 +5,7 @@
 use super::prelude::*;
 use super::shared::files::{check_same_length, read_features, read_labels};
 use crate::formats;
-use crate::toe::class_stats::class_stats;
+use crate::toe::class_stats::{class_stats, class_stats_as_released};
 
 pub struct ClassStats;
 
@@ -18,6 +18,10 @@ op_params! {
         normalize: bool = true,
         /// number of classes; 0 = largest label + 1
         num_classes: usize = 0,
+        /// reproduce the original's get_mean_prec as caption_select.py runs it: every image (max_count unused), class means indexed by batch number in a shuffled loader of 32, only the first 100 classes' means
+        original_indexing: bool = false,
+        /// seed of the shuffled loader order that original_indexing uses (the original's is unseeded)
+        loader_seed: i64 = 0,
     }
 }
 
@@ -56,10 +60,16 @@ impl TypedOp for ClassStats {
             0 => labels.iter().max().map_or(0, |m| m + 1) as usize,
             n => n,
         };
-        let stats = class_stats(&features, &labels, num_classes, p.max_count, p.normalize)?;
+        let stats = if p.original_indexing {
+            // The original's `-b` default: its batch numbers are the indices.
+            const ORIGINAL_BATCH_SIZE: usize = 32;
+            class_stats_as_released(&features, &labels, num_classes, p.normalize, ORIGINAL_BATCH_SIZE, p.loader_seed)?
+        } else {
+            class_stats(&features, &labels, num_classes, p.max_count, p.normalize)?
+        };
         formats::save_tensor_pt(&o.means, &stats.means)?;
         formats::save_tensor_pt(&o.precision, &stats.precision)?;
-        println!("{num_classes} classes, {}-d features", stats.means.size()[1]);
+        println!("{num_classes} classes ({} means), {}-d features", stats.means.size()[0], stats.means.size()[1]);
         Ok(())
     }
 }

@@ -10,7 +10,7 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 
 use super::prelude::*;
 use crate::formats;
-use crate::toe::outlier_text::description_sentences;
+use crate::toe::outlier_text::{description_sentences, description_sentences_as_released};
 
 pub struct OutliersDescription;
 
@@ -42,6 +42,8 @@ op_params! {
     pub struct Params {
         /// add the four template sentences of every phrase
         templates: bool = true,
+        /// fill the templates as the original: with each whole sentence passed through str.strip("a photo of "), which strips those characters from both ends ("fish" -> "fis"), four templates per sentence in sentence order
+        original_strip: bool = false,
     }
 }
 
@@ -71,7 +73,11 @@ impl TypedOp for OutliersDescription {
     fn run(&self, _: &OpContext, p: Params, i: Inputs, o: Outputs) -> Result<()> {
         let classes = read_descriptors(&i.descriptors)?;
         let phrases: Vec<String> = classes.into_iter().flat_map(|(_, p)| p).collect();
-        let sentences = description_sentences(&phrases, p.templates);
+        let sentences = if p.original_strip {
+            description_sentences_as_released(&phrases, p.templates)
+        } else {
+            description_sentences(&phrases, p.templates)
+        };
         formats::write_strings(&o.sentences, &sentences)?;
         println!("{} phrases -> {} sentences", phrases.len(), sentences.len());
         Ok(())

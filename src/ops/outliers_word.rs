@@ -21,7 +21,7 @@ use super::shared::files::read_features;
 use super::shared::params::{ModelDir, Threads};
 use crate::decoder::{outlier_words, GenerateOptions};
 use crate::formats;
-use crate::toe::outlier_text::{filter_words, word_sentences};
+use crate::toe::outlier_text::{filter_words, word_sentences, ClassNameMatch};
 
 pub struct OutliersWord;
 
@@ -44,6 +44,8 @@ op_params! {
         keep_special_tokens: bool = false,
         /// reproduce the original's bug: every step is fed only [BOS], so all steps give the same words
         feed_only_bos: bool = false,
+        /// drop a word only when a class name equals it exactly, case included, as the original's set difference (which keeps "chihuahua" for the class "Chihuahua"); false compares lower-case
+        exact_class_names: bool = false,
     }
 }
 
@@ -102,7 +104,8 @@ impl TypedOp for OutliersWord {
         }
         let decoded = outlier_words(&dir.model, dir.tokenizer.as_dyn(), &features, &opts)
             .with_context(|| format!("node {}: decoding {}", ctx.node, i.features.display()))?;
-        let mut words = filter_words(&decoded, &class_names);
+        let matching = if p.exact_class_names { ClassNameMatch::Exact } else { ClassNameMatch::AnyCase };
+        let mut words = filter_words(&decoded, &class_names, matching);
         if !p.keep_special_tokens {
             let t = dir.tokenizer.as_dyn();
             let special: Vec<String> = [t.bos_id(), t.eos_id(), t.pad_id()]

@@ -88,6 +88,8 @@ op_params! {
         init_checkpoint: String = DEFAULT_CHECKPOINT.into(),
         /// attention heads of init: 0 = from its config.json, else 16
         init_heads: usize = 0,
+        /// reproduce the original loader's torch.tensor(clip_features, dtype=torch.long): every embedding value truncated to an integer (mostly 0) before training
+        integer_embeddings: bool = false,
         threads: Threads,
     }
 }
@@ -173,6 +175,7 @@ impl TypedOp for TrainDecoder {
         let clip_model = clip::load(&i.clip, dev)?;
         let embeds = embed_images(&clip_model, &corpus.images, p.image_batch_size, dev)?;
         drop(clip_model);
+        let embeds = if p.integer_embeddings { embeds.trunc() } else { embeds };
         let embed_seconds = started.elapsed().as_secs_f64();
         let clip_dim = embeds.size()[1];
         println!("CLIP features {:?} in {embed_seconds:.1}s", embeds.size());

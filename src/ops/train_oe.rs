@@ -9,7 +9,7 @@ use super::prelude::*;
 use super::shared::files::{check_same_length, read_features, read_labels, write_json};
 use super::shared::params::{tch_device, NormalizeFeatures};
 use crate::formats;
-use crate::toe::train_head::{train_head, EpochLog, HeadConfig};
+use crate::toe::train_head::{train_head, EpochKind, EpochLog, HeadConfig};
 
 pub struct TrainOe;
 
@@ -35,6 +35,8 @@ op_params! {
         noise_var: f64 = HeadConfig::default().noise_var,
         /// number of classes; 0 = largest label + 1
         num_classes: usize = 0,
+        /// an epoch as the original counts it, zip(ID loader, outlier loader): it ends with the shorter, so few outliers see few ID images; false: one pass over the ID set with the outliers cycling
+        zip_epoch: bool = true,
         normalize: NormalizeFeatures,
     }
 }
@@ -67,14 +69,15 @@ struct TrainLog<'a> {
     outlier_samples: i64,
     seed: i64,
     noise_var: f64,
+    zip_epoch: bool,
     epochs: &'a [EpochLog],
 }
 
 impl TypedOp for TrainOe {
     const NAME: &'static str = "train_oe";
-    // Still 1 with the plain-Rust CPU steps: same draws from the same
-    // seeded generator and the same maths, so heads agree to rounding.
-    const VERSION: u32 = 1;
+    // 2: the zip epoch became the default (the new `zip_epoch` param
+    // changes every key anyway; the bump says why results changed).
+    const VERSION: u32 = 2;
     const SUMMARY: &'static str =
         "train Linear(D, C) on cached image features with CE + OE on noisy text outliers (no outliers = baseline)";
     type Params = Params;
@@ -94,6 +97,7 @@ impl TypedOp for TrainOe {
             seed: p.seed,
             oe_weight: p.oe_weight,
             noise_var: p.noise_var,
+            epoch: if p.zip_epoch { EpochKind::Zip } else { EpochKind::Cycle },
             device: tch_device(ctx.device),
         };
         let num_classes = match p.num_classes {
@@ -104,7 +108,10 @@ impl TypedOp for TrainOe {
         let head = train_head(&features, &labels_t, outliers.as_ref(), num_classes, &cfg)?;
         formats::save_state_dict_pt(&o.head, &[("weight".to_string(), head.weight), ("bias".to_string(), head.bias)])?;
         let last = head.log.last().expect("at least one epoch");
-        println!("epoch {}: loss {:.4}, ID train accuracy {:.4}", last.epoch, last.loss, last.train_accuracy);
+        println!(
+            "epoch {}: {} steps, loss {:.4}, ID train accuracy {:.4}",
+            last.epoch, last.steps, last.loss, last.train_accuracy
+        );
         write_json(
             &o.log,
             &TrainLog {
@@ -114,6 +121,7 @@ impl TypedOp for TrainOe {
                 outlier_samples: outliers.as_ref().map_or(0, |o| o.size()[0]),
                 seed: cfg.seed,
                 noise_var: cfg.noise_var,
+                zip_epoch: p.zip_epoch,
                 epochs: &head.log,
             },
         )

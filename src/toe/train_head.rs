@@ -24,7 +24,23 @@ pub struct HeadConfig {
     /// Variance of the Gaussian noise added to normalised text features
     /// (0.016 in the original, std about 0.1265).
     pub noise_var: f64,
+    /// What an epoch is when there are outliers.
+    pub epoch: EpochKind,
     pub device: Device,
+}
+
+/// How an epoch pairs ID batches with outlier batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EpochKind {
+    /// The original's `for batch, out_batch in zip(image_loader, ood_loader)`:
+    /// both orders reshuffled each epoch (ID first, then outliers), and the
+    /// epoch ends with the shorter loader, so with fewer outlier batches than
+    /// ID batches it sees only part of the ID set. The last outlier batch may
+    /// be partial, as a `DataLoader` without `drop_last` gives it.
+    Zip,
+    /// One pass over the ID set; the outliers cycle, reshuffled whenever
+    /// fewer than a batch remain.
+    Cycle,
 }
 
 impl Default for HeadConfig {
@@ -37,6 +53,7 @@ impl Default for HeadConfig {
             seed: 42,
             oe_weight: 0.5,
             noise_var: 0.016,
+            epoch: EpochKind::Zip,
             device: Device::Cpu,
         }
     }
@@ -49,6 +66,9 @@ pub struct EpochLog {
     pub ce: f64,
     pub oe: f64,
     pub train_accuracy: f64,
+    /// Optimizer steps in the epoch (shorter than the ID batches when a zip
+    /// epoch runs out of outliers first).
+    pub steps: usize,
 }
 
 pub struct TrainedHead {
@@ -94,11 +114,9 @@ pub enum Backend {
 /// unless `outliers` is None (the no-exposure baseline), text outlier
 /// features `[M, D]` with the OE loss.
 ///
-/// An epoch is one pass over the ID set in shuffled batches; each ID batch
-/// is paired with the next outlier batch, and the outlier set is reshuffled
-/// and restarted whenever it runs out. (The original zips the two loaders,
-/// so its epoch ends with the shorter one; with few outliers that silently
-/// shortens every epoch, which we do not reproduce.)
+/// Each ID batch is paired with the next outlier batch; `cfg.epoch` says
+/// when an epoch ends ([`EpochKind`]). Without outliers an epoch is one pass
+/// over the ID set, as the original's `train_one_epoch`.
 ///
 /// On the CPU the steps run in plain Rust ([`Backend::Plain`]), elsewhere
 /// with tch ops ([`Backend::Tensor`]).
@@ -170,13 +188,13 @@ pub fn train_head_with(
     Ok(TrainedHead { weight: head.narrow(1, 0, d).contiguous(), bias: head.select(1, d).contiguous(), log })
 }
 
-/// The outliers paired with each ID batch: the next `batch` of a shuffled
-/// order of all M, reshuffled with torch's generator whenever fewer than a
-/// batch remain. Both backends draw from it, so they consume the generator
-/// identically.
+/// The outliers paired with each ID batch, as positions in `order`, a
+/// shuffled order of all M drawn from torch's generator. Both backends draw
+/// from it, so they consume the generator identically.
 struct OutlierCursor {
     m: i64,
     batch: i64,
+    kind: EpochKind,
     device: Device,
     order: Tensor,
     /// How many times `order` has been drawn (lets a caller cache it).
@@ -185,10 +203,11 @@ struct OutlierCursor {
 }
 
 impl OutlierCursor {
-    fn new(m: i64, batch: usize, device: Device) -> OutlierCursor {
+    fn new(m: i64, batch: usize, kind: EpochKind, device: Device) -> OutlierCursor {
         OutlierCursor {
             m,
             batch: batch as i64,
+            kind,
             device,
             order: Tensor::empty([0], (Kind::Int64, device)),
             shuffles: 0,
@@ -196,17 +215,42 @@ impl OutlierCursor {
         }
     }
 
-    /// The next batch as (start, length) in `self.order`.
-    fn next(&mut self) -> Result<(i64, i64)> {
-        if self.pos + self.batch > self.order.size()[0] {
-            self.order = Tensor::f_randperm(self.m, (Kind::Int64, self.device))?;
-            self.shuffles += 1;
-            self.pos = 0;
+    fn reshuffle(&mut self) -> Result<()> {
+        self.order = Tensor::f_randperm(self.m, (Kind::Int64, self.device))?;
+        self.shuffles += 1;
+        self.pos = 0;
+        Ok(())
+    }
+
+    /// Called after the epoch's ID order is drawn: a zip epoch iterates the
+    /// outlier loader afresh, which draws its new order.
+    fn start_epoch(&mut self) -> Result<()> {
+        match self.kind {
+            EpochKind::Zip => self.reshuffle(),
+            EpochKind::Cycle => Ok(()),
         }
-        let take = self.batch.min(self.m);
+    }
+
+    /// The next batch as (start, length) in `self.order`; None when a zip
+    /// epoch has used every outlier (the epoch ends there).
+    fn next(&mut self) -> Result<Option<(i64, i64)>> {
+        let take = match self.kind {
+            EpochKind::Zip => {
+                if self.pos >= self.m {
+                    return Ok(None);
+                }
+                self.batch.min(self.m - self.pos)
+            }
+            EpochKind::Cycle => {
+                if self.pos + self.batch > self.order.size()[0] {
+                    self.reshuffle()?;
+                }
+                self.batch.min(self.m)
+            }
+        };
         let start = self.pos;
         self.pos += take;
-        Ok((start, take))
+        Ok(Some((start, take)))
     }
 }
 
@@ -227,13 +271,23 @@ fn train_with_tensors(
     let uniform = 1.0 / num_classes as f64;
     let rows = Tensor::arange(cfg.batch_size as i64, (Kind::Int64, device));
     let minus_one = Tensor::from(-1.0f32).to_device(device);
-    let mut cursor = out.map(|o| OutlierCursor::new(o.size()[0], cfg.outlier_batch_size, device));
+    let mut cursor = out.map(|o| OutlierCursor::new(o.size()[0], cfg.outlier_batch_size, cfg.epoch, device));
     let mut log = Vec::with_capacity(cfg.epochs);
     for epoch in 0..cfg.epochs {
         let order = Tensor::f_randperm(n, (Kind::Int64, device))?;
+        if let Some(cursor) = cursor.as_mut() {
+            cursor.start_epoch()?;
+        }
         let sums = Tensor::zeros([2], (Kind::Double, device)); // ce, oe
         let mut steps = 0usize;
         for batch in order.split(cfg.batch_size as i64, 0) {
+            let pair = match cursor.as_mut() {
+                Some(cursor) => match cursor.next()? {
+                    Some(pair) => Some(pair),
+                    None => break, // a zip epoch ran out of outliers
+                },
+                None => None,
+            };
             let b = batch.size()[0];
             let xb = x1.index_select(0, &batch);
             let yb = y.index_select(0, &batch);
@@ -243,9 +297,8 @@ fn train_with_tensors(
             let _ = grad_logits.index_put_(&[Some(rows.narrow(0, 0, b)), Some(yb.shallow_clone())], &minus_one, true);
             let ce = -log_p.gather(1, &yb.unsqueeze(1), false).mean(Kind::Float);
             let _ = sums.narrow(0, 0, 1).g_add_(&ce.to_kind(Kind::Double));
-            let (inputs, grads) = match (out, cursor.as_mut()) {
-                (Some(out), Some(cursor)) => {
-                    let (start, take) = cursor.next()?;
+            let (inputs, grads) = match (out, cursor.as_ref(), pair) {
+                (Some(out), Some(cursor), Some((start, take))) => {
                     let idx = cursor.order.narrow(0, start, take);
                     let text = with_ones(&inject_noise(&out.index_select(0, &idx), cfg.noise_var));
                     let logits = text.matmul(&head.tr());
@@ -265,7 +318,7 @@ fn train_with_tensors(
         let s = steps as f64;
         let (ce, oe) = (sums[0] / s, sums[1] / s);
         let accuracy = accuracy(&x1.matmul(&head.tr()), y);
-        log.push(EpochLog { epoch: epoch + 1, loss: ce + cfg.oe_weight * oe, ce, oe, train_accuracy: accuracy });
+        log.push(EpochLog { epoch: epoch + 1, loss: ce + cfg.oe_weight * oe, ce, oe, train_accuracy: accuracy, steps });
     }
     Ok((head, log))
 }

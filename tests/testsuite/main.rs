@@ -22,6 +22,7 @@ mod decoder_hf;
 mod decoder_tokenizer;
 mod decoder_train;
 mod demo_pipeline;
+mod faithful;
 mod formats_errors;
 mod formats_npy;
 mod formats_reference;

@@ -98,19 +98,29 @@ fn run(data: &Data, mut head_t: Vec<f32>, cfg: &HeadConfig) -> Result<(Vec<f32>,
     let mut logits = vec![0f32; rows_max * c];
     let mut dlogits = vec![0f32; rows_max * c];
     let mut grad_t = vec![0f32; k * c];
-    let mut cursor = outliers.map(|(_, m)| OutlierCursor::new(m, cfg.outlier_batch_size, Device::Cpu));
+    let mut cursor = outliers.map(|(_, m)| OutlierCursor::new(m, cfg.outlier_batch_size, cfg.epoch, Device::Cpu));
     let (mut out_order, mut seen_shuffles) = (Vec::<i64>::new(), 0u64);
     let take = outliers.map_or(0, |(_, m)| (cfg.outlier_batch_size as i64).min(m) as usize);
     // Drawn in place with `normal_`, which is what `randn_like` does.
-    let mut noise_t = Tensor::empty([take as i64, d as i64], (Kind::Float, Device::Cpu));
+    let noise_t = Tensor::empty([take as i64, d as i64], (Kind::Float, Device::Cpu));
     let mut noise = vec![0f32; take * d];
     let noise_std = cfg.noise_var.sqrt() as f32;
 
     let mut log = Vec::with_capacity(cfg.epochs);
     for epoch in 0..cfg.epochs {
         let order = Vec::<i64>::try_from(&Tensor::f_randperm(n as i64, (Kind::Int64, Device::Cpu))?)?;
+        if let Some(cursor) = cursor.as_mut() {
+            cursor.start_epoch()?;
+        }
         let (mut ce_sum, mut oe_sum, mut steps) = (0f64, 0f64, 0usize);
         for batch in order.chunks(cfg.batch_size) {
+            let pair = match cursor.as_mut() {
+                Some(cursor) => match cursor.next()? {
+                    Some(pair) => Some(pair),
+                    None => break, // a zip epoch ran out of outliers
+                },
+                None => None,
+            };
             let b = batch.len();
             for (row, &i) in inputs.chunks_exact_mut(k).zip(batch) {
                 let i = i as usize;
@@ -118,15 +128,17 @@ fn run(data: &Data, mut head_t: Vec<f32>, cfg: &HeadConfig) -> Result<(Vec<f32>,
                 row[d] = 1.0;
             }
             let mut rows = b;
-            if let (Some((out, _)), Some(cursor)) = (outliers, cursor.as_mut()) {
-                let (start, len) = cursor.next()?;
+            if let (Some((out, _)), Some(cursor), Some((start, len))) = (outliers, cursor.as_ref(), pair) {
                 if cursor.shuffles != seen_shuffles {
                     out_order = Vec::<i64>::try_from(&cursor.order)?;
                     seen_shuffles = cursor.shuffles;
                 }
                 if cfg.noise_var != 0.0 {
-                    let _ = noise_t.f_normal_(0.0, 1.0)?;
-                    noise_t.f_copy_data(&mut noise, take * d)?;
+                    // A partial last batch (zip epochs) draws only its rows,
+                    // as `randn_like` on it would.
+                    let mut rows = noise_t.narrow(0, 0, len);
+                    let _ = rows.f_normal_(0.0, 1.0)?;
+                    rows.f_copy_data(&mut noise, len as usize * d)?;
                 }
                 let idx = &out_order[start as usize..(start + len) as usize];
                 for (j, (row, &i)) in inputs[b * k..].chunks_exact_mut(k).zip(idx).enumerate() {
@@ -187,7 +199,7 @@ fn run(data: &Data, mut head_t: Vec<f32>, cfg: &HeadConfig) -> Result<(Vec<f32>,
         let s = steps as f64;
         let (ce, oe) = (ce_sum / s, oe_sum / s);
         let train_accuracy = accuracy(x, y, &head_t, d, c);
-        log.push(EpochLog { epoch: epoch + 1, loss: ce + cfg.oe_weight * oe, ce, oe, train_accuracy });
+        log.push(EpochLog { epoch: epoch + 1, loss: ce + cfg.oe_weight * oe, ce, oe, train_accuracy, steps });
     }
     Ok((head_t, log))
 }
