@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use tch::{Device, Kind, Tensor};
 use toe_pipe::formats;
-use toe_pipe::toe::train_head::{train_head, train_head_with, Backend, HeadConfig};
+use toe_pipe::toe::train_head::{train_head, train_head_with, Backend, EpochKind, HeadConfig};
 
 fn arg(name: &str, default: i64) -> i64 {
     let args: Vec<String> = std::env::args().collect();
@@ -40,7 +40,9 @@ fn main() {
     // train_head and the Python script each set one intra-op thread
     println!("train_oe: N={n} D={d} C={c} outliers={m}, batch 32 + 32, {epochs} epochs, one torch thread per side");
 
-    let cfg = HeadConfig { epochs: epochs as usize, ..Default::default() };
+    // Full ID passes with the outliers cycling, as the Python loop does: the
+    // same number of steps on both sides (a zip epoch would be shorter).
+    let cfg = HeadConfig { epochs: epochs as usize, epoch: EpochKind::Cycle, ..Default::default() };
     let (start, cpu) = (Instant::now(), cpu_seconds());
     let head = train_head(&features, &labels, Some(&outliers), c, &cfg).unwrap();
     let (ours, ours_cpu) = (start.elapsed().as_secs_f64(), cpu_seconds() - cpu);

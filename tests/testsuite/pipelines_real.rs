@@ -231,3 +231,47 @@ fn with_every_input_in_place_check_passes() {
         assert!(out.stderr.contains("wants a directory, but"), "{name}: {}", out.stderr);
     }
 }
+
+/// Every param that reproduces a quirk of the original follows the
+/// pipelines' one `faithful` switch: on by default, all off with
+/// `--set faithful=false`, none left behind.
+#[test]
+fn the_faithful_switch_sets_every_param_that_reproduces_the_original() {
+    const QUIRKS: &[(&str, &[&str])] = &[
+        ("train_oe", &["zip_epoch"]),
+        ("class_stats", &["original_indexing"]),
+        ("outliers_description", &["original_strip"]),
+        ("outliers_word", &["feed_only_bos", "keep_special_tokens", "exact_class_names"]),
+    ];
+    let ws = Ws::new();
+    for name in ["imagenet", "imagenet10", "imagenet20"] {
+        for (set, want) in [(None, true), (Some("faithful=false"), false)] {
+            let mut args = vec!["dag", "--format", "json"];
+            let path = pipeline_path(name);
+            args.push(&path);
+            if let Some(set) = set {
+                args.extend(["--set", set]);
+            }
+            let dag: serde_json::Value = serde_json::from_str(&ws.toe(&args).ok().stdout).unwrap();
+            let mut seen = std::collections::BTreeSet::new();
+            for node in dag["nodes"].as_array().unwrap() {
+                let id = node["id"].as_str().unwrap();
+                let op = node["op"].as_str().unwrap_or("");
+                if id.starts_with("head_baseline") {
+                    continue; // no outliers, so no zip: one pass over the ID set either way
+                }
+                let params: &[&str] = match QUIRKS.iter().find(|(o, _)| *o == op) {
+                    Some((_, params)) => params,
+                    // the BLIP-2 captions are a cmd node
+                    None if id == "captions" => &["walk_order"],
+                    None => continue,
+                };
+                for param in params {
+                    assert_eq!(node["params"][param], serde_json::json!(want), "{name} {set:?}: {id}.{param}");
+                    seen.insert(*param);
+                }
+            }
+            assert_eq!(seen.len(), 7, "{name}: every quirk param appears ({seen:?})");
+        }
+    }
+}
