@@ -28,6 +28,20 @@ fn main() {
         println!("cargo:warning=libtorch not found at {}; run scripts/setup.sh first", lib.display());
     }
     build_jpeg_shim();
+    build_torch_config_shim();
+}
+
+/// Two libtorch calls that return std::string (src/runtime/torch_config.cpp).
+fn build_torch_config_shim() {
+    println!("cargo:rerun-if-changed=src/runtime/torch_config.cpp");
+    // libtorch's C++ ABI (the PyPI wheels use the C++11 std::string).
+    let abi = std::env::var("LIBTORCH_CXX11_ABI").map(|v| v != "0").unwrap_or(true);
+    cc::Build::new()
+        .cpp(true)
+        .file("src/runtime/torch_config.cpp")
+        .define("_GLIBCXX_USE_CXX11_ABI", if abi { "1" } else { "0" })
+        .warnings(true)
+        .compile("toe_torch_config");
 }
 
 /// JPEG decoding goes through libjpeg-turbo, the decoder Pillow bundles, so

@@ -15,5 +15,6 @@ pub mod formats;
 pub mod images;
 pub mod metrics;
 pub mod ops;
+pub mod runtime;
 pub mod toe;
 pub mod world;

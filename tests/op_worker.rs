@@ -174,6 +174,13 @@ fn op_nodes_run_in_the_worker() {
     assert_eq!(v["produced_by"]["op"], "concat");
     assert_eq!(v["produced_by"]["op_version"], 2);
     assert_eq!(v["produced_by"]["params"]["scale"], 1.0);
+    // Where and on what it ran, as the worker reported it.
+    let on = &v["produced_by"]["ran_on"];
+    assert_eq!(on["executor"], "local");
+    assert!(on["libtorch"].as_str().is_some_and(|s| s.starts_with(|c: char| c.is_ascii_digit())), "{on}");
+    assert!(on["cpu_capability"].as_str().is_some(), "{on}");
+    let text = toe(&ws, &["lineage", "out/joined.txt"], "0").ok().stdout;
+    assert!(text.contains(&format!("libtorch {}", on["libtorch"].as_str().unwrap())), "{text}");
 
     // A failing op reports the worker's error.
     ws.write("p.toml", &OPS.replace("repeat = 2", "repeat = -1"));
@@ -378,7 +385,8 @@ fn main() -> ExitCode {
         let mut registry = Registry::new();
         registry.register(Box::new(Concat));
         registry.register(Box::new(Probe));
-        return toe_pipe::worker::main(registry, fake_gpus);
+        let runtime = toe_pipe::worker::Runtime { gpu_count: fake_gpus, ..toe_pipe::runtime::runtime() };
+        return toe_pipe::worker::main(registry, runtime);
     }
     let tests: [(&str, fn()); 5] = [
         ("op_nodes_run_in_the_worker", op_nodes_run_in_the_worker),

@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::spec::{ArtifactKind, ParamValue};
-use crate::store::records::{ActionRecord, InputRecord, RecordedAction};
+use crate::store::records::{ActionRecord, InputRecord, RanOn, RecordedAction};
 use crate::store::{Hash, Store};
 
 /// One artifact in the tree.
@@ -46,6 +46,10 @@ pub struct Production {
     pub duration_s: f64,
     pub device: String,
     pub host: String,
+    /// Executor, CPU, libtorch, GPU (absent for runs recorded before
+    /// toe-pipe kept them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ran_on: Option<RanOn>,
     pub toe_pipe_version: String,
     pub inputs: BTreeMap<String, Vec<Artifact>>,
 }
@@ -198,6 +202,7 @@ impl<'s> Lineage<'s> {
             duration_s: rec.duration_s,
             device: rec.device.clone(),
             host: rec.host.clone(),
+            ran_on: rec.ran_on.clone(),
             toe_pipe_version: rec.toe_pipe_version.clone(),
             inputs,
         }));
@@ -237,6 +242,9 @@ fn render_production(a: &Artifact, prefix: &str, out: &mut String) {
         p.action.short()
     ));
     let inner = format!("{prefix}    ");
+    if let Some(on) = &p.ran_on {
+        out.push_str(&format!("{inner}on: {}\n", on.describe()));
+    }
     if !p.params.is_empty() {
         let params: Vec<String> = p.params.iter().map(|(k, v)| format!("{k} = {v}")).collect();
         out.push_str(&format!("{inner}params: {}\n", params.join(", ")));

@@ -12,7 +12,74 @@ pub fn hostname() -> String {
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
+/// This machine, as lineage records it (read once per process).
+pub struct Machine {
+    pub host: String,
+    pub cpu_model: Option<String>,
+    pub cpu_flags: Vec<String>,
+}
+
+pub fn machine() -> &'static Machine {
+    static MACHINE: std::sync::OnceLock<Machine> = std::sync::OnceLock::new();
+    MACHINE.get_or_init(|| Machine { host: hostname(), cpu_model: cpu_model(), cpu_flags: cpu_flags() })
+}
+
 /// CPU cores available to this process.
 pub fn cpus() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// The CPU's model name (`model name` in /proc/cpuinfo; `Model` or the
+/// implementer on ARM), for lineage records.
+pub fn cpu_model() -> Option<String> {
+    cpu_model_from(&std::fs::read_to_string("/proc/cpuinfo").ok()?)
+}
+
+fn cpu_model_from(cpuinfo: &str) -> Option<String> {
+    let field = |name: &str| {
+        cpuinfo.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k.trim() == name && !v.trim().is_empty()).then(|| v.split_whitespace().collect::<Vec<_>>().join(" "))
+        })
+    };
+    field("model name")
+        .or_else(|| field("Model"))
+        .or_else(|| field("CPU implementer").map(|i| format!("implementer {i}")))
+}
+
+/// The vector extensions libtorch's CPU kernels choose between, as far as
+/// this CPU has them (from the first processor's flags in /proc/cpuinfo):
+/// why two machines print different digits for the same computation.
+pub const SIMD_FLAGS: [&str; 10] =
+    ["avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile", "asimd", "sve"];
+
+pub fn cpu_flags() -> Vec<String> {
+    std::fs::read_to_string("/proc/cpuinfo").map(|t| cpu_flags_from(&t)).unwrap_or_default()
+}
+
+fn cpu_flags_from(cpuinfo: &str) -> Vec<String> {
+    let Some(line) = cpuinfo.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        matches!(k.trim(), "flags" | "Features").then_some(v)
+    }) else {
+        return Vec::new();
+    };
+    let have: Vec<&str> = line.split_whitespace().collect();
+    SIMD_FLAGS.iter().filter(|f| have.contains(f)).map(|f| f.to_string()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpuinfo_fields() {
+        let x86 = "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC  7B13\nflags\t\t: fpu sse avx avx2 fma\n\nprocessor\t: 1\nmodel name\t: AMD EPYC 7B13\n";
+        assert_eq!(cpu_model_from(x86).as_deref(), Some("AMD EPYC 7B13"));
+        assert_eq!(cpu_flags_from(x86), ["avx", "avx2", "fma"]);
+        let arm = "processor\t: 0\nFeatures\t: fp asimd sve\nCPU implementer\t: 0x41\n";
+        assert_eq!(cpu_model_from(arm).as_deref(), Some("implementer 0x41"));
+        assert_eq!(cpu_flags_from(arm), ["asimd", "sve"]);
+        assert_eq!(cpu_model_from(""), None);
+    }
 }

@@ -16,7 +16,8 @@ use std::process::{Command, ExitCode};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
-use crate::ops::{OpCatalog, OpContext, Registry};
+use crate::ops::{Device, OpCatalog, OpContext, Registry};
+use crate::store::records::LibtorchFacts;
 use crate::store::{write_atomic, Hash};
 
 /// What a worker runs: one op with its context.
@@ -94,19 +95,38 @@ pub fn gpu_count() -> anyhow::Result<usize> {
     String::from_utf8_lossy(&out.stdout).trim().parse().context("toe-pipe-worker gpus did not print a number")
 }
 
-/// Entry point of a worker binary. `gpu_count` is passed in so that this
+/// What a worker binary provides besides its ops: calls into the library
+/// the ops run on, which this crate does not link.
+pub struct Runtime {
+    /// CUDA devices it sees.
+    pub gpu_count: fn() -> usize,
+    /// Versions, CPU kernels and GPU, for lineage; asked after an op ran
+    /// on `Device` (so CUDA is initialised when it was used).
+    pub facts: fn(Device) -> LibtorchFacts,
+}
+
+/// The file a worker writes its [`LibtorchFacts`] to, beside its job file.
+pub const FACTS_FILE: &str = "runtime.json";
+
+/// The facts the worker of a node reported (nothing for cmd nodes, or a
+/// worker that could not say).
+pub fn read_facts(node_dir: &Path) -> LibtorchFacts {
+    std::fs::read(node_dir.join(FACTS_FILE)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+}
+
+/// Entry point of a worker binary. `runtime` is passed in so that this
 /// library function does not itself reach libtorch.
-pub fn main(registry: Registry, gpu_count: fn() -> usize) -> ExitCode {
+pub fn main(registry: Registry, runtime: Runtime) -> ExitCode {
     // Its stderr is the node's log.
     crate::logging::init(tracing_subscriber::filter::LevelFilter::INFO);
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     let result = match args.first().and_then(|a| a.to_str()) {
         Some("describe") => serde_json::to_string(&registry.catalog()).map(|s| println!("{s}")).map_err(anyhow::Error::from),
         Some("gpus") => {
-            println!("{}", gpu_count());
+            println!("{}", (runtime.gpu_count)());
             Ok(())
         }
-        Some("run") if args.len() == 2 => run_job(&registry, Path::new(&args[1])),
+        Some("run") if args.len() == 2 => run_job(&registry, &runtime, Path::new(&args[1])),
         _ => Err(anyhow::anyhow!(
             "usage: toe-pipe-worker describe | gpus | run JOB.json\n(this binary is started by toe-pipe; run pipelines with `toe-pipe run`)"
         )),
@@ -120,7 +140,7 @@ pub fn main(registry: Registry, gpu_count: fn() -> usize) -> ExitCode {
     }
 }
 
-fn run_job(registry: &Registry, job_path: &Path) -> anyhow::Result<()> {
+fn run_job(registry: &Registry, runtime: &Runtime, job_path: &Path) -> anyhow::Result<()> {
     let text = std::fs::read(job_path).with_context(|| format!("cannot read job {}", job_path.display()))?;
     let job: Job = serde_json::from_slice(&text).with_context(|| format!("bad job file {}", job_path.display()))?;
     let op = registry.get(&job.op).with_context(|| format!("this worker has no op `{}`", job.op))?;
@@ -134,5 +154,12 @@ fn run_job(registry: &Registry, job_path: &Path) -> anyhow::Result<()> {
     );
     // Errors name the node: reading the params and ports, before any work,
     // or "op NAME failed in node NODE: ..." from the op itself.
-    op.run(&job.ctx)
+    op.run(&job.ctx)?;
+    // Only a successful run is recorded, so only then are the facts needed.
+    let facts = (runtime.facts)(job.ctx.device);
+    let path = job_path.with_file_name(FACTS_FILE);
+    if let Err(e) = serde_json::to_vec(&facts).map_err(anyhow::Error::from).and_then(|b| Ok(write_atomic(&path, &b)?)) {
+        tracing::warn!("cannot write {} (lineage will lack libtorch's details): {e}", path.display());
+    }
+    Ok(())
 }

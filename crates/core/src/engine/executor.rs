@@ -10,7 +10,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::exec::{self, Prepared, Slot};
-use crate::store::records::Timing;
+use crate::store::records::{Ran, Timing};
 use crate::store::{Committed, Store};
 
 /// A node that is over.
@@ -21,6 +21,8 @@ pub struct Finished {
     /// Its committed outputs, or why it failed.
     pub result: Result<BTreeMap<String, Committed>, String>,
     pub timing: Timing,
+    /// Where it ran (lineage).
+    pub ran: Ran,
 }
 
 /// How to stop running nodes.
@@ -99,7 +101,8 @@ impl Executor for LocalExecutor {
                 }
             };
             let timing = Timing { start, end: SystemTime::now(), seconds: t0.elapsed().as_secs_f64() };
-            let _ = tx.send(Msg::Finished(Finished { node, result, timing }));
+            let ran = Ran::here(None, crate::worker::read_facts(&job.dir));
+            let _ = tx.send(Msg::Finished(Finished { node, result, timing, ran }));
         });
         Ok(())
     }

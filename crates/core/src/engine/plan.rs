@@ -393,6 +393,7 @@ outputs.y = { kind = "text", path = "out/b.txt" }
                 &outputs,
                 &Timing { start: now, end: now, seconds: 0.0 },
                 "cpu".into(),
+                Default::default(),
             );
             store.write_action(&rec).unwrap();
             let mut refs =

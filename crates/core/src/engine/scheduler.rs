@@ -479,7 +479,8 @@ impl Scheduler<'_, '_> {
         match f.result {
             Ok(outputs) => {
                 let node = &self.e.pipeline.nodes[i];
-                let rec = ActionRecord::of_run(self.e.pipeline, node, &run.res, &outputs, &f.timing, run.slot.label());
+                let rec =
+                    ActionRecord::of_run(self.e.pipeline, node, &run.res, &outputs, &f.timing, run.slot.label(), f.ran);
                 if let Err(err) = self.e.store.write_action(&rec) {
                     self.refs.record_attempt(&id, key, false);
                     self.fail(i, format!("cannot write the action record: {err}"));

@@ -90,6 +90,107 @@ pub struct ActionRecord {
     pub device: String,
     pub toe_pipe_version: String,
     pub host: String,
+    /// Where and on what it ran; absent in records written before toe-pipe
+    /// recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ran_on: Option<RanOn>,
+}
+
+/// Where and on what a run happened (provenance, not part of the key): the
+/// same computation gives other digits on another CPU kind or libtorch.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RanOn {
+    /// `local` or `slurm`.
+    pub executor: String,
+    /// The Slurm job that ran it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm_job: Option<String>,
+    /// The CPUs the node was given (its threads).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_model: Option<String>,
+    /// The CPU's vector extensions among those libtorch's kernels choose
+    /// from (`crate::sys::SIMD_FLAGS`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cpu_flags: Vec<String>,
+    /// What the worker reported (op nodes).
+    #[serde(flatten)]
+    pub libtorch: LibtorchFacts,
+}
+
+/// What an op node's worker reports about the libtorch it ran on, in
+/// `runtime.json` beside its job file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LibtorchFacts {
+    /// libtorch's version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub libtorch: Option<String>,
+    /// The CPU kernels libtorch dispatched to (`at::get_cpu_capability()`:
+    /// `AVX2`, `AVX512`, `NO AVX`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_capability: Option<String>,
+    /// The CUDA version libtorch was built with (none for a CPU build).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cuda: Option<String>,
+    /// The GPU the op ran on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<String>,
+}
+
+impl RanOn {
+    /// One line for `lineage`: executor, CPU, libtorch, GPU.
+    pub fn describe(&self) -> String {
+        let mut parts = vec![match &self.slurm_job {
+            Some(job) => format!("{} job {job}", self.executor),
+            None => self.executor.clone(),
+        }];
+        if let Some(n) = self.cpus {
+            parts.push(format!("{n} cpu{}", if n == 1 { "" } else { "s" }));
+        }
+        if let Some(m) = &self.cpu_model {
+            let flags =
+                if self.cpu_flags.is_empty() { String::new() } else { format!(" [{}]", self.cpu_flags.join(" ")) };
+            parts.push(format!("{m}{flags}"));
+        }
+        let t = &self.libtorch;
+        if let Some(v) = &t.libtorch {
+            let cuda = t.cuda.as_ref().map(|c| format!(" (CUDA {c} build)")).unwrap_or_default();
+            parts.push(format!("libtorch {v}{cuda}"));
+        }
+        if let Some(c) = &t.cpu_capability {
+            parts.push(format!("{c} kernels"));
+        }
+        if let Some(g) = &t.gpu {
+            parts.push(format!("GPU {g}"));
+        }
+        parts.join(", ")
+    }
+}
+
+/// Where a finished node ran, as its executor saw it.
+#[derive(Debug, Clone, Default)]
+pub struct Ran {
+    pub host: String,
+    pub on: RanOn,
+}
+
+impl Ran {
+    /// A node that ran on this machine.
+    pub fn here(cpus: Option<usize>, libtorch: LibtorchFacts) -> Ran {
+        let machine = crate::sys::machine();
+        Ran {
+            host: machine.host.clone(),
+            on: RanOn {
+                executor: "local".into(),
+                slurm_job: None,
+                cpus,
+                cpu_model: machine.cpu_model.clone(),
+                cpu_flags: machine.cpu_flags.clone(),
+                libtorch,
+            },
+        }
+    }
 }
 
 /// When one run of a node started and ended.
@@ -103,7 +204,7 @@ pub struct Timing {
 impl ActionRecord {
     /// The record of a successful run of `node`: what determined it
     /// (`res`), the outputs it committed, when, and where (`device`:
-    /// "cpu" or "cuda:N").
+    /// "cpu" or "cuda:N"; `ran`: host, executor, CPU, libtorch).
     pub fn of_run(
         p: &Pipeline,
         node: &Node,
@@ -111,6 +212,7 @@ impl ActionRecord {
         outputs: &BTreeMap<String, Committed>,
         timing: &Timing,
         device: String,
+        ran: Ran,
     ) -> ActionRecord {
         ActionRecord {
             format: RECORD_FORMAT,
@@ -141,7 +243,8 @@ impl ActionRecord {
             duration_s: timing.seconds,
             device,
             toe_pipe_version: env!("CARGO_PKG_VERSION").to_owned(),
-            host: crate::sys::hostname(),
+            host: ran.host,
+            ran_on: Some(ran.on),
         }
     }
 }

@@ -180,6 +180,13 @@ fn lineage_returns_the_tree_down_to_the_sources() {
     assert_eq!(b["kind"], "cmd");
     assert_eq!(b["params"]["n"], 7);
     assert_eq!(b["device"], "cpu");
+    // Where it ran: this machine, its CPU; no libtorch for a cmd node.
+    let on = &b["ran_on"];
+    assert_eq!(on["executor"], "local");
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap();
+    let model = on["cpu_model"].as_str().expect("a CPU model");
+    assert!(cpuinfo.lines().any(|l| l.split_whitespace().collect::<Vec<_>>().join(" ").contains(model)), "{model}");
+    assert!(on.get("libtorch").is_none() && on.get("slurm_job").is_none(), "{on}");
     let a_out = &b["inputs"]["x"][0];
     assert_eq!(a_out["hash"], blake3::hash(b"x\na\n").to_hex().as_str());
     assert_eq!(a_out["from"], "a.x");
@@ -195,14 +202,16 @@ fn lineage_returns_the_tree_down_to_the_sources() {
     let lines: Vec<&str> = text.lines().collect();
     assert!(lines[0].starts_with("out/b.txt  (text, "), "{text}");
     assert!(lines[1].starts_with("└── node b.y [cmd `echo ${param.n} | cat - ${in.x} > ${out.y};"), "{text}");
-    assert_eq!(lines[2], "    params: n = 7", "{text}");
-    assert!(lines[3].starts_with("    └── in x: from a.x  ("), "{text}");
+    assert!(lines[2].starts_with("    on: local"), "{text}");
+    assert_eq!(lines[3], "    params: n = 7", "{text}");
+    assert!(lines[4].starts_with("    └── in x: from a.x  ("), "{text}");
     assert!(
-        lines[4].starts_with("        └── node a.x [cmd `cat ${in.src} > ${out.x}; echo a >> ${out.x}; echo a >&2`]"),
+        lines[5].starts_with("        └── node a.x [cmd `cat ${in.src} > ${out.x}; echo a >> ${out.x}; echo a >&2`]"),
         "{text}"
     );
-    assert!(lines[5].starts_with("            └── in src: source data/in.txt  ("), "{text}");
-    assert_eq!(lines.len(), 6, "{text}");
+    assert!(lines[6].starts_with("            on: local"), "{text}");
+    assert!(lines[7].starts_with("            └── in src: source data/in.txt  ("), "{text}");
+    assert_eq!(lines.len(), 8, "{text}");
 
     // By hash prefix too, and from another directory with --store.
     let h = blake3::hash(b"x\na\n").to_hex().to_string();
@@ -216,6 +225,34 @@ fn lineage_returns_the_tree_down_to_the_sources() {
     assert!(elsewhere.status.success());
     let unknown = ws.toe(&["lineage", "data/in.txt"]).fails();
     assert!(unknown.stderr.contains("was not produced by any action"), "{}", unknown.stderr);
+}
+
+#[test]
+fn records_from_before_ran_on_still_read() {
+    let ws = Ws::new();
+    ws.write("data/in.txt", "x\n");
+    two(&ws, 7);
+    ws.run("p.toml");
+    // Records as toe-pipe wrote them before it recorded where nodes ran.
+    let mut records = Vec::new();
+    for dir in std::fs::read_dir(ws.store().join("actions")).unwrap() {
+        for f in std::fs::read_dir(dir.unwrap().path()).unwrap() {
+            records.push(f.unwrap().path());
+        }
+    }
+    assert_eq!(records.len(), 2);
+    for path in &records {
+        let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        assert!(v.as_object_mut().unwrap().remove("ran_on").is_some(), "{v}");
+        std::fs::write(path, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    }
+    let text = ws.toe(&["lineage", "out/b.txt"]).ok().stdout;
+    assert!(text.contains("└── node b.y") && text.contains("└── node a.x"), "{text}");
+    assert!(!text.contains(" on: "), "{text}");
+    let json = ws.toe(&["lineage", "out/b.txt", "--json"]).ok().stdout;
+    assert!(!json.contains("ran_on"), "{json}");
+    // Still cache entries.
+    assert!(ws.run("p.toml").ran().is_empty());
 }
 
 #[test]
