@@ -105,6 +105,7 @@ impl TypedOp for Probe {
         let report = serde_json::json!({
             "device": ctx.device,
             "cuda_visible_devices": std::env::var("CUDA_VISIBLE_DEVICES").unwrap_or_default(),
+            "threads": tch::get_num_threads(),
         });
         std::fs::write(&o.r#where, report.to_string())?;
         // Hold the slot a moment so that two probes overlap.
@@ -353,6 +354,13 @@ fn gpu_nodes_get_one_gpu_each_or_fall_back_to_the_cpu() {
     let a: serde_json::Value = serde_json::from_str(&ws.read("out/a.json")).unwrap();
     assert_eq!(a["device"], "cpu");
     assert_eq!(a["cuda_visible_devices"], "");
+    // libtorch's threads: the node's CPUs (1 unless it asks for more).
+    assert_eq!(a["threads"], 1);
+    let ws = Ws::new();
+    ws.write("p.toml", &GPU.replace("params.tag = \"${t}\"", "params.tag = \"${t}\"\nresources.cpus = 2"));
+    toe(&ws, &["run", "-j", "2", "p.toml"], "0").ok();
+    let a: serde_json::Value = serde_json::from_str(&ws.read("out/a.json")).unwrap();
+    assert_eq!(a["threads"], 2);
     assert_eq!(ws.read("out/shell.txt"), "[] cpu\n");
 
     // --gpus picks devices explicitly.

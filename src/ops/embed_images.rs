@@ -18,7 +18,7 @@ op_params! {
         /// images per forward pass
         #[range(1..)]
         batch_size: usize = 64,
-        /// decoding threads (0 = all cores)
+        /// decoding threads (0 = the node's CPUs, `resources.cpus`)
         threads: usize = 0,
         /// leave out files that cannot be decoded (counted in the log) instead of failing
         skip_unreadable: bool = false,

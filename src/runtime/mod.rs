@@ -18,7 +18,11 @@ extern "C" {
 
 /// What the worker binaries pass to `toe_pipe_core::worker::main`.
 pub fn runtime() -> Runtime {
-    Runtime { gpu_count: || tch::Cuda::device_count().max(0) as usize, facts }
+    Runtime {
+        gpu_count: || tch::Cuda::device_count().max(0) as usize,
+        set_threads: |n| tch::set_num_threads(n.min(i32::MAX as usize) as i32),
+        facts,
+    }
 }
 
 /// libtorch's facts after an op ran on `device`.

@@ -25,6 +25,9 @@ use crate::store::{write_atomic, Hash};
 pub struct Job {
     pub op: String,
     pub ctx: OpContext,
+    /// libtorch's intra-op threads: the node's CPUs (0: libtorch's default).
+    #[serde(default)]
+    pub cpus: usize,
 }
 
 /// The worker binary: `$TOE_PIPE_WORKER`, else `toe-pipe-worker` next to
@@ -100,6 +103,8 @@ pub fn gpu_count() -> anyhow::Result<usize> {
 pub struct Runtime {
     /// CUDA devices it sees.
     pub gpu_count: fn() -> usize,
+    /// Set the library's intra-op threads (before the op runs).
+    pub set_threads: fn(usize),
     /// Versions, CPU kernels and GPU, for lineage; asked after an op ran
     /// on `Device` (so CUDA is initialised when it was used).
     pub facts: fn(Device) -> LibtorchFacts,
@@ -145,12 +150,16 @@ fn run_job(registry: &Registry, runtime: &Runtime, job_path: &Path) -> anyhow::R
     let job: Job = serde_json::from_slice(&text).with_context(|| format!("bad job file {}", job_path.display()))?;
     let op = registry.get(&job.op).with_context(|| format!("this worker has no op `{}`", job.op))?;
     let info = op.info();
+    if job.cpus > 0 {
+        (runtime.set_threads)(job.cpus);
+    }
     tracing::info!(
-        "toe-pipe-worker: op {} v{} for node {} on {}",
+        "toe-pipe-worker: op {} v{} for node {} on {}, {} threads",
         info.name,
         info.version,
         job.ctx.node,
-        job.ctx.device
+        job.ctx.device,
+        if job.cpus > 0 { job.cpus.to_string() } else { "default".into() }
     );
     // Errors name the node: reading the params and ports, before any work,
     // or "op NAME failed in node NODE: ..." from the op itself.

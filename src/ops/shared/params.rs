@@ -29,13 +29,14 @@ pub fn tch_device(device: Device) -> tch::Device {
 op_params! {
     /// `threads`, of the decoder ops.
     pub struct Threads {
-        /// libtorch threads on the CPU (0 = libtorch's default, all cores); 1 is fastest for small decoders: OpenMP's thread team costs more than their steps and spins on a busy machine (10x slower seen)
+        /// libtorch threads on the CPU (0 = the node's CPUs, `resources.cpus`); 1 is fastest for small decoders: OpenMP's thread team costs more than their steps and spins on a busy machine (10x slower seen)
         threads: usize = 1,
     }
 }
 
 impl Threads {
-    /// Apply the param (on the CPU only; 0 leaves libtorch's default).
+    /// Apply the param (on the CPU only; 0 leaves what the worker set: the
+    /// node's CPUs).
     pub fn apply(&self, device: Device) {
         if self.threads > 0 && tch_device(device) == tch::Device::Cpu {
             tch::set_num_threads(self.threads as i32);

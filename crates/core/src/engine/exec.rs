@@ -59,9 +59,12 @@ pub struct Prepared {
     pub outputs: Vec<(String, PathBuf, ArtifactKind)>,
     /// The node's temporary directory, removed once it is done.
     pub dir: PathBuf,
+    /// The CPUs (threads) it was told to use.
+    pub cpus: usize,
 }
 
-/// Lay out the node's temporary directory and build its command.
+/// Lay out the node's temporary directory and build its command, for a
+/// process that may use `cpus` threads.
 pub fn prepare(
     p: &Pipeline,
     node: &Node,
@@ -69,6 +72,7 @@ pub fn prepare(
     store: &Store,
     run_dir: &Path,
     slot: Slot,
+    cpus: usize,
 ) -> anyhow::Result<Prepared> {
     let dir = run_dir.join(&node.id);
     let scratch = dir.join("scratch");
@@ -116,6 +120,7 @@ pub fn prepare(
         ("TOE_PIPE_DEVICE".to_owned(), slot.device().to_owned()),
         ("CUDA_VISIBLE_DEVICES".to_owned(), slot.cuda_visible_devices()),
     ];
+    env.extend(thread_env(cpus));
     // libtorch's OpenMP threads spin while they wait for work. When nodes
     // run side by side (or the machine is busy) the spinning threads starve
     // the working ones: a CLIP training step went from 0.4 s to 3 s on two
@@ -161,13 +166,25 @@ pub fn prepare(
                     device: if slot == Slot::Cpu { crate::ops::Device::Cpu } else { crate::ops::Device::Cuda },
                     scratch: scratch.clone(),
                 },
+                cpus,
             };
             let job_path = dir.join("job.json");
             fs::write(&job_path, serde_json::to_vec_pretty(&job)?)?;
             (worker_exe()?, vec!["run".to_owned(), job_path.display().to_string()])
         }
     };
-    Ok(Prepared { program, args, env, cwd: p.workspace.clone(), log: dir.join("log"), outputs, dir })
+    Ok(Prepared { program, args, env, cwd: p.workspace.clone(), log: dir.join("log"), outputs, dir, cpus })
+}
+
+/// Tell a process how many threads it may use: the usual thread-pool
+/// variables (OpenMP, MKL, OpenBLAS as numpy wheels ship it, rayon) and
+/// `TOE_PIPE_CPUS` for scripts. The node's declaration wins over the
+/// caller's environment: it is what the slots were counted for.
+pub fn thread_env(cpus: usize) -> Vec<(String, String)> {
+    ["TOE_PIPE_CPUS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "RAYON_NUM_THREADS"]
+        .iter()
+        .map(|k| (k.to_string(), cpus.to_string()))
+        .collect()
 }
 
 /// Quote for `sh` unless the text is plainly safe.

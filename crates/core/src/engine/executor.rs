@@ -101,7 +101,7 @@ impl Executor for LocalExecutor {
                 }
             };
             let timing = Timing { start, end: SystemTime::now(), seconds: t0.elapsed().as_secs_f64() };
-            let ran = Ran::here(None, crate::worker::read_facts(&job.dir));
+            let ran = Ran::here(Some(job.cpus), crate::worker::read_facts(&job.dir));
             let _ = tx.send(Msg::Finished(Finished { node, result, timing, ran }));
         });
         Ok(())

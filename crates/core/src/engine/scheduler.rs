@@ -7,9 +7,15 @@
 //! leaves its dependants' keys unchanged) and restore-on-revert (an earlier
 //! key is still in the action cache).
 //!
-//! Slots: `jobs` CPU slots plus one slot per GPU. A gpu node takes a free
-//! GPU; on a machine without GPUs it takes a CPU slot (with a notice),
-//! unless it requires a GPU, which is an error before anything runs.
+//! Slots: `jobs` CPU slots plus one slot per GPU. A node takes as many CPU
+//! slots as it asks CPUs for (`resources.cpus`, default 1; at most all of
+//! them), and its process is told to use that many threads, so nodes side
+//! by side never oversubscribe the cores. A CPU node that does not fit
+//! waits, and no CPU node after it (in run order) starts before it, so a
+//! wide node is not starved by narrow ones. A gpu node takes a free GPU
+//! (and no CPU slot; it still uses its `cpus` threads); on a machine
+//! without GPUs it takes CPU slots (with a notice), unless it requires a
+//! GPU, which is an error before anything runs.
 //!
 //! Failure: a failed node's dependants are skipped; everything independent
 //! of it still runs (make's `--keep-going`). `fail_fast` instead starts
@@ -119,35 +125,50 @@ impl Slots {
         self.gpus.get_or_insert_with(|| executor.gpus())
     }
 
-    /// A free slot for a node, if there is one. A gpu node takes a GPU; on
-    /// a machine without one it takes a CPU slot (with a notice).
-    fn take(&mut self, gpu: GpuUse, executor: &mut dyn Executor, progress: &Progress) -> Option<Slot> {
+    /// A free slot for a node that asks for `cpus` CPUs, if there is one,
+    /// with the CPU slots it takes (none on a GPU). A gpu node takes a
+    /// GPU; on a machine without one it takes CPU slots (with a notice).
+    fn take(&mut self, gpu: GpuUse, cpus: usize, executor: &mut dyn Executor, progress: &Progress) -> Take {
         if gpu != GpuUse::None {
             if !self.gpus(executor).is_empty() {
                 let busy = &self.gpu_busy;
-                let free = self.gpus.iter().flatten().copied().find(|g| !busy.contains(g))?;
+                let Some(free) = self.gpus.iter().flatten().copied().find(|g| !busy.contains(g)) else {
+                    return Take::NoGpu;
+                };
                 self.gpu_busy.push(free);
-                return Some(Slot::Gpu(free));
+                return Take::Slot(Slot::Gpu(free), 0);
             }
             if !self.cpu_fallback_noted {
                 self.cpu_fallback_noted = true;
                 progress.line("note: no GPU available; gpu nodes run on CPU slots (set require_gpu = true on a node to make this an error)");
             }
         }
-        if self.cpu_busy < self.jobs.max(1) {
-            self.cpu_busy += 1;
-            Some(Slot::Cpu)
+        let n = cpus.clamp(1, self.jobs.max(1));
+        if self.cpu_busy + n <= self.jobs.max(1) {
+            self.cpu_busy += n;
+            Take::Slot(Slot::Cpu, n)
         } else {
-            None
+            Take::NoCpu
         }
     }
 
-    fn release(&mut self, slot: Slot) {
-        match slot {
-            Slot::Cpu => self.cpu_busy -= 1,
-            Slot::Gpu(g) => self.gpu_busy.retain(|&x| x != g),
+    /// Give back a slot and the CPU slots taken with it.
+    fn release(&mut self, slot: Slot, cpus: usize) {
+        self.cpu_busy -= cpus;
+        if let Slot::Gpu(g) = slot {
+            self.gpu_busy.retain(|&x| x != g);
         }
     }
+}
+
+/// What [`Slots::take`] found.
+enum Take {
+    /// A slot, and how many CPU slots come with it.
+    Slot(Slot, usize),
+    /// Every GPU is busy.
+    NoGpu,
+    /// Not enough free CPU slots.
+    NoCpu,
 }
 
 /// The pipeline's refs as the run updates them.
@@ -183,6 +204,8 @@ impl Refs {
 struct Running {
     res: Box<Resolved>,
     slot: Slot,
+    /// CPU slots it holds.
+    cpus: usize,
     log: PathBuf,
     dir: PathBuf,
 }
@@ -424,22 +447,49 @@ impl Scheduler<'_, '_> {
         if self.stop_starting {
             return;
         }
+        // Once a CPU node does not fit, later CPU nodes wait behind it.
+        let mut cpu_blocked = false;
         for idx in 0..self.e.dag.order.len() {
             let i = self.e.dag.order[idx];
             if !matches!(self.steps[i], Step::Queued(_)) {
                 continue;
             }
-            let gpu = gpu_use(&self.e.pipeline.nodes[i]);
-            let Some(slot) = self.slots.take(gpu, &mut *self.executor, self.progress) else { continue };
+            let node = &self.e.pipeline.nodes[i];
+            let gpu = gpu_use(node);
+            let asked = node.resources.cpus as usize;
+            let on_cpu = gpu == GpuUse::None || self.slots.gpus(&mut *self.executor).is_empty();
+            if cpu_blocked && on_cpu {
+                continue;
+            }
+            let (slot, cpus) = match self.slots.take(gpu, asked, &mut *self.executor, self.progress) {
+                Take::Slot(slot, cpus) => (slot, cpus),
+                Take::NoGpu => continue,
+                Take::NoCpu => {
+                    cpu_blocked = true;
+                    continue;
+                }
+            };
+            // On a GPU the node holds no CPU slot but still uses its CPUs
+            // (data loading, say), as many as the machine has at most.
+            let threads = if cpus == 0 { asked.min(crate::sys::cpus()) } else { cpus };
+            if cpus > 0 && cpus < asked {
+                let id = &node.id;
+                self.progress.line(&format!(
+                    "note: node {id} asks for {asked} CPUs, more than -j {}; it runs on {cpus}",
+                    self.opts.jobs
+                ));
+            }
             let Step::Queued(res) = std::mem::replace(&mut self.steps[i], Step::Running) else { continue };
-            if let Err(err) = self.start(i, res, slot) {
-                self.slots.release(slot);
+            if let Err(err) = self.start(i, res, slot, cpus, threads) {
+                self.slots.release(slot, cpus);
                 self.fail(i, format!("{err:#}"));
             }
         }
     }
 
-    fn start(&mut self, i: usize, res: Box<Resolved>, slot: Slot) -> anyhow::Result<()> {
+    /// Start node `i` in `slot`, holding `cpus` CPU slots, its process
+    /// told to use `threads` threads.
+    fn start(&mut self, i: usize, res: Box<Resolved>, slot: Slot, cpus: usize, threads: usize) -> anyhow::Result<()> {
         let run_dir = match &self.run_dir {
             Some(d) => d.clone(),
             None => {
@@ -449,7 +499,7 @@ impl Scheduler<'_, '_> {
             }
         };
         let node = &self.e.pipeline.nodes[i];
-        let prepared = exec::prepare(self.e.pipeline, node, &res, self.e.store, &run_dir, slot)?;
+        let prepared = exec::prepare(self.e.pipeline, node, &res, self.e.store, &run_dir, slot, threads)?;
         if self.progress.verbose {
             self.progress.node(
                 "start",
@@ -459,14 +509,14 @@ impl Scheduler<'_, '_> {
         }
         let (log, dir) = (prepared.log.clone(), prepared.dir.clone());
         self.executor.start(i, &node.id, prepared, slot)?;
-        self.running.insert(i, Running { res, slot, log, dir });
+        self.running.insert(i, Running { res, slot, cpus, log, dir });
         Ok(())
     }
 
     fn finished(&mut self, f: Finished, interrupted: bool) {
         let i = f.node;
         let Some(run) = self.running.remove(&i) else { return };
-        self.slots.release(run.slot);
+        self.slots.release(run.slot, run.cpus);
         let id = self.node_id(i).to_owned();
         let key = run.res.key;
         // Keep the log of every attempt under its action key.

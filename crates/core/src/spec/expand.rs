@@ -10,6 +10,7 @@ use toml::Spanned;
 
 use super::diag::{Diagnostic, Diagnostics, SourceMap, Span};
 use super::raw::{LenientFile, OneOrMany, RawFile, RawNode};
+use super::resources;
 use super::vars::{self, Scope, VarError, VarValue};
 use super::{Action, ArtifactKind, Device, Input, InputRef, Node, Output, Param, ParamValue, Pipeline, SourceHelp};
 
@@ -78,6 +79,13 @@ fn toml_error(source: &SourceMap, e: &toml::de::Error) -> Diagnostic {
     Diagnostic::at(source, &span, node.as_deref(), message).with_fix(fix)
 }
 
+/// What the pipeline header and `[resources]` say for every node.
+struct NodeDefaults {
+    /// `require_gpu` of every gpu node.
+    require_gpu: bool,
+    resources: resources::Defaults,
+}
+
 struct Expander {
     source: SourceMap,
     diags: Diagnostics,
@@ -92,6 +100,12 @@ impl Expander {
 
     fn var_err(&mut self, span: &Span, node: Option<&str>, e: VarError) {
         self.err(span, node, e.message, e.fix);
+    }
+
+    fn problems(&mut self, node: Option<&str>, problems: Vec<resources::Problem>) {
+        for (span, message, fix) in problems {
+            self.err(&span, node, message, fix);
+        }
     }
 
     fn pipeline(
@@ -192,11 +206,15 @@ impl Expander {
         };
 
         let sources_help = self.sources_help(raw.sources_help, &globals, &workspace);
+        let mut problems = Vec::new();
+        let resources = raw.resources.map(|r| resources::defaults(&r, &globals, &mut problems)).unwrap_or_default();
+        self.problems(None, problems);
+        let defaults = NodeDefaults { require_gpu: require_gpu_all, resources };
 
         let mut nodes = Vec::new();
         for raw_node in raw.node {
             let span = raw_node.span();
-            self.expand_node(raw_node.into_inner(), span, &globals, &workspace, require_gpu_all, &mut nodes);
+            self.expand_node(raw_node.into_inner(), span, &globals, &workspace, &defaults, &mut nodes);
         }
 
         // Duplicate ids (templates make them easy to produce).
@@ -310,11 +328,11 @@ impl Expander {
         node_span: Span,
         globals: &Scope,
         workspace: &Path,
-        require_gpu_all: bool,
+        defaults: &NodeDefaults,
         out: &mut Vec<Node>,
     ) {
         let errors_before = self.diags.len();
-        self.expand_template(&raw, node_span, globals, workspace, require_gpu_all, out);
+        self.expand_template(&raw, node_span, globals, workspace, defaults, out);
         if self.diags.len() > errors_before {
             // Whatever ids this node would have had: `${x}` parts match anything.
             let mut pattern = String::new();
@@ -335,7 +353,7 @@ impl Expander {
         node_span: Span,
         globals: &Scope,
         workspace: &Path,
-        require_gpu_all: bool,
+        defaults: &NodeDefaults,
         out: &mut Vec<Node>,
     ) {
         let id_span = raw.id.span();
@@ -425,7 +443,7 @@ impl Expander {
             combos = next;
         }
         for scope in combos {
-            if let Some(node) = self.build_node(raw, &node_span, &scope, workspace, require_gpu_all) {
+            if let Some(node) = self.build_node(raw, &node_span, &scope, workspace, defaults) {
                 out.push(node);
             }
         }
@@ -438,7 +456,7 @@ impl Expander {
         node_span: &Span,
         scope: &Scope,
         workspace: &Path,
-        require_gpu_all: bool,
+        defaults: &NodeDefaults,
     ) -> Option<Node> {
         let id_span = raw.id.span();
         let id = match vars::scalar(raw.id.get_ref(), scope) {
@@ -623,12 +641,17 @@ impl Expander {
         };
         let require_gpu = match &raw.require_gpu {
             Some(r) => *r.get_ref(),
-            None => require_gpu_all && device == Device::Gpu,
+            None => defaults.require_gpu && device == Device::Gpu,
         };
         if require_gpu && device == Device::Cpu {
             let span = raw.require_gpu.as_ref().map(Spanned::span).unwrap_or(node_span.clone());
             self.err(&span, node, "require_gpu = true on a cpu node", "add device = \"gpu\" or remove require_gpu");
         }
+        let mut problems = Vec::new();
+        let own =
+            raw.resources.as_ref().map(|r| resources::node(r, node_span, scope, &mut problems)).unwrap_or_default();
+        self.problems(node, problems);
+        let resources = defaults.resources.apply(&own, device);
 
         // Kept even with errors (the caller knows from the diagnostics), so
         // that references to it still resolve; only a node without a valid
@@ -642,6 +665,7 @@ impl Expander {
             outputs,
             device,
             require_gpu,
+            resources,
             doc: raw.doc.clone(),
         })
     }

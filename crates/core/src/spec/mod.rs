@@ -12,6 +12,7 @@ pub mod check;
 pub mod diag;
 pub mod expand;
 pub mod raw;
+pub mod resources;
 pub mod vars;
 
 use std::collections::BTreeMap;
@@ -22,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 pub use diag::{Diagnostic, Diagnostics, SourceMap, Span};
 pub use expand::{expand, load, LoadOptions};
+pub use resources::Resources;
 
 /// What kind of file an artifact is; checked between connected ports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -376,6 +378,8 @@ pub struct Node {
     pub device: Device,
     /// A gpu node that must not fall back to the CPU.
     pub require_gpu: bool,
+    /// What it asks of the machine, after the pipeline's defaults.
+    pub resources: Resources,
     pub doc: Option<String>,
 }
 

@@ -22,6 +22,8 @@ pub struct RawFile {
     /// the fix shown when a source at or under that path is missing.
     #[serde(default)]
     pub sources_help: BTreeMap<String, Spanned<String>>,
+    /// Defaults for every node's `resources` (see `spec::resources`).
+    pub resources: Option<RawResources>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -54,10 +56,30 @@ pub struct RawNode {
     pub outputs: BTreeMap<String, Spanned<RawOutput>>,
     pub device: Option<Spanned<String>>,
     pub require_gpu: Option<Spanned<bool>>,
+    /// What the node asks of the machine (`cpus`, ...). Not `Spanned`:
+    /// toml cannot give a span to a table written with dotted keys.
+    pub resources: Option<RawResources>,
     /// Template variables: one node per combination of values.
     #[serde(default)]
     pub for_each: BTreeMap<String, Spanned<OneOrMany>>,
     pub doc: Option<String>,
+}
+
+/// `resources = { cpus = 4 }` on a node, or the pipeline-wide
+/// `[resources]` (which may hold a `gpu` table of defaults for gpu nodes).
+/// Numbers may be `"${var}"`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawResources {
+    pub cpus: Option<Spanned<ParamValue>>,
+    pub gpu: Option<Box<RawResources>>,
+}
+
+impl RawResources {
+    /// Where the table's first value is (the table itself has no span).
+    pub fn span(&self) -> Option<std::ops::Range<usize>> {
+        self.cpus.as_ref().map(Spanned::span).or_else(|| self.gpu.as_ref().and_then(|g| g.span()))
+    }
 }
 
 /// A string or an array of strings.

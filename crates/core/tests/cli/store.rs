@@ -183,6 +183,7 @@ fn lineage_returns_the_tree_down_to_the_sources() {
     // Where it ran: this machine, its CPU; no libtorch for a cmd node.
     let on = &b["ran_on"];
     assert_eq!(on["executor"], "local");
+    assert_eq!(on["cpus"], 1);
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap();
     let model = on["cpu_model"].as_str().expect("a CPU model");
     assert!(cpuinfo.lines().any(|l| l.split_whitespace().collect::<Vec<_>>().join(" ").contains(model)), "{model}");
@@ -202,7 +203,7 @@ fn lineage_returns_the_tree_down_to_the_sources() {
     let lines: Vec<&str> = text.lines().collect();
     assert!(lines[0].starts_with("out/b.txt  (text, "), "{text}");
     assert!(lines[1].starts_with("└── node b.y [cmd `echo ${param.n} | cat - ${in.x} > ${out.y};"), "{text}");
-    assert!(lines[2].starts_with("    on: local"), "{text}");
+    assert!(lines[2].starts_with("    on: local, 1 cpu, "), "{text}");
     assert_eq!(lines[3], "    params: n = 7", "{text}");
     assert!(lines[4].starts_with("    └── in x: from a.x  ("), "{text}");
     assert!(
