@@ -35,7 +35,7 @@ pub fn cpu_model() -> Option<String> {
     cpu_model_from(&std::fs::read_to_string("/proc/cpuinfo").ok()?)
 }
 
-fn cpu_model_from(cpuinfo: &str) -> Option<String> {
+pub fn cpu_model_from(cpuinfo: &str) -> Option<String> {
     let field = |name: &str| {
         cpuinfo.lines().find_map(|l| {
             let (k, v) = l.split_once(':')?;
@@ -57,7 +57,7 @@ pub fn cpu_flags() -> Vec<String> {
     std::fs::read_to_string("/proc/cpuinfo").map(|t| cpu_flags_from(&t)).unwrap_or_default()
 }
 
-fn cpu_flags_from(cpuinfo: &str) -> Vec<String> {
+pub fn cpu_flags_from(cpuinfo: &str) -> Vec<String> {
     let Some(line) = cpuinfo.lines().find_map(|l| {
         let (k, v) = l.split_once(':')?;
         matches!(k.trim(), "flags" | "Features").then_some(v)
@@ -66,6 +66,57 @@ fn cpu_flags_from(cpuinfo: &str) -> Vec<String> {
     };
     let have: Vec<&str> = line.split_whitespace().collect();
     SIMD_FLAGS.iter().filter(|f| have.contains(f)).map(|f| f.to_string()).collect()
+}
+
+/// A filesystem type, and whether other machines can see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FsType {
+    pub name: &'static str,
+    /// `Some(false)`: local to this machine (ext4, xfs, btrfs, tmpfs, ...);
+    /// `Some(true)`: a network or cluster filesystem; `None`: cannot tell
+    /// (FUSE, or a type not in the table).
+    pub shared: Option<bool>,
+}
+
+/// statfs(2) magic numbers (linux/magic.h and the filesystems' sources).
+const FS_TYPES: [(i64, &str, Option<bool>); 18] = [
+    (0xEF53, "ext4", Some(false)),
+    (0x5846_5342, "xfs", Some(false)),
+    (0x9123_683E, "btrfs", Some(false)),
+    (0x0102_1994, "tmpfs", Some(false)),
+    (0x794C_7630, "overlayfs", Some(false)),
+    (0x2FC1_2FC1, "zfs", Some(false)),
+    (0xF2F5_2010, "f2fs", Some(false)),
+    (0x8584_58F6, "ramfs", Some(false)),
+    (0x6969, "nfs", Some(true)),
+    (0x0BD0_0BD0, "lustre", Some(true)),
+    (0x4750_4653, "gpfs", Some(true)),
+    (0x1983_0326, "beegfs", Some(true)),
+    (0x00C3_6400, "cephfs", Some(true)),
+    (0xFE53_4D42, "smb2", Some(true)),
+    (0xFF53_4D42, "cifs", Some(true)),
+    (0xAAD7_AAEA, "panfs", Some(true)),
+    (0x6573_5546, "fuse", None),
+    (0x0187, "autofs", None),
+];
+
+/// The type of the filesystem `path` is on (for a path that does not
+/// exist yet, of its nearest existing folder).
+pub fn filesystem(path: &std::path::Path) -> Option<FsType> {
+    use std::os::unix::ffi::OsStrExt;
+    let existing = path.ancestors().find(|p| p.exists())?;
+    let c = std::ffi::CString::new(existing.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statfs fills the zeroed struct; the path is NUL-terminated.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    #[allow(clippy::unnecessary_cast)] // f_type is i64 on some targets, u32 on others
+    let magic = (st.f_type as i64) & 0xFFFF_FFFF;
+    Some(match FS_TYPES.iter().find(|(m, ..)| *m == magic) {
+        Some(&(_, name, shared)) => FsType { name, shared },
+        None => FsType { name: "unknown", shared: None },
+    })
 }
 
 #[cfg(test)]
@@ -81,5 +132,13 @@ mod tests {
         assert_eq!(cpu_model_from(arm).as_deref(), Some("implementer 0x41"));
         assert_eq!(cpu_flags_from(arm), ["asimd", "sve"]);
         assert_eq!(cpu_model_from(""), None);
+    }
+
+    #[test]
+    fn filesystems() {
+        let tmp = filesystem(std::path::Path::new("/dev/shm")).unwrap();
+        assert_eq!((tmp.name, tmp.shared), ("tmpfs", Some(false)));
+        // A path that does not exist yet: its nearest folder's.
+        assert_eq!(filesystem(std::path::Path::new("/dev/shm/not/yet")), Some(tmp));
     }
 }

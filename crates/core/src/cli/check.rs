@@ -4,7 +4,9 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::{load, Cli, CmdResult, PipelineArgs};
+use super::{executor_kind, load, Cli, CmdResult, PipelineArgs};
+use crate::config::ExecutorKind;
+use crate::engine::slurm::storage::local_filesystem_warnings;
 use crate::spec::InputRef;
 
 #[derive(Args)]
@@ -14,10 +16,16 @@ pub struct CheckArgs {
     /// Do not require source paths to exist (check the file alone).
     #[arg(long)]
     pub no_sources: bool,
+    /// Check for this executor (default: the config file's, else local);
+    /// with slurm, warn about a store, sources or worker on a filesystem
+    /// local to this machine.
+    #[arg(long, value_enum)]
+    pub executor: Option<ExecutorKind>,
 }
 
 pub fn run(cli: &Cli, a: &CheckArgs) -> CmdResult {
     let loaded = load(cli, &a.p, !a.no_sources)?;
+    let kind = executor_kind(a.executor, &loaded, &a.p)?;
     let p = &loaded.pipeline;
     let sources: std::collections::BTreeSet<_> = p
         .nodes
@@ -37,5 +45,10 @@ pub fn run(cli: &Cli, a: &CheckArgs) -> CmdResult {
         outputs,
         sources.len()
     );
+    if kind == ExecutorKind::Slurm {
+        for warning in local_filesystem_warnings(p, &loaded.store_dir) {
+            eprintln!("{warning}");
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -17,6 +17,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::config::ExecutorKind;
 use crate::graph::Dag;
 use crate::ops::OpCatalog;
 use crate::spec::check::CheckOptions;
@@ -164,6 +165,20 @@ pub fn load(cli: &Cli, args: &PipelineArgs, check_sources: bool) -> Result<Loade
             Err(print_diagnostics(diags.into_result().err().unwrap_or_default()))
         }
     }
+}
+
+/// Where nodes run: `--executor`, else the config file's (`toe-pipe.toml`
+/// beside the pipeline, or `config.toml` in the store), else local.
+pub fn executor_kind(
+    flag: Option<ExecutorKind>,
+    loaded: &Loaded,
+    args: &PipelineArgs,
+) -> Result<ExecutorKind, Failure> {
+    if let Some(kind) = flag {
+        return Ok(kind);
+    }
+    let config = crate::config::load(&args.pipeline, &loaded.store_dir).map_err(print_diagnostics)?;
+    Ok(config.executor.unwrap_or(ExecutorKind::Local))
 }
 
 fn print_diagnostics(d: crate::spec::Diagnostics) -> Failure {

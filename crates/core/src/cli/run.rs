@@ -4,8 +4,11 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::{load, Cli, CmdResult, PipelineArgs};
+use super::{executor_kind, load, Cli, CmdResult, PipelineArgs};
+use crate::config::ExecutorKind;
+use crate::engine::executor::{Executor, LocalExecutor};
 use crate::engine::progress::Progress;
+use crate::engine::slurm::SlurmExecutor;
 use crate::engine::{plan, Outcome, RunOptions, Selection, State};
 use crate::store::Store;
 
@@ -24,9 +27,15 @@ pub struct RunArgs {
     /// still re-run only if the outputs change.
     #[arg(long, value_name = "NODE", value_delimiter = ',')]
     pub force: Vec<String>,
-    /// CPU slots (default: the number of cores).
+    /// CPU slots (default: the number of cores); with `--executor slurm`,
+    /// jobs in flight (default 100).
     #[arg(short = 'j', long, value_name = "N")]
     pub jobs: Option<usize>,
+    /// Where nodes run: `local` processes, or one Slurm batch job each
+    /// (default: `executor` in toe-pipe.toml beside the pipeline or
+    /// config.toml in the store, else local).
+    #[arg(long, value_enum)]
+    pub executor: Option<ExecutorKind>,
     /// GPUs to use, e.g. `0,1`, or `none` (default: all that libtorch sees).
     #[arg(long, value_name = "IDS")]
     pub gpus: Option<String>,
@@ -90,15 +99,22 @@ pub fn run(cli: &Cli, a: &RunArgs) -> CmdResult {
                 .collect::<anyhow::Result<Vec<u32>>>()?,
         ),
     };
-    let opts = RunOptions {
-        jobs: a.jobs.unwrap_or_else(crate::sys::cpus).max(1),
-        gpus,
-        verify: a.verify,
-        fail_fast: a.fail_fast,
+    let kind = executor_kind(a.executor, &loaded, &a.p)?;
+    let default_jobs = match kind {
+        ExecutorKind::Local => crate::sys::cpus(),
+        // The cluster queues what it cannot run yet; this only bounds how
+        // many jobs one run keeps submitted.
+        ExecutorKind::Slurm => 100,
     };
+    let opts =
+        RunOptions { jobs: a.jobs.unwrap_or(default_jobs).max(1), gpus, verify: a.verify, fail_fast: a.fail_fast };
     let selection = engine.select(&a.only, &a.force)?;
     let progress = Progress::new(selection.count(), cli.verbose, cli.quiet);
-    let report = crate::engine::run(&engine, &selection, &opts, &progress)?;
+    let executor: Box<dyn Executor> = match kind {
+        ExecutorKind::Local => Box::new(LocalExecutor::new(store.clone())),
+        ExecutorKind::Slurm => Box::new(SlurmExecutor::new(store.clone(), p)),
+    };
+    let report = crate::engine::run_with(&engine, &selection, &opts, &progress, executor)?;
 
     let ran = report.count(|o| matches!(o, Outcome::Ran { .. }));
     let restored = report.count(|o| matches!(o, Outcome::Restored(_)));

@@ -13,7 +13,7 @@ use anyhow::Context;
 use super::key::Resolved;
 use crate::ops::OpContext;
 use crate::spec::{vars, Action, ArtifactKind, InputRef, Node, Pipeline};
-use crate::store::{Committed, Store};
+use crate::store::{Committed, Hash, Store};
 use crate::worker::{worker_exe, Job};
 
 /// Where a node runs.
@@ -61,6 +61,8 @@ pub struct Prepared {
     pub dir: PathBuf,
     /// The CPUs (threads) it was told to use.
     pub cpus: usize,
+    /// The action key it computes.
+    pub key: Hash,
 }
 
 /// Lay out the node's temporary directory and build its command, for a
@@ -173,7 +175,17 @@ pub fn prepare(
             (worker_exe()?, vec!["run".to_owned(), job_path.display().to_string()])
         }
     };
-    Ok(Prepared { program, args, env, cwd: p.workspace.clone(), log: dir.join("log"), outputs, dir, cpus })
+    Ok(Prepared {
+        program,
+        args,
+        env,
+        cwd: p.workspace.clone(),
+        log: dir.join("log"),
+        outputs,
+        dir,
+        cpus,
+        key: res.key,
+    })
 }
 
 /// Tell a process how many threads it may use: the usual thread-pool

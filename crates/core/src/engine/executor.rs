@@ -1,17 +1,18 @@
 //! Where nodes run. The scheduler decides what runs, when and in which
 //! slot; an [`Executor`] starts a prepared node, reports when it is over
 //! (with its outputs committed to the store) and stops nodes on an
-//! interrupt. [`LocalExecutor`] runs them as processes on this machine; a
-//! cluster executor (one batch job per node, polled, cancelled on Ctrl-C)
-//! implements the same three calls.
+//! interrupt. [`LocalExecutor`] runs them as processes on this machine;
+//! [`super::slurm::SlurmExecutor`] as batch jobs on a Slurm cluster.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::exec::{self, Prepared, Slot};
+use super::progress::Progress;
 use crate::store::records::{Ran, Timing};
-use crate::store::{Committed, Store};
+use crate::store::{Committed, Hash, Store};
 
 /// A node that is over.
 #[derive(Debug)]
@@ -47,6 +48,30 @@ pub trait Executor {
     fn wait(&mut self, timeout: Duration) -> Option<Finished>;
     /// Stop every node that was started and is not over yet.
     fn cancel(&mut self, how: Stop);
+    /// Whether nodes run elsewhere (on a cluster): then `-j` bounds the
+    /// nodes in flight, and the cluster gives each its CPUs and GPUs (a gpu
+    /// node always gets one there).
+    fn remote(&self) -> bool {
+        false
+    }
+    /// Called once the store is locked, before its `tmp/` is cleared: an
+    /// executor whose nodes can outlive toe-pipe (cluster jobs) deals with
+    /// what a killed run left running, and names the folders under `tmp/`
+    /// to keep (those of jobs it may adopt).
+    fn recover(&mut self, _progress: &Progress) -> anyhow::Result<Vec<PathBuf>> {
+        Ok(Vec::new())
+    }
+    /// The scheduler decided node `node`: it runs (`runs`) to compute
+    /// `key`, or its result is there already. Called once per decided node,
+    /// before it starts.
+    fn decided(&mut self, _node: usize, _key: Hash, _runs: bool) {}
+    /// Called when the run is over, interrupted or not.
+    fn wind_up(&mut self, _progress: &Progress) {}
+    /// Lines for the user that came up since the last call (warnings,
+    /// adopted jobs).
+    fn notices(&mut self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 enum Msg {

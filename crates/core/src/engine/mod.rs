@@ -10,6 +10,7 @@ pub mod plan;
 pub mod progress;
 pub mod scheduler;
 pub mod signals;
+pub mod slurm;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;

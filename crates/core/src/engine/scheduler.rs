@@ -111,6 +111,9 @@ enum Step {
 
 /// CPU slots and GPU slots.
 struct Slots {
+    /// Nodes run on a cluster, which allocates CPUs and GPUs: `jobs` then
+    /// counts nodes in flight.
+    remote: bool,
     jobs: usize,
     cpu_busy: usize,
     /// Found once, when first needed (asking libtorch takes a process).
@@ -129,6 +132,13 @@ impl Slots {
     /// with the CPU slots it takes (none on a GPU). A gpu node takes a
     /// GPU; on a machine without one it takes CPU slots (with a notice).
     fn take(&mut self, gpu: GpuUse, cpus: usize, executor: &mut dyn Executor, progress: &Progress) -> Take {
+        if self.remote {
+            if self.cpu_busy >= self.jobs.max(1) {
+                return Take::NoCpu;
+            }
+            self.cpu_busy += 1;
+            return Take::Slot(if gpu == GpuUse::None { Slot::Cpu } else { Slot::Gpu(0) }, 1);
+        }
         if gpu != GpuUse::None {
             if !self.gpus(executor).is_empty() {
                 let busy = &self.gpu_busy;
@@ -244,11 +254,13 @@ pub fn run_with(
     let started = Instant::now();
     let p = e.pipeline;
     let _lock = e.store.lock(&format!("run {}", p.file.display()))?;
-    e.store.clean_tmp().context("cannot clean the store's tmp/")?;
+    let keep = executor.recover(progress)?;
+    e.store.clean_tmp_keeping(&keep).context("cannot clean the store's tmp/")?;
     signals::install();
 
     let plan = plan(e, sel, opts.verify)?;
     let mut slots = Slots {
+        remote: executor.remote(),
         jobs: opts.jobs,
         cpu_busy: 0,
         gpus: opts.gpus.clone(),
@@ -257,7 +269,7 @@ pub fn run_with(
     };
     // Only an error if such a node would actually run.
     let needs: Vec<&str> = plan.requiring_gpu().map(|i| p.nodes[i].id.as_str()).collect();
-    if !needs.is_empty() && slots.gpus(&mut *executor).is_empty() {
+    if !needs.is_empty() && !slots.remote && slots.gpus(&mut *executor).is_empty() {
         anyhow::bail!(
             "node {} requires a GPU (require_gpu = true) but none is available{}.\n  fix: run on a machine with a CUDA GPU, or remove require_gpu to let it run on the CPU",
             needs.join(", "),
@@ -317,6 +329,9 @@ impl Scheduler<'_, '_> {
                 self.settle();
                 self.dispatch();
             }
+            for notice in self.executor.notices() {
+                self.progress.line(&notice);
+            }
             self.show_state();
             if self.running.is_empty() {
                 return interrupt_deadline.is_some();
@@ -370,6 +385,9 @@ impl Scheduler<'_, '_> {
                 *planned = decide(self.e, i, res, self.refs.current(&node.id), self.sel.forced[i], self.opts.verify);
             }
             let key = planned.key;
+            if let Some(k) = key {
+                self.executor.decided(i, k, matches!(planned.decision, Decision::Run { .. }));
+            }
             match (planned.decision, key) {
                 (Decision::Fresh { outputs }, Some(key)) => self.finish_hit(i, key, &outputs, &[], false),
                 (Decision::Restore { outputs, put_back, earlier }, Some(key)) => {
@@ -457,7 +475,7 @@ impl Scheduler<'_, '_> {
             let node = &self.e.pipeline.nodes[i];
             let gpu = gpu_use(node);
             let asked = node.resources.cpus as usize;
-            let on_cpu = gpu == GpuUse::None || self.slots.gpus(&mut *self.executor).is_empty();
+            let on_cpu = self.slots.remote || gpu == GpuUse::None || self.slots.gpus(&mut *self.executor).is_empty();
             if cpu_blocked && on_cpu {
                 continue;
             }
@@ -470,9 +488,16 @@ impl Scheduler<'_, '_> {
                 }
             };
             // On a GPU the node holds no CPU slot but still uses its CPUs
-            // (data loading, say), as many as the machine has at most.
-            let threads = if cpus == 0 { asked.min(crate::sys::cpus()) } else { cpus };
-            if cpus > 0 && cpus < asked {
+            // (data loading, say), as many as the machine has at most. On a
+            // cluster it gets what it asks for.
+            let threads = if self.slots.remote {
+                asked
+            } else if cpus == 0 {
+                asked.min(crate::sys::cpus())
+            } else {
+                cpus
+            };
+            if !self.slots.remote && cpus > 0 && cpus < asked {
                 let id = &node.id;
                 self.progress.line(&format!(
                     "note: node {id} asks for {asked} CPUs, more than -j {}; it runs on {cpus}",
@@ -545,14 +570,13 @@ impl Scheduler<'_, '_> {
                 self.refs.record_attempt(&id, key, true);
                 self.refs.set_current(&id, key);
                 let seconds = f.timing.seconds;
-                self.progress.node(
-                    "ran",
-                    &id,
-                    &format!(
-                        "({seconds:.2}s{})",
-                        if run.slot == Slot::Cpu { String::new() } else { format!(" on {}", run.slot.label()) }
-                    ),
-                );
+                let job = rec.ran_on.as_ref().and_then(|r| r.slurm_job.as_ref());
+                let place = match job {
+                    Some(job) => format!(", Slurm job {job} on {}", rec.host),
+                    None if run.slot == Slot::Cpu => String::new(),
+                    None => format!(" on {}", run.slot.label()),
+                };
+                self.progress.node("ran", &id, &format!("({seconds:.2}s{place})"));
                 self.steps[i] = Step::Done(Outcome::Ran { seconds, device: run.slot.label() });
             }
             Err(_) if interrupted => {
@@ -614,6 +638,7 @@ impl Scheduler<'_, '_> {
             refs.refs.updated = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
             self.e.store.write_refs(&refs.refs).context("cannot write the pipeline's refs")?;
         }
+        self.executor.wind_up(self.progress);
         if let Some(d) = &self.run_dir {
             let _ = remove_any(d);
         }

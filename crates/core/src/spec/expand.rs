@@ -648,8 +648,11 @@ impl Expander {
             self.err(&span, node, "require_gpu = true on a cpu node", "add device = \"gpu\" or remove require_gpu");
         }
         let mut problems = Vec::new();
-        let own =
-            raw.resources.as_ref().map(|r| resources::node(r, node_span, scope, &mut problems)).unwrap_or_default();
+        let own = raw
+            .resources
+            .as_ref()
+            .map(|r| resources::node(r, device, node_span, scope, &mut problems))
+            .unwrap_or_default();
         self.problems(node, problems);
         let resources = defaults.resources.apply(&own, device);
 

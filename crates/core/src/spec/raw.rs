@@ -72,13 +72,28 @@ pub struct RawNode {
 #[serde(deny_unknown_fields)]
 pub struct RawResources {
     pub cpus: Option<Spanned<ParamValue>>,
+    /// The rest are for cluster executors (Slurm).
+    pub gpus: Option<Spanned<ParamValue>>,
+    pub mem: Option<Spanned<String>>,
+    pub time: Option<Spanned<String>>,
+    pub partition: Option<Spanned<String>>,
+    pub account: Option<Spanned<String>>,
+    pub qos: Option<Spanned<String>>,
+    pub sbatch: Option<Spanned<Vec<String>>>,
     pub gpu: Option<Box<RawResources>>,
 }
 
 impl RawResources {
     /// Where the table's first value is (the table itself has no span).
     pub fn span(&self) -> Option<std::ops::Range<usize>> {
-        self.cpus.as_ref().map(Spanned::span).or_else(|| self.gpu.as_ref().and_then(|g| g.span()))
+        let strings = [&self.mem, &self.time, &self.partition, &self.account, &self.qos];
+        self.cpus
+            .as_ref()
+            .or(self.gpus.as_ref())
+            .map(Spanned::span)
+            .or_else(|| strings.iter().find_map(|s| s.as_ref().map(Spanned::span)))
+            .or_else(|| self.sbatch.as_ref().map(Spanned::span))
+            .or_else(|| self.gpu.as_ref().and_then(|g| g.span()))
     }
 }
 

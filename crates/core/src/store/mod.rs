@@ -203,9 +203,17 @@ impl Store {
 
     /// Remove what killed runs left under `tmp/`. Call with the lock held.
     pub fn clean_tmp(&self) -> io::Result<()> {
+        self.clean_tmp_keeping(&[])
+    }
+
+    /// [`Store::clean_tmp`], but keep the run folders that hold one of
+    /// `keep` (those of cluster jobs a run may still adopt).
+    pub fn clean_tmp_keeping(&self, keep: &[PathBuf]) -> io::Result<()> {
         if let Ok(rd) = fs::read_dir(self.tmp_root()) {
             for e in rd.flatten() {
-                remove_any(&e.path())?;
+                if !keep.iter().any(|k| k.starts_with(e.path())) {
+                    remove_any(&e.path())?;
+                }
             }
         }
         Ok(())

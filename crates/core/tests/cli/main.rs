@@ -9,4 +9,5 @@ mod errors;
 mod failures;
 mod incremental;
 mod resources;
+mod slurm;
 mod store;

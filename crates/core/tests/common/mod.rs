@@ -3,6 +3,8 @@
 //! tests/common/mod.rs includes this file).
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
