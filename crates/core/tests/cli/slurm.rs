@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::cluster::Cluster;
+use crate::common::cluster::{report, Cluster};
 use crate::common::{bin, set, Out, Ws};
 
 fn toe(ws: &Ws, c: &Cluster, args: &[&str]) -> Out {
@@ -308,7 +308,7 @@ fn on_a_real_slurm_cluster() {
     let cluster = match Cluster::start() {
         Ok(c) => c,
         Err(why) => {
-            println!("skipped: the Slurm executor's tests need a cluster: {why}");
+            report(&format!("skipped: the Slurm executor's tests need a cluster: {why}"));
             return;
         }
     };
@@ -331,19 +331,19 @@ fn on_a_real_slurm_cluster() {
     for (name, scenario) in scenarios {
         let t0 = Instant::now();
         match std::panic::catch_unwind(|| scenario(&cluster)) {
-            Ok(()) => println!("slurm: {name} ... ok ({:.1}s)", t0.elapsed().as_secs_f64()),
+            Ok(()) => report(&format!("slurm: {name} ... ok ({:.1}s)", t0.elapsed().as_secs_f64())),
             Err(_) => {
-                println!("slurm: {name} ... FAILED");
+                report(&format!("slurm: {name} ... FAILED"));
                 failed.push(name);
             }
         }
     }
-    println!(
+    report(&format!(
         "slurm: {} of {} scenarios passed on a real cluster ({}, single node, {})",
         scenarios.len() - failed.len(),
         scenarios.len(),
         cluster.version,
         Path::new(&cluster.conf).display()
-    );
+    ));
     assert!(failed.is_empty(), "failed: {failed:?}");
 }

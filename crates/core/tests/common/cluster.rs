@@ -11,8 +11,11 @@ pub struct Cluster {
     pub version: String,
 }
 
+/// scripts/slurm_local.sh of the workspace (this file serves the tests of
+/// crates/core and of the root crate).
 fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/slurm_local.sh")
+    let rel = Path::new("scripts/slurm_local.sh");
+    Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().map(|d| d.join(rel)).find(|p| p.is_file()).unwrap_or(rel.into())
 }
 
 impl Cluster {
@@ -67,6 +70,14 @@ impl Cluster {
         let text = std::fs::read_to_string(self.dir.path().join("jobcomp.txt")).unwrap_or_default();
         text.lines().find(|l| l.starts_with(&format!("JobId={job} "))).map(str::to_owned)
     }
+}
+
+/// A line on the test's stderr even when libtest captures output (it
+/// captures the print macros only), so that CI logs show whether the Slurm
+/// tests ran or why they skipped.
+pub fn report(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 impl Drop for Cluster {
