@@ -111,7 +111,16 @@ pub fn run(cli: &Cli, a: &RunArgs) -> CmdResult {
     let selection = engine.select(&a.only, &a.force)?;
     let progress = Progress::new(selection.count(), cli.verbose, cli.quiet);
     let executor: Box<dyn Executor> = match kind {
-        ExecutorKind::Local => Box::new(LocalExecutor::new(store.clone())),
+        ExecutorKind::Local => {
+            let left = crate::engine::slurm::ledger::Ledger::of(&store).entries();
+            if !left.is_empty() {
+                progress.line(&format!(
+                    "warning: {} Slurm job(s) of an earlier run may still be running (the store's slurm/ folder lists them); their results are not used\n  fix: run with --executor slurm to adopt or cancel them",
+                    left.len()
+                ));
+            }
+            Box::new(LocalExecutor::new(store.clone()))
+        }
         ExecutorKind::Slurm => Box::new(SlurmExecutor::new(store.clone(), p)),
     };
     let report = crate::engine::run_with(&engine, &selection, &opts, &progress, executor)?;

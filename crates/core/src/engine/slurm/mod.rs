@@ -284,6 +284,9 @@ impl Executor for SlurmExecutor {
                 return Some(f);
             }
             if self.jobs.is_empty() {
+                // Nothing in flight (the scheduler only waits while it
+                // thinks otherwise): do not spin.
+                std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
                 return None;
             }
             if let Some(t) = self.cancelled_at {
