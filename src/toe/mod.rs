@@ -7,5 +7,7 @@ pub mod class_stats;
 pub mod energy;
 pub mod mahalanobis;
 pub mod outlier_text;
+pub mod prompts;
 pub mod report;
 pub mod train_head;
+pub mod vos;
