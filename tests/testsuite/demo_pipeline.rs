@@ -5,6 +5,9 @@
 //! re-runs of the model nodes reproduce their outputs (so nothing downstream
 //! re-runs), and a changed noise variance re-runs only the exposed heads and
 //! what follows. scripts/demo_feature_scores.py runs on the store it leaves.
+//! Then the image-vs-text study (`pipelines/demo_study.toml`) on the same
+//! store runs only its own nodes, and an edit of one cell's outliers re-runs
+//! only that cell.
 
 use crate::common;
 
@@ -106,4 +109,75 @@ fn the_demo_pipeline_runs_end_to_end_then_only_what_an_edit_makes_stale() {
         let downstream = node.starts_with("eval_") && !node.starts_with("eval_baseline_") || node == "report";
         assert!(exposed_head || downstream, "{node} re-ran after a noise change:\n{}", edited.all());
     }
+
+    study(&ws);
+}
+
+/// The study's variables at the reduced size: SMALL's that it shares (the
+/// decoder's are demo.toml's alone), and a small VOS.
+fn study_run(ws: &Ws, extra: &[&str]) -> common::Out {
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines/demo_study.toml");
+    ws.write("pipelines/demo_study.toml", &std::fs::read_to_string(file).unwrap());
+    let mut args = vec!["run", "pipelines/demo_study.toml"];
+    for s in SMALL
+        .iter()
+        .filter(|s| !s.starts_with("decoder_"))
+        .chain(["aux_count=40", "vos_samples=300", "vos_keep=8"].iter())
+    {
+        args.extend(["--set", s]);
+    }
+    for s in extra {
+        args.extend(["--set", s]);
+    }
+    ws.toe(&args).ok()
+}
+
+fn study(ws: &Ws) {
+    let first = study_run(ws, &[]);
+    let ran = first.ran();
+    // The demo's world, CLIP, features and baseline come from the store:
+    // demo_study.toml's copies of their definitions have the same keys.
+    for shared in [
+        "world_corpus",
+        "clip",
+        "classes",
+        "features_id_train",
+        "features_ood_near",
+        "head_baseline_0",
+        "eval_baseline_1",
+    ] {
+        assert!(!ran.contains(shared), "{shared} ran again in the study:\n{}", first.all());
+    }
+    let new = [
+        "world_aux_backgrounds",
+        "features_aux_backgrounds",
+        "aux_prompts",
+        "text_aux",
+        "id_prompts",
+        "virtual_text",
+        "virtual_image",
+    ];
+    for node in new.iter().map(|n| n.to_string()).chain(
+        ["image_real", "image_virtual", "text_real", "text_virtual"]
+            .iter()
+            .flat_map(|c| [format!("head_{c}_0"), format!("eval_{c}_1")]),
+    ) {
+        assert!(ran.contains(&node), "{node} did not run:\n{}", first.all());
+    }
+    for cell in ["baseline", "image_real", "image_virtual", "text_real", "text_virtual"] {
+        let row = format!("| average | {cell} | 2 |");
+        assert!(first.stdout.contains(&row), "no row {row:?} in:\n{}", first.stdout);
+    }
+    assert!(study_run(ws, &[]).ran().is_empty(), "a second study run did something");
+
+    // More auxiliary images: only the real-image cell's outliers change.
+    let edited = study_run(ws, &["aux_count=48"]);
+    let mut expected: std::collections::BTreeSet<String> =
+        ["world_aux_backgrounds", "features_aux_backgrounds", "report"].iter().map(|s| s.to_string()).collect();
+    for seed in [0, 1] {
+        expected.insert(format!("head_image_real_{seed}"));
+        expected.insert(format!("eval_image_real_{seed}"));
+    }
+    // aux_prompts reads only the set's class names, which did not change
+    assert_eq!(edited.ran(), expected, "{}", edited.all());
 }

@@ -36,6 +36,7 @@ mod metrics_sklearn;
 mod ops_decoder;
 mod ops_toe;
 mod pipelines_real;
+mod study;
 mod toe_math;
 mod toe_pipeline;
 mod world;
