@@ -51,11 +51,26 @@ fn hard_ood(id: &str, ood: &str) -> Vec<(String, &'static str)> {
     inputs
 }
 
+/// The image-vs-text study: ViT-B/32, the hard-OoD split, the MOS sets and
+/// DTD as the auxiliary set.
+fn study(id: &str, ood: &str) -> Vec<(String, &'static str)> {
+    let mut inputs: Vec<(String, &'static str)> = vec![("checkpoints/clip/ViT-B-32.pt".into(), "CLIP")];
+    for split in [format!("{id}/train"), format!("{id}/val"), format!("{ood}/val")] {
+        inputs.push((format!("datasets/{split}"), "ImageNet-10 and ImageNet-20"));
+    }
+    for set in ["iNaturalist", "SUN", "Places", "dtd/images"] {
+        inputs.push((format!("datasets/{set}"), "OoD test sets"));
+    }
+    inputs
+}
+
 fn pipelines() -> Vec<(&'static str, Vec<(String, &'static str)>)> {
     vec![
         ("imagenet", IMAGENET.iter().map(|(p, s)| (p.to_string(), *s)).collect()),
         ("imagenet10", hard_ood("ImageNet10", "ImageNet20")),
         ("imagenet20", hard_ood("ImageNet20", "ImageNet10")),
+        ("study_imagenet10", study("ImageNet10", "ImageNet20")),
+        ("study_imagenet20", study("ImageNet20", "ImageNet10")),
     ]
 }
 
@@ -210,7 +225,12 @@ fn with_every_input_in_place_check_passes() {
         let args = ["check", &pipeline_path(name), "--set", &set_data, "--set", "seeds=42,43", "--store", &store];
         if word_ops {
             let out = ws.toe(&args).ok();
-            let nodes = if name == "imagenet" { 33 } else { 32 };
+            let nodes = match name {
+                "imagenet" => 33,
+                // 7 feature sets, 7 prompt/text/VOS nodes, 5 x 2 heads and evaluations, the report
+                "study_imagenet10" | "study_imagenet20" => 35,
+                _ => 32,
+            };
             assert!(
                 out.stdout.contains(&format!("ok: pipeline {name} ("))
                     && out.stdout.contains(&format!("): {nodes} nodes")),
