@@ -7,7 +7,7 @@ use crate::common;
 
 use std::path::Path;
 
-use common::{set, Ws};
+use common::{save_npy, set, Ws};
 use tch::{Device, Kind, Tensor};
 use toe_pipe::formats;
 
@@ -83,12 +83,6 @@ fn randn(shape: &[i64]) -> Tensor {
     Tensor::randn(shape, (Kind::Float, Device::Cpu))
 }
 
-fn save(ws: &Ws, rel: &str, t: &Tensor) {
-    let p = ws.path(rel);
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    formats::write_npy_tensor(&p, t).unwrap();
-}
-
 /// Three ID classes around separate centres in 16-d, OoD sets near and far.
 fn make_data(ws: &Ws) {
     let _rng = crate::rng_lock();
@@ -100,14 +94,14 @@ fn make_data(ws: &Ws) {
     };
     let (train, train_labels) = class_data(300);
     let (val, val_labels) = class_data(90);
-    save(ws, "data/train_features.npy", &train);
-    save(ws, "data/train_labels.npy", &train_labels);
-    save(ws, "data/val_features.npy", &val);
-    save(ws, "data/val_labels.npy", &val_labels);
-    save(ws, "data/ood_near.npy", &(centres.mean_dim(0, true, Kind::Float) + randn(&[60, 16])));
-    save(ws, "data/ood_far.npy", &(randn(&[60, 16]) * 4.0 + 8.0));
-    save(ws, "data/outlier_features.npy", &randn(&[40, 16]));
-    save(ws, "data/caption_features.npy", &randn(&[50, 16]));
+    save_npy(ws, "data/train_features.npy", &train);
+    save_npy(ws, "data/train_labels.npy", &train_labels);
+    save_npy(ws, "data/val_features.npy", &val);
+    save_npy(ws, "data/val_labels.npy", &val_labels);
+    save_npy(ws, "data/ood_near.npy", &(centres.mean_dim(0, true, Kind::Float) + randn(&[60, 16])));
+    save_npy(ws, "data/ood_far.npy", &(randn(&[60, 16]) * 4.0 + 8.0));
+    save_npy(ws, "data/outlier_features.npy", &randn(&[40, 16]));
+    save_npy(ws, "data/caption_features.npy", &randn(&[50, 16]));
     let captions: Vec<String> = (0..50).map(|i| format!("caption number {}", i % 45)).collect();
     let p = ws.path("data/captions.npy");
     formats::write_strings(&p, &captions).unwrap();

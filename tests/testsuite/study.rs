@@ -5,19 +5,13 @@
 
 use crate::common;
 
-use common::Ws;
+use common::{save_npy, Ws};
 use ndarray::Array2;
 use ndarray_npy::read_npy;
 use tch::{Device, Kind, Tensor};
 use toe_pipe::formats;
 
 use crate::formats_util::run_python;
-
-fn save(ws: &Ws, rel: &str, t: &Tensor) {
-    let p = ws.path(rel);
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    formats::write_npy_tensor(&p, t).unwrap();
-}
 
 /// Three classes in 6-d with different spreads along different axes.
 fn labelled_features(ws: &Ws) {
@@ -27,8 +21,8 @@ fn labelled_features(ws: &Ws) {
     let centres = Tensor::randn([3, 6], (Kind::Float, Device::Cpu)) * 4.0;
     let scale = Tensor::from_slice(&[3.0f32, 1.0, 0.5, 0.5, 0.2, 1.5]);
     let features = centres.index_select(0, &labels) + Tensor::randn([240, 6], (Kind::Float, Device::Cpu)) * scale;
-    save(ws, "data/features.npy", &features);
-    save(ws, "data/labels.npy", &labels);
+    save_npy(ws, "data/features.npy", &features);
+    save_npy(ws, "data/labels.npy", &labels);
 }
 
 const VOS: &str = r#"
