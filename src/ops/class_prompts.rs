@@ -28,12 +28,14 @@ op_params! {
     pub struct Params {
         /// the templates: toe (5 per name), clip_imagenet (80), world (180, the demo world's captions)
         templates: Templates = Templates::Toe,
+        /// one template instead of the set, {} for the name (e.g. MCM's "a photo of a {}."); empty: use `templates`
+        template: String = String::new(),
     }
 }
 
 op_ports! {
     pub struct Inputs {
-        /// class names: a numpy string array, a JSON list, or embed_images' classes JSON
+        /// class names (or any strings, e.g. a word list): a numpy string array, a JSON list, embed_images' classes JSON, or a text file with one per line
         names: File,
         /// labels of a dataset of these classes (e.g. ID train labels): checks that there is one name per class
         labels: Option<Npy>,
@@ -77,6 +79,16 @@ impl TypedOp for ClassPrompts {
             }
         }
         let set = match p.templates {
+            _ if !p.template.is_empty() => {
+                if p.template.matches("{}").count() != 1 {
+                    bail!(
+                        "node {}: param template = {:?} must hold {{}} exactly once (where each name goes)",
+                        ctx.node,
+                        p.template
+                    );
+                }
+                PromptSet::One(&p.template)
+            }
             Templates::Toe => PromptSet::Toe,
             Templates::ClipImagenet => PromptSet::ClipImagenet,
             Templates::World => PromptSet::World,

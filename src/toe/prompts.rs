@@ -6,7 +6,9 @@ use super::outlier_text::TEMPLATES;
 
 /// Which templates fill a class name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PromptSet {
+pub enum PromptSet<'t> {
+    /// One template, `{}` for the name (e.g. MCM's "a photo of a {}.").
+    One(&'t str),
     /// "This is a photo of a {}" and TOE's four templates (5 per name): the
     /// prompts of TOE's text outliers.
     Toe,
@@ -106,6 +108,7 @@ pub const CLIP_IMAGENET_TEMPLATES: [&str; 80] = [
 /// and the index of the name each one came from.
 pub fn class_prompts(names: &[String], set: PromptSet) -> (Vec<String>, Vec<i64>) {
     let templates: Vec<String> = match set {
+        PromptSet::One(t) => vec![t.to_string()],
         PromptSet::Toe => std::iter::once("This is a photo of a {}".to_string())
             .chain(TEMPLATES.iter().map(|t| t.replace("{x}", "{}")))
             .collect(),
@@ -140,6 +143,8 @@ mod tests {
         assert_eq!(s[1], "This is a blurry photo of zebra");
         assert_eq!(s[5], "This is a photo of a tench");
         assert_eq!(l, [0, 0, 0, 0, 0, 1, 1, 1, 1, 1]);
+        let (s, l) = class_prompts(&names(&["zebra", "tench"]), PromptSet::One("a photo of a {}."));
+        assert_eq!((s, l), (names(&["a photo of a zebra.", "a photo of a tench."]), vec![0, 1]));
         let (s, _) = class_prompts(&names(&["zebra"]), PromptSet::ClipImagenet);
         assert_eq!((s.len(), s[0].as_str(), s[79].as_str()), (80, "a bad photo of a zebra.", "a tattoo of the zebra."));
         let unique: std::collections::HashSet<_> = CLIP_IMAGENET_TEMPLATES.iter().collect();

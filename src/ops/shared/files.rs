@@ -58,16 +58,22 @@ pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
 }
 
 /// Class names from a numpy string array (as `imagenet_class_clean.npy`),
-/// a JSON list of strings, or the `classes` JSON that `embed_images` writes
-/// (`{"classes": [...]}`, an ImageFolder's folder names).
+/// a JSON list of strings, the `classes` JSON that `embed_images` writes
+/// (`{"classes": [...]}`, an ImageFolder's folder names), or a text file
+/// with one name per line (blank lines skipped; a word list).
 pub fn read_names(path: &Path) -> Result<Vec<String>> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     if bytes.starts_with(b"\x93NUMPY") {
         return formats::read_strings(path);
     }
-    let value: serde_json::Value = serde_json::from_slice(&bytes).with_context(|| {
-        format!("{}: neither a numpy string array nor JSON; give class names as either", path.display())
-    })?;
+    let json_like = bytes.iter().find(|b| !b.is_ascii_whitespace()).is_some_and(|b| *b == b'[' || *b == b'{');
+    if !json_like {
+        let text = String::from_utf8(bytes)
+            .map_err(|_| anyhow::anyhow!("{}: neither a numpy string array, JSON nor UTF-8 text", path.display()))?;
+        return Ok(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect());
+    }
+    let value: serde_json::Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{}: not valid JSON (a list of names, or {{\"classes\": [...]}})", path.display()))?;
     let list = match &value {
         serde_json::Value::Object(map) => map.get("classes"),
         list => Some(list),
