@@ -4,6 +4,7 @@
 //! The ops themselves (and `registry()`) live in the `toe_pipe` crate.
 
 pub mod cli;
+pub mod confine;
 pub mod engine;
 pub mod graph;
 pub mod lineage;

@@ -10,6 +10,7 @@ use super::diag::{suggest, Diagnostic, Diagnostics};
 use super::expand::overlaps;
 use super::vars;
 use super::{Action, ArtifactKind, InputRef, Output, Param, ParamValue, Pipeline};
+use crate::confine::{real_path, RealPath, Resolver};
 use crate::graph::Dag;
 use crate::ops::{with_article, OpCatalog, ParamProblem};
 
@@ -364,7 +365,8 @@ fn commands(p: &Pipeline, diags: &mut Diagnostics) {
 }
 
 /// Declared output paths are unique, do not nest, do not overlap a source
-/// path and do not point into the store.
+/// path, the pipeline file or the store, and do not lead out of the
+/// workspace through a symbolic link.
 fn output_paths(p: &Pipeline, store: Option<&Path>, diags: &mut Diagnostics) {
     let mut all: Vec<(&Path, &str, &str, &Output)> = Vec::new();
     for node in &p.nodes {
@@ -415,12 +417,69 @@ fn output_paths(p: &Pipeline, store: Option<&Path>, diags: &mut Diagnostics) {
             }
         }
     }
+    // Where each output really leads, through the links among its folders.
+    let mut resolver = Resolver::new(&p.workspace);
+    let real: Vec<RealPath> = all.iter().map(|(path, ..)| resolver.resolve(path)).collect();
+    let store_real = store.map(real_path);
+    let file_real = real_path(&p.file);
+    for ((path, node, oname, out), r) in all.iter().zip(&real) {
+        let at = |msg: String| Diagnostic::at(&p.source, &out.span, Some(node), msg);
+        if let Some(escape) = &r.escape {
+            diags.push(
+                at(format!(
+                    "output `{oname}` at {} leads out of the workspace: {}",
+                    path.display(),
+                    escape.describe()
+                ))
+                .with_fix(format!(
+                    "write a path whose folders are inside the workspace (a link may lead elsewhere inside it), or replace the link {} with a folder",
+                    escape.link.display()
+                )),
+            );
+            continue;
+        }
+        if let Some(s) = &store_real {
+            if overlaps(&r.real, s) && !store_rel.is_some_and(|rel| overlaps(path, rel)) {
+                diags.push(
+                    at(format!(
+                        "output `{oname}` at {} leads into the store ({}) through a symbolic link",
+                        path.display(),
+                        s.display()
+                    ))
+                    .with_fix("materialise outputs outside the store directory"),
+                );
+            }
+        }
+        if overlaps(&r.real, &file_real) {
+            let what = if r.real == file_real { "is the pipeline file itself" } else { "holds the pipeline file" };
+            diags.push(
+                at(format!("output `{oname}` at {} {what} ({})", path.display(), p.source.display))
+                    .with_fix("choose another path; toe-pipe would replace the file it is reading"),
+            );
+        }
+    }
+    // Sources against outputs, as written and as resolved: by path, an
+    // output at or above a source is one of the source's ancestors, and
+    // the outputs below a source sort right after it.
+    let mut by_path: BTreeMap<&Path, usize> = BTreeMap::new();
+    for (i, ((path, ..), r)) in all.iter().zip(&real).enumerate() {
+        by_path.entry(path).or_insert(i);
+        by_path.entry(&r.real).or_insert(i);
+    }
+    let overlapping = |p: &Path| -> Option<usize> {
+        p.ancestors()
+            .find_map(|a| by_path.get(a).copied())
+            .or_else(|| by_path.range(p..).next().filter(|(o, _)| o.starts_with(p)).map(|(_, &i)| i))
+    };
+    let mut source_real: BTreeMap<&Path, PathBuf> = BTreeMap::new();
     for node in &p.nodes {
         for input in node.inputs.values() {
             for r in &input.refs {
                 let InputRef::Source { path, abs } = r else { continue };
-                let Ok(rel) = abs.strip_prefix(&p.workspace) else { continue };
-                if let Some((opath, up, oname, _)) = all.iter().find(|(o, ..)| overlaps(o, rel)) {
+                let resolved = source_real.entry(abs).or_insert_with(|| real_path(abs));
+                let lexical = abs.strip_prefix(&p.workspace).ok();
+                let hit = lexical.and_then(overlapping).or_else(|| overlapping(resolved));
+                if let Some((opath, up, oname, _)) = hit.map(|i| &all[i]) {
                     diags.push(
                         p.diagnostic(
                             &input.span,
