@@ -45,6 +45,18 @@ impl Escape {
             if self.dangling { ", which does not exist" } else { "" }
         )
     }
+
+    /// The error for output `output` at `rel` (`check` and `run` say the
+    /// same): the message and the fix.
+    pub fn error(&self, output: &str, rel: &Path) -> (String, String) {
+        (
+            format!("output `{output}` at {} leads out of the workspace: {}", rel.display(), self.describe()),
+            format!(
+                "write a path whose folders are inside the workspace (a link may lead elsewhere inside it), or replace the link `{}` with a folder",
+                self.link.display()
+            ),
+        )
+    }
 }
 
 /// Resolves output paths of one workspace, each folder once.

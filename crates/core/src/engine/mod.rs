@@ -4,6 +4,7 @@
 
 pub mod exec;
 pub mod executor;
+pub mod guard;
 pub mod key;
 pub mod materialise;
 pub mod plan;

@@ -397,7 +397,7 @@ outputs.y = { kind = "text", path = "out/b.txt" }
             store.write_action(&rec).unwrap();
             let mut refs =
                 PipelineRefs { pipeline: pipeline.name.clone(), file: pipeline.file.clone(), ..Default::default() };
-            refs.nodes.insert("a".into(), NodeRef { current: Some(res.key), last_attempt: None });
+            refs.nodes.insert("a".into(), NodeRef { current: Some(res.key), last_attempt: None, placed: None });
             store.write_refs(&refs).unwrap();
             materialise(&store, &outputs["x"].hash, &dir.path().join("out/a.txt")).unwrap();
             World { dir, pipeline, dag, store, catalog }

@@ -24,11 +24,13 @@ use anyhow::Context;
 
 use super::exec::{self, Slot};
 use super::executor::{Executor, Finished, LocalExecutor, Stop};
+use super::guard::{may_write, Owned};
 use super::key::{resolve, KnownOutputs, Resolved, SourceHashes};
 use super::materialise::materialise;
 use super::plan::{decide, gpu_use, learn, plan, put_back, Decision, GpuUse, NodePlan, PutBack, Selection};
 use super::progress::Progress;
 use super::{signals, Engine};
+use crate::spec::Node;
 use crate::store::records::{ActionRecord, Attempt, NodeRef, OutputRecord, PipelineRefs};
 use crate::store::{remove_any, Hash};
 
@@ -162,13 +164,25 @@ impl Refs {
     }
 
     fn entry(&mut self, id: &str) -> &mut NodeRef {
-        self.refs.nodes.entry(id.to_owned()).or_insert(NodeRef { current: None, last_attempt: None })
+        self.refs.nodes.entry(id.to_owned()).or_insert(NodeRef { current: None, last_attempt: None, placed: None })
     }
 
     fn set_current(&mut self, id: &str, key: Hash) {
         let entry = self.entry(id);
         if entry.current != Some(key) {
             entry.current = Some(key);
+            self.dirty = true;
+        }
+    }
+
+    /// Where the node's outputs are now in the workspace (all of its
+    /// declared paths, after they were put in place).
+    fn set_placed(&mut self, node: &Node) {
+        let placed: BTreeMap<String, PathBuf> =
+            node.outputs.iter().filter_map(|(n, o)| o.path.clone().map(|p| (n.clone(), p))).collect();
+        let entry = self.entry(&node.id);
+        if entry.placed.as_ref() != Some(&placed) {
+            entry.placed = Some(placed);
             self.dirty = true;
         }
     }
@@ -197,6 +211,8 @@ struct Scheduler<'e, 'a> {
     known: KnownOutputs,
     sources: SourceHashes,
     refs: Refs,
+    /// Workspace paths toe-pipe put outputs at (see `guard`).
+    owned: Owned,
     slots: Slots,
     executor: Box<dyn Executor>,
     running: HashMap<usize, Running>,
@@ -255,6 +271,7 @@ pub fn run_with(
         steps,
         known: KnownOutputs::new(),
         sources: plan.sources,
+        owned: Owned::from_refs(e.store, &plan.refs),
         refs: Refs { refs: plan.refs, dirty: false },
         slots,
         executor,
@@ -384,10 +401,11 @@ impl Scheduler<'_, '_> {
         earlier: bool,
     ) {
         let id = self.node_id(i).to_owned();
-        if let Err(msg) = self.place(missing) {
+        if let Err(msg) = self.place(i, missing) {
             self.fail(i, msg);
             return;
         }
+        self.refs.set_placed(&self.e.pipeline.nodes[i]);
         learn(&mut self.known, &id, key, outputs);
         self.e.store.touch_action(&key);
         let outcome = if earlier {
@@ -409,12 +427,16 @@ impl Scheduler<'_, '_> {
         self.steps[i] = Step::Done(outcome);
     }
 
-    /// Materialise outputs at their workspace paths.
-    fn place(&self, outputs: &[PutBack]) -> Result<(), String> {
+    /// Materialise outputs of node `i` at their workspace paths, where
+    /// toe-pipe may write (see `guard`).
+    fn place(&mut self, i: usize, outputs: &[PutBack]) -> Result<(), String> {
+        let node = &self.e.pipeline.nodes[i];
         for b in outputs {
+            may_write(self.e, &self.owned, node, &b.output, &b.path)?;
             let target = self.e.pipeline.workspace_path(&b.path);
             materialise(self.e.store, &b.hash, &target)
                 .map_err(|err| format!("cannot materialise output `{}` at {}: {err}", b.output, target.display()))?;
+            self.owned.insert(&b.path);
         }
         Ok(())
     }
@@ -449,6 +471,13 @@ impl Scheduler<'_, '_> {
             }
         };
         let node = &self.e.pipeline.nodes[i];
+        // Refused before it runs rather than after: its outputs could not
+        // be put in place.
+        for (name, out) in &node.outputs {
+            if let Some(path) = &out.path {
+                may_write(self.e, &self.owned, node, name, path).map_err(anyhow::Error::msg)?;
+            }
+        }
         let prepared = exec::prepare(self.e.pipeline, node, &res, self.e.store, &run_dir, slot)?;
         if self.progress.verbose {
             self.progress.node(
@@ -485,11 +514,12 @@ impl Scheduler<'_, '_> {
                     self.fail(i, format!("cannot write the action record: {err}"));
                     return;
                 }
-                if let Err(msg) = self.place(&put_back(self.e, node, &rec.outputs)) {
+                if let Err(msg) = self.place(i, &put_back(self.e, node, &rec.outputs)) {
                     self.refs.record_attempt(&id, key, true);
                     self.fail(i, msg);
                     return;
                 }
+                self.refs.set_placed(node);
                 learn(&mut self.known, &id, key, &rec.outputs);
                 self.refs.record_attempt(&id, key, true);
                 self.refs.set_current(&id, key);

@@ -425,17 +425,8 @@ fn output_paths(p: &Pipeline, store: Option<&Path>, diags: &mut Diagnostics) {
     for ((path, node, oname, out), r) in all.iter().zip(&real) {
         let at = |msg: String| Diagnostic::at(&p.source, &out.span, Some(node), msg);
         if let Some(escape) = &r.escape {
-            diags.push(
-                at(format!(
-                    "output `{oname}` at {} leads out of the workspace: {}",
-                    path.display(),
-                    escape.describe()
-                ))
-                .with_fix(format!(
-                    "write a path whose folders are inside the workspace (a link may lead elsewhere inside it), or replace the link {} with a folder",
-                    escape.link.display()
-                )),
-            );
+            let (msg, fix) = escape.error(oname, path);
+            diags.push(at(msg).with_fix(fix));
             continue;
         }
         if let Some(s) = &store_real {
