@@ -1,19 +1,21 @@
 //! Starting one node: the command line (cmd nodes: `sh -c`; op nodes: the
 //! worker), its environment, its log, and collecting its outputs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 
 use super::key::Resolved;
 use crate::ops::OpContext;
 use crate::spec::{vars, Action, ArtifactKind, InputRef, Node, Pipeline};
-use crate::store::{Committed, Store};
+use crate::store::verify::object_ok;
+use crate::store::{Committed, Hash, Store};
 use crate::worker::{worker_exe, Job};
 
 /// Where a node runs.
@@ -59,6 +61,18 @@ pub struct Prepared {
     pub outputs: Vec<(String, PathBuf, ArtifactKind)>,
     /// The node's temporary directory, removed once it is done.
     pub dir: PathBuf,
+    /// The store objects it reads, checked against their hashes while it
+    /// runs (see [`check_inputs`]).
+    pub objects: Vec<StagedInput>,
+}
+
+/// A store object a node reads.
+#[derive(Debug, Clone)]
+pub struct StagedInput {
+    pub port: String,
+    pub hash: Hash,
+    /// `output x of node a`, for messages.
+    pub from: String,
 }
 
 /// Lay out the node's temporary directory and build its command.
@@ -94,7 +108,17 @@ pub fn prepare(
     }
 
     let mut inputs: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    let mut objects = Vec::new();
     for (port, input) in &node.inputs {
+        for (r, rec) in input.refs.iter().zip(&res.inputs[port]) {
+            if let InputRef::Node { node: up, output } = r {
+                objects.push(StagedInput {
+                    port: port.clone(),
+                    hash: rec.hash,
+                    from: format!("output {output} of node {up}"),
+                });
+            }
+        }
         let recs = &res.inputs[port];
         let paths = input
             .refs
@@ -167,7 +191,7 @@ pub fn prepare(
             (worker_exe()?, vec!["run".to_owned(), job_path.display().to_string()])
         }
     };
-    Ok(Prepared { program, args, env, cwd: p.workspace.clone(), log: dir.join("log"), outputs, dir })
+    Ok(Prepared { program, args, env, cwd: p.workspace.clone(), log: dir.join("log"), outputs, dir, objects })
 }
 
 /// Quote for `sh` unless the text is plainly safe.
@@ -254,6 +278,61 @@ pub fn collect_outputs(
         }
     }
     Ok(done)
+}
+
+/// Objects already checked in this run, and whether they matched.
+pub type Checked = Arc<Mutex<HashMap<Hash, bool>>>;
+
+/// A node's inputs that are not what its action key says.
+#[derive(Debug, Default)]
+pub struct BadInputs {
+    /// Objects whose bytes no longer match their hash.
+    pub corrupt: Vec<Hash>,
+    /// Why, one line per input (corrupt, or unreadable).
+    pub problems: Vec<String>,
+}
+
+/// Hash the store objects a node reads and compare them with the hashes
+/// its action key was computed from: a node's result is kept only if its
+/// inputs were the bytes its key names. Each object is hashed once per run
+/// (`checked`).
+///
+/// Run while the node runs: the bytes are read from the page cache the
+/// node fills (or fill it for the node), and the check costs no wall time
+/// unless it takes longer than the node.
+pub fn check_inputs(store: &Store, objects: &[StagedInput], checked: &Checked) -> BadInputs {
+    let mut bad = BadInputs::default();
+    for input in objects {
+        let known = checked.lock().ok().and_then(|c| c.get(&input.hash).copied());
+        let ok = match known {
+            Some(ok) => Ok(ok),
+            None => object_ok(store, &input.hash),
+        };
+        if let (None, Ok(ok), Ok(mut c)) = (known, &ok, checked.lock()) {
+            c.insert(input.hash, *ok);
+        }
+        match ok {
+            Ok(true) => {}
+            Ok(false) => {
+                if !bad.corrupt.contains(&input.hash) {
+                    bad.corrupt.push(input.hash);
+                }
+                bad.problems.push(format!(
+                    "input `{}` ({}) is corrupt in the store: its bytes no longer match its hash {}; nothing made from it is kept: the object is removed and the next run rebuilds it",
+                    input.port,
+                    input.from,
+                    input.hash.short()
+                ));
+            }
+            Err(e) => bad.problems.push(format!(
+                "cannot read input `{}` ({}, object {}) to check it: {e}",
+                input.port,
+                input.from,
+                input.hash.short()
+            )),
+        }
+    }
+    bad
 }
 
 /// The last `n` lines of a log, for failure reports.

@@ -9,9 +9,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::exec::{self, Prepared, Slot};
+use super::exec::{self, Checked, Prepared, Slot};
 use crate::store::records::Timing;
-use crate::store::{Committed, Store};
+use crate::store::{Committed, Hash, Store};
 
 /// A node that is over.
 #[derive(Debug)]
@@ -21,6 +21,9 @@ pub struct Finished {
     /// Its committed outputs, or why it failed.
     pub result: Result<BTreeMap<String, Committed>, String>,
     pub timing: Timing,
+    /// Store objects it read whose bytes did not match their hash (then
+    /// `result` is an error): the scheduler removes them.
+    pub corrupt: Vec<Hash>,
 }
 
 /// How to stop running nodes.
@@ -60,12 +63,14 @@ pub struct LocalExecutor {
     rx: Receiver<Msg>,
     /// Started nodes not over yet, with their process id once known.
     running: HashMap<usize, Option<u32>>,
+    /// Input objects checked in this run (see `exec::check_inputs`).
+    checked: Checked,
 }
 
 impl LocalExecutor {
     pub fn new(store: Store) -> LocalExecutor {
         let (tx, rx) = mpsc::channel();
-        LocalExecutor { store, tx, rx, running: HashMap::new() }
+        LocalExecutor { store, tx, rx, running: HashMap::new(), checked: Checked::default() }
     }
 }
 
@@ -80,18 +85,32 @@ impl Executor for LocalExecutor {
     }
 
     fn start(&mut self, node: usize, id: &str, job: Prepared, slot: Slot) -> anyhow::Result<()> {
-        let (id, store, tx) = (id.to_owned(), self.store.clone(), self.tx.clone());
+        let (id, store, tx, checked) = (id.to_owned(), self.store.clone(), self.tx.clone(), self.checked.clone());
         self.running.insert(node, None);
         // The thread outlives the child: the child's death signal fires
         // when the thread that spawned it exits.
         std::thread::spawn(move || {
             let start = SystemTime::now();
             let t0 = Instant::now();
+            let mut corrupt = Vec::new();
             let result = match exec::spawn(&job, &id, slot) {
                 Err(e) => Err(format!("cannot start {}: {e}", job.program.display())),
                 Ok(mut child) => {
                     let _ = tx.send(Msg::Started { node, pid: child.id() });
-                    match child.wait() {
+                    // While the node runs.
+                    let bad = exec::check_inputs(&store, &job.objects, &checked);
+                    if !bad.problems.is_empty() {
+                        // Its result would not be kept: stop it now. Not
+                        // reaped yet, so its group id is still its own.
+                        // SAFETY: signals the node's own process group.
+                        unsafe {
+                            libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL);
+                        }
+                    }
+                    let status = child.wait();
+                    corrupt = bad.corrupt;
+                    match status {
+                        _ if !bad.problems.is_empty() => Err(bad.problems.join("; ")),
                         Ok(status) if status.success() => exec::collect_outputs(&store, &job.outputs),
                         Ok(status) => Err(exec::describe_status(status)),
                         Err(e) => Err(format!("lost the node's process: {e}")),
@@ -99,7 +118,7 @@ impl Executor for LocalExecutor {
                 }
             };
             let timing = Timing { start, end: SystemTime::now(), seconds: t0.elapsed().as_secs_f64() };
-            let _ = tx.send(Msg::Finished(Finished { node, result, timing }));
+            let _ = tx.send(Msg::Finished(Finished { node, result, timing, corrupt }));
         });
         Ok(())
     }

@@ -32,6 +32,7 @@ use super::progress::Progress;
 use super::{signals, Engine};
 use crate::spec::Node;
 use crate::store::records::{ActionRecord, Attempt, NodeRef, OutputRecord, PipelineRefs};
+use crate::store::verify::repair;
 use crate::store::{remove_any, Hash};
 
 #[derive(Debug, Clone, Default)]
@@ -370,12 +371,10 @@ impl Scheduler<'_, '_> {
                     self.finish_hit(i, key, &outputs, &put_back, earlier)
                 }
                 (Decision::Run { resolved, corrupt }, _) => {
-                    // Removed so that the run replaces them. A node with the
-                    // same output content may have removed them already.
+                    // Removed so that the run replaces them, with the
+                    // results made from them. A node with the same output
+                    // content may have removed them already.
                     let present: Vec<Hash> = corrupt.into_iter().filter(|h| self.e.store.has_object(h)).collect();
-                    for h in &present {
-                        let _ = self.e.store.remove_object(h);
-                    }
                     if let Some(first) = present.first() {
                         let id = self.node_id(i).to_owned();
                         self.progress.line(&format!(
@@ -383,11 +382,32 @@ impl Scheduler<'_, '_> {
                             first.short()
                         ));
                     }
+                    self.repair(&present);
                     self.steps[i] = Step::Queued(resolved);
                 }
                 // decide() gives every decision but Wait a key.
                 _ => self.fail(i, "internal error: no decision for a node whose inputs finished".into()),
             }
+        }
+    }
+
+    /// Remove corrupt objects and the records of the actions that read
+    /// them (see `store::verify::repair`), and say so.
+    fn repair(&self, corrupt: &[Hash]) {
+        let report = repair(self.e.store, corrupt);
+        for (h, err) in &report.not_removed {
+            self.progress.line(&format!("  corrupt object {} could not be removed: {err}", h.short()));
+        }
+        for (_, node, pipeline) in &report.invalidated {
+            let which =
+                if *pipeline == self.e.pipeline.name { String::new() } else { format!(" (pipeline {pipeline})") };
+            self.progress.line(&format!(
+                "  invalidated  {node}{which}  a cached result of it was made from a corrupt object: removed, so it is rebuilt when needed"
+            ));
+        }
+        for (key, err) in &report.not_invalidated {
+            self.progress
+                .line(&format!("  could not invalidate action {} (it read a corrupt object): {err}", key.short()));
         }
     }
 
@@ -505,6 +525,9 @@ impl Scheduler<'_, '_> {
         }
         let _ = std::fs::rename(&run.log, &log);
         let _ = remove_any(&run.dir);
+        // An input that was not the bytes its key names: nothing made from
+        // it is kept.
+        self.repair(&f.corrupt);
         match f.result {
             Ok(outputs) => {
                 let node = &self.e.pipeline.nodes[i];

@@ -260,6 +260,11 @@ impl Store {
         Ok(Committed { hash, size, is_dir })
     }
 
+    /// Remove an action record: its key becomes a cache miss.
+    pub fn remove_action(&self, key: &Hash) -> io::Result<()> {
+        remove_any(&self.action_path(key))
+    }
+
     /// Remove an object (gc, or a corrupt one found by verify).
     pub fn remove_object(&self, h: &Hash) -> io::Result<()> {
         let path = self.object_path(h);

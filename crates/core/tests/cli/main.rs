@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod corruption;
 mod errors;
 mod failures;
 mod incremental;
