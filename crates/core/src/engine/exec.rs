@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::io::{self, Write};
+use std::os::fd::RawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -205,12 +206,13 @@ pub fn shell_quote(s: &str) -> String {
 }
 
 /// Start the node. Its stdout and stderr go to the log; it gets its own
-/// process group (so an interrupt can stop it and everything it started)
-/// and is killed if toe-pipe dies (PR_SET_PDEATHSIG).
+/// process group (so an interrupt can stop it and everything it started),
+/// listed with the `reaper` (given its pipe), which kills the group if
+/// toe-pipe dies; its leader is also killed by PR_SET_PDEATHSIG.
 ///
 /// The death signal fires when the *thread* that spawned the child exits,
 /// so call this from a thread that outlives the child.
-pub fn spawn(prep: &Prepared, node: &str, slot: Slot) -> io::Result<Child> {
+pub fn spawn(prep: &Prepared, node: &str, slot: Slot, reaper: Option<RawFd>) -> io::Result<Child> {
     let mut log = File::create(&prep.log)?;
     writeln!(log, "# toe-pipe: node {node} on {}", slot.label())?;
     writeln!(
@@ -231,6 +233,9 @@ pub fn spawn(prep: &Prepared, node: &str, slot: Slot) -> io::Result<Child> {
     unsafe {
         cmd.pre_exec(move || {
             libc::setpgid(0, 0);
+            if let Some(fd) = reaper {
+                super::reaper::register_self(fd);
+            }
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             if libc::getppid() != parent {
                 return Err(io::Error::other("toe-pipe exited while starting the node"));

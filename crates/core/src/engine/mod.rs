@@ -9,6 +9,7 @@ pub mod key;
 pub mod materialise;
 pub mod plan;
 pub mod progress;
+pub mod reaper;
 pub mod scheduler;
 pub mod signals;
 

@@ -9,5 +9,6 @@ mod corruption;
 mod errors;
 mod failures;
 mod incremental;
+mod kill;
 mod outputs;
 mod store;
