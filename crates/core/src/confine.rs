@@ -70,7 +70,12 @@ pub struct Resolver {
 
 impl Resolver {
     pub fn new(workspace: &Path) -> Resolver {
-        Resolver { workspace_real: real_path(workspace), workspace: workspace.to_path_buf(), folders: HashMap::new() }
+        Resolver::with_real(workspace, real_path(workspace))
+    }
+
+    /// With the workspace's real path known already.
+    pub fn with_real(workspace: &Path, workspace_real: PathBuf) -> Resolver {
+        Resolver { workspace_real, workspace: workspace.to_path_buf(), folders: HashMap::new() }
     }
 
     pub fn workspace_real(&self) -> &Path {

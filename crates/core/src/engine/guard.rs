@@ -17,19 +17,23 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::Engine;
-use crate::confine::Resolver;
+use crate::confine::{real_path, Resolver};
 use crate::spec::Node;
 use crate::store::records::PipelineRefs;
 use crate::store::Store;
 
-/// Workspace paths (relative) where toe-pipe put an output.
+/// Workspace paths (relative) where toe-pipe put an output, and the
+/// workspace's real path (resolved once per run).
 #[derive(Debug, Default)]
-pub struct Owned(HashSet<PathBuf>);
+pub struct Owned {
+    paths: HashSet<PathBuf>,
+    workspace_real: PathBuf,
+}
 
 impl Owned {
     /// From a pipeline's refs. Refs written before they recorded `placed`
     /// have the paths in the record of the node's current action.
-    pub fn from_refs(store: &Store, refs: &PipelineRefs) -> Owned {
+    pub fn from_refs(store: &Store, refs: &PipelineRefs, workspace: &Path) -> Owned {
         let mut owned = HashSet::new();
         for r in refs.nodes.values() {
             match (&r.placed, r.current) {
@@ -42,17 +46,17 @@ impl Owned {
                 (None, None) => {}
             }
         }
-        Owned(owned)
+        Owned { paths: owned, workspace_real: real_path(workspace) }
     }
 
     pub fn insert(&mut self, rel: &Path) {
-        if !self.0.contains(rel) {
-            self.0.insert(rel.to_path_buf());
+        if !self.paths.contains(rel) {
+            self.paths.insert(rel.to_path_buf());
         }
     }
 
     fn contains(&self, rel: &Path) -> bool {
-        self.0.contains(rel)
+        self.paths.contains(rel)
     }
 }
 
@@ -64,7 +68,8 @@ pub fn may_write(e: &Engine, owned: &Owned, node: &Node, output: &str, rel: &Pat
         let span = node.outputs.get(output).map(|o| o.span.clone()).unwrap_or_else(|| node.span.clone());
         Err(p.diagnostic(&span, Some(&node.id), msg).with_fix(fix).to_string())
     };
-    let mut resolver = Resolver::new(&p.workspace);
+    // Resolved again each time: a node may have made a link meanwhile.
+    let mut resolver = Resolver::with_real(&p.workspace, owned.workspace_real.clone());
     if let Some(escape) = resolver.resolve(rel).escape {
         let (msg, fix) = escape.error(output, rel);
         return refuse(msg, fix);

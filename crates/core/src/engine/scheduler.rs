@@ -272,7 +272,7 @@ pub fn run_with(
         steps,
         known: KnownOutputs::new(),
         sources: plan.sources,
-        owned: Owned::from_refs(e.store, &plan.refs),
+        owned: Owned::from_refs(e.store, &plan.refs, &p.workspace),
         refs: Refs { refs: plan.refs, dirty: false },
         slots,
         executor,
