@@ -43,7 +43,9 @@ pub trait Executor {
     fn gpus(&mut self) -> Vec<u32>;
     /// Start node `node` (id `id`) in `slot`. An error means it did not
     /// start and nothing will be reported for it; failures after the start
-    /// come back through [`Executor::wait`].
+    /// come back through [`Executor::wait`]. A node whose input objects do
+    /// not match their hashes (`exec::check_inputs`) must come back as a
+    /// failure with them in [`Finished::corrupt`], never as a success.
     fn start(&mut self, node: usize, id: &str, job: Prepared, slot: Slot) -> anyhow::Result<()>;
     /// The next node that is over, waiting at most `timeout`; `None` when
     /// none was within that time.
