@@ -308,6 +308,12 @@ pub struct BadInputs {
 pub fn check_inputs(store: &Store, objects: &[StagedInput], checked: &Checked) -> BadInputs {
     let mut bad = BadInputs::default();
     for input in objects {
+        // An interrupted run stops the node; its result is not kept
+        // unchecked.
+        if super::signals::interrupted() {
+            bad.problems.push("interrupted before its inputs were checked".to_owned());
+            break;
+        }
         let known = checked.lock().ok().and_then(|c| c.get(&input.hash).copied());
         let ok = match known {
             Some(ok) => Ok(ok),
