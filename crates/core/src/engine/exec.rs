@@ -293,8 +293,12 @@ pub type Checked = Arc<Mutex<HashMap<Hash, bool>>>;
 pub struct BadInputs {
     /// Objects whose bytes no longer match their hash.
     pub corrupt: Vec<Hash>,
-    /// Why, one line per input (corrupt, or unreadable).
+    /// Why, one line per input (corrupt, or unreadable), or that the run
+    /// was interrupted before the check ended.
     pub problems: Vec<String>,
+    /// An input is corrupt or unreadable: the node may as well stop now
+    /// (an interrupt stops it anyway, in its own way).
+    pub stop: bool,
 }
 
 /// Hash the store objects a node reads and compare them with the hashes
@@ -325,6 +329,7 @@ pub fn check_inputs(store: &Store, objects: &[StagedInput], checked: &Checked) -
         match ok {
             Ok(true) => {}
             Ok(false) => {
+                bad.stop = true;
                 if !bad.corrupt.contains(&input.hash) {
                     bad.corrupt.push(input.hash);
                 }
@@ -335,12 +340,15 @@ pub fn check_inputs(store: &Store, objects: &[StagedInput], checked: &Checked) -
                     input.hash.short()
                 ));
             }
-            Err(e) => bad.problems.push(format!(
-                "cannot read input `{}` ({}, object {}) to check it: {e}",
-                input.port,
-                input.from,
-                input.hash.short()
-            )),
+            Err(e) => {
+                bad.stop = true;
+                bad.problems.push(format!(
+                    "cannot read input `{}` ({}, object {}) to check it: {e}",
+                    input.port,
+                    input.from,
+                    input.hash.short()
+                ))
+            }
         }
     }
     bad

@@ -131,7 +131,7 @@ impl Executor for LocalExecutor {
                     let pid = child.id() as libc::pid_t;
                     // While the node runs.
                     let bad = exec::check_inputs(&store, &job.objects, &checked);
-                    if !bad.problems.is_empty() {
+                    if bad.stop {
                         // Its result would not be kept: stop it now.
                         kill_group(pid);
                     }
