@@ -79,7 +79,7 @@ pub fn synthesize(features: &Tensor, labels: &[i64], num_classes: usize, cfg: &V
             true,
         );
         kept.push(samples.index_select(0, &order));
-        kept_labels.extend(std::iter::repeat(c).take(cfg.keep_per_class));
+        kept_labels.extend(std::iter::repeat_n(c, cfg.keep_per_class));
     }
     Ok(Synthesised { features: Tensor::cat(&kept, 0).to_kind(Kind::Float), labels: kept_labels })
 }
