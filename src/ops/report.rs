@@ -1,11 +1,11 @@
-//! `report`: one table comparing every evaluated head, grouped by variant,
-//! with mean ± std over the runs of a variant (e.g. seeds).
+//! `report`: one table comparing every evaluation, grouped by variant and
+//! score, with mean ± std over the runs of a group (e.g. seeds).
 
 use serde::Serialize;
 
 use super::prelude::*;
 use super::shared::files::write_json;
-use super::shared::results::{Evaluation, SetMetrics};
+use super::shared::results::{Evaluation, Score};
 use crate::toe::report::{mean_std, percent};
 
 pub struct Report;
@@ -33,20 +33,35 @@ op_ports! {
     }
 }
 
-#[derive(Serialize)]
-struct VariantSummary {
+/// One row group of the table: the runs of a variant with one score.
+struct Group {
     variant: String,
+    score: String,
+    /// Per set (the sets, then the average): FPR95, AUROC, AUPR of each run.
+    sets: Vec<(String, [Vec<f64>; 3])>,
+    /// ID accuracy of each run that has one.
+    accuracy: Vec<f64>,
+    runs: usize,
+}
+
+#[derive(Serialize)]
+struct GroupSummary {
+    variant: String,
+    score: String,
     runs: usize,
     /// (set name, [mean, std] of FPR95, AUROC, AUPR)
     sets: Vec<(String, [f64; 6])>,
-    id_accuracy: [f64; 2],
+    /// [mean, std]; absent when no run has an ID accuracy
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id_accuracy: Option<[f64; 2]>,
 }
 
 impl TypedOp for Report {
     const NAME: &'static str = "report";
-    const VERSION: u32 = 1;
+    // 2: one row group per variant and score; a score column when there are several.
+    const VERSION: u32 = 2;
     const SUMMARY: &'static str =
-        "one results table over evaluations: per variant, mean ± std over runs, per OoD set and average";
+        "one results table over evaluations: per variant and score, mean ± std over runs, per OoD set and average";
     type Params = Params;
     type Inputs = Inputs;
     type Outputs = Outputs;
@@ -62,73 +77,116 @@ impl TypedOp for Report {
         if evaluations.is_empty() {
             bail!("node {}: no results connected", ctx.node);
         }
-        // Variants in first-appearance order.
-        let mut variants: Vec<String> = Vec::new();
-        for e in &evaluations {
-            if !variants.contains(&e.variant) {
-                variants.push(e.variant.clone());
-            }
-        }
-        let set_names: Vec<String> =
-            evaluations[0].sets.iter().map(|s| s.name.clone()).chain(std::iter::once("average".into())).collect();
-        // Gather mean ± std per (variant, set).
-        let mut summaries = Vec::new();
-        for variant in &variants {
-            let runs: Vec<&Evaluation> = evaluations.iter().filter(|e| &e.variant == variant).collect();
-            let acc: Vec<f64> = runs.iter().map(|e| e.id_accuracy).collect();
-            let mut sets = Vec::new();
-            for name in &set_names {
-                let pick = |f: &dyn Fn(&SetMetrics) -> f64| -> Result<Vec<f64>> {
-                    runs.iter()
-                        .map(|e| {
-                            e.sets_and_average().find(|s| &s.name == name).map(f).with_context(|| {
-                                format!("variant {variant}: a run has no OoD set {name}; every evaluation must cover the same sets")
-                            })
-                        })
-                        .collect()
-                };
-                sets.push((name.clone(), pick(&|s| s.fpr95)?, pick(&|s| s.auroc)?, pick(&|s| s.aupr)?));
-            }
-            summaries.push((variant.clone(), acc, sets));
-        }
-        let mut table = format!(
-            "## {}\n\nIn percent; FPR95 lower is better, AUROC and AUPR higher; mean ± std over runs.\n\n| OoD set | variant | runs | FPR95 | AUROC | AUPR | ID acc. |\n|---|---|---:|---:|---:|---:|---:|\n",
-            p.title
-        );
-        for (i, name) in set_names.iter().enumerate() {
-            for (variant, acc, sets) in &summaries {
-                let (_, fpr, auroc, aupr) = &sets[i];
-                let shown = if variant.is_empty() { "-" } else { variant.as_str() };
-                table.push_str(&format!(
-                    "| {name} | {shown} | {} | {} | {} | {} | {} |\n",
-                    acc.len(),
-                    percent(fpr),
-                    percent(auroc),
-                    percent(aupr),
-                    percent(acc)
-                ));
-            }
-        }
-        let summaries: Vec<VariantSummary> = summaries
-            .into_iter()
-            .map(|(variant, acc, sets)| {
-                let (m, s) = mean_std(&acc);
-                VariantSummary {
-                    variant,
-                    runs: acc.len(),
-                    sets: sets
-                        .into_iter()
-                        .map(|(name, fpr, auroc, aupr)| {
-                            let (a, b, c) = (mean_std(&fpr), mean_std(&auroc), mean_std(&aupr));
-                            (name, [a.0, a.1, b.0, b.1, c.0, c.1])
-                        })
-                        .collect(),
-                    id_accuracy: [m, s],
-                }
-            })
-            .collect();
+        let groups = group(&evaluations)?;
+        let table = markdown_table(&p.title, &groups);
         print!("{table}");
         std::fs::write(&o.table, &table).with_context(|| "writing the table")?;
-        write_json(&o.summary, &summaries)
+        write_json(&o.summary, &groups.iter().map(Group::summary).collect::<Vec<_>>())
     }
+}
+
+/// The evaluations by (variant, score), in first-appearance order. Every
+/// evaluation must cover the same OoD sets.
+fn group(evaluations: &[Evaluation]) -> Result<Vec<Group>> {
+    let set_names: Vec<String> =
+        evaluations[0].sets.iter().map(|s| s.name.clone()).chain(std::iter::once("average".into())).collect();
+    let mut groups: Vec<Group> = Vec::new();
+    for e in evaluations {
+        for score in e.scores() {
+            let at = match groups.iter().position(|g| g.variant == e.variant && g.score == score.score) {
+                Some(at) => at,
+                None => {
+                    groups.push(Group {
+                        variant: e.variant.clone(),
+                        score: score.score.clone(),
+                        sets: set_names.iter().map(|n| (n.clone(), Default::default())).collect(),
+                        accuracy: Vec::new(),
+                        runs: 0,
+                    });
+                    groups.len() - 1
+                }
+            };
+            let g = &mut groups[at];
+            for (name, [fpr, auroc, aupr]) in &mut g.sets {
+                let s = score.sets_and_average().find(|s| &s.name == name).with_context(|| {
+                    format!(
+                        "variant {}, score {}: a run has no OoD set {name}; every evaluation must cover the same sets",
+                        e.variant, score.score
+                    )
+                })?;
+                fpr.push(s.fpr95);
+                auroc.push(s.auroc);
+                aupr.push(s.aupr);
+            }
+            g.accuracy.extend(e.id_accuracy);
+            g.runs += 1;
+        }
+    }
+    Ok(groups)
+}
+
+impl Group {
+    fn summary(&self) -> GroupSummary {
+        GroupSummary {
+            variant: self.variant.clone(),
+            score: self.score.clone(),
+            runs: self.runs,
+            sets: self
+                .sets
+                .iter()
+                .map(|(name, [fpr, auroc, aupr])| {
+                    let (a, b, c) = (mean_std(fpr), mean_std(auroc), mean_std(aupr));
+                    (name.clone(), [a.0, a.1, b.0, b.1, c.0, c.1])
+                })
+                .collect(),
+            id_accuracy: (!self.accuracy.is_empty()).then(|| {
+                let (m, s) = mean_std(&self.accuracy);
+                [m, s]
+            }),
+        }
+    }
+
+    /// The variant as tables show it.
+    fn variant_label(&self) -> &str {
+        if self.variant.is_empty() {
+            "-"
+        } else {
+            &self.variant
+        }
+    }
+
+    fn accuracy_text(&self) -> String {
+        if self.accuracy.is_empty() {
+            "-".into()
+        } else {
+            percent(&self.accuracy)
+        }
+    }
+}
+
+/// Rows by OoD set, then group. A score column appears when the
+/// evaluations have other scores than energy.
+fn markdown_table(title: &str, groups: &[Group]) -> String {
+    let with_score = groups.iter().any(|g| g.score != Score::Energy.name());
+    let (score_head, score_rule) = if with_score { (" score |", "---|") } else { ("", "") };
+    let mut table = format!(
+        "## {title}\n\nIn percent; FPR95 lower is better, AUROC and AUPR higher; mean ± std over runs.\n\n| OoD set | variant |{score_head} runs | FPR95 | AUROC | AUPR | ID acc. |\n|---|---|{score_rule}---:|---:|---:|---:|---:|\n",
+    );
+    let set_count = groups.first().map_or(0, |g| g.sets.len());
+    for set in 0..set_count {
+        for g in groups {
+            let (name, [fpr, auroc, aupr]) = &g.sets[set];
+            let score = if with_score { format!(" {} |", Score::label_of(&g.score)) } else { String::new() };
+            table.push_str(&format!(
+                "| {name} | {} |{score} {} | {} | {} | {} | {} |\n",
+                g.variant_label(),
+                g.runs,
+                percent(fpr),
+                percent(auroc),
+                percent(aupr),
+                g.accuracy_text()
+            ));
+        }
+    }
+    table
 }

@@ -37,6 +37,7 @@ mod ops_toe;
 mod pipelines_real;
 mod toe_math;
 mod toe_pipeline;
+mod toe_scores;
 mod world;
 
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
