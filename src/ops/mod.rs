@@ -22,6 +22,7 @@ mod outliers_description;
 mod outliers_word;
 mod report;
 pub mod shared;
+mod text_prompts;
 mod train_clip;
 mod train_decoder;
 mod train_oe;
@@ -45,6 +46,7 @@ pub fn registry() -> Registry {
         Box::new(world_classes::WorldClasses),
         Box::new(class_stats::ClassStats),
         Box::new(embed_text::EmbedText),
+        Box::new(text_prompts::TextPrompts),
         Box::new(embed_images::EmbedImages),
         Box::new(mahalanobis_select::MahalanobisSelect),
         Box::new(outliers_description::OutliersDescription),

@@ -1,7 +1,8 @@
 //! The README's main pipeline, `pipelines/demo.toml`, run for real through
 //! the CLI at a reduced size (`--set` on its variables): the world, CLIP
 //! pre-training, the decoder, every outlier type, heads over two seeds,
-//! evaluation and the printed table. Then a second run does nothing, forced
+//! evaluation and the printed table. Then a second run does nothing, a new
+//! list of scores re-runs only their evaluation and the report, forced
 //! re-runs of the model nodes reproduce their outputs (so nothing downstream
 //! re-runs), and a changed noise variance re-runs only the exposed heads and
 //! what follows. scripts/demo_feature_scores.py runs on the store it leaves.
@@ -61,10 +62,15 @@ fn the_demo_pipeline_runs_end_to_end_then_only_what_an_edit_makes_stale() {
     ] {
         assert!(ran.contains(node), "{node} did not run:\n{}", first.all());
     }
-    // The table is printed at the end of the run (`show` in the file).
-    for variant in ["baseline", "word", "description", "caption"] {
-        for set in ["ood_near", "ood_scenes", "ood_textures", "average"] {
-            let row = format!("| {set} | {variant} | 2 |");
+    // The table is printed at the end of the run (`show` in the file),
+    // with the rows of the scores that need no head.
+    for set in ["ood_near", "ood_scenes", "ood_textures", "average"] {
+        for variant in ["baseline", "word", "description", "caption"] {
+            let row = format!("| {set} | {variant} | energy | 2 |");
+            assert!(first.stdout.contains(&row), "no row {row:?} in:\n{}", first.stdout);
+        }
+        for score in ["MCM", "Mahalanobis", "KNN"] {
+            let row = format!("| {set} | no head | {score} | 1 |");
             assert!(first.stdout.contains(&row), "no row {row:?} in:\n{}", first.stdout);
         }
     }
@@ -88,7 +94,12 @@ fn the_demo_pipeline_runs_end_to_end_then_only_what_an_edit_makes_stale() {
     let again = run(&ws, &[]);
     assert!(again.ran().is_empty(), "{}", again.all());
     assert!(again.stderr.contains("nothing to do"), "{}", again.stderr);
-    assert!(again.stdout.contains("| average | word | 2 |"), "the table is shown again:\n{}", again.stdout);
+    assert!(again.stdout.contains("| average | word | energy | 2 |"), "the table is shown again:\n{}", again.stdout);
+
+    // Another list of scores without a head: that evaluation and the report.
+    let rescored = run(&ws, &["no_head_scores=mcm,knn"]);
+    assert_eq!(rescored.ran(), common::set(["eval_no_head", "report"]), "{}", rescored.all());
+    assert!(!rescored.stdout.contains("Mahalanobis"), "{}", rescored.stdout);
 
     // Re-running the nodes that write models and statistics (forced)
     // reproduces their outputs byte for byte, so nothing downstream re-runs.
