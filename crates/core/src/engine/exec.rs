@@ -12,7 +12,7 @@ use anyhow::Context;
 
 use super::key::Resolved;
 use crate::ops::OpContext;
-use crate::spec::{vars, Action, ArtifactKind, InputRef, Node, Pipeline};
+use crate::spec::{vars, Action, ArtifactKind, InputRef, Node, Pipeline, LINEAGE_REF};
 use crate::store::{Committed, Store};
 use crate::worker::{worker_exe, Job};
 
@@ -95,16 +95,28 @@ pub fn prepare(
 
     let mut inputs: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
     for (port, input) in &node.inputs {
-        let recs = &res.inputs[port];
-        let paths = input
-            .refs
-            .iter()
-            .zip(recs)
-            .map(|(r, rec)| match r {
-                InputRef::Node { .. } => store.object_path(&rec.hash),
-                InputRef::Source { abs, .. } => abs.clone(),
-            })
-            .collect();
+        // resolve() puts an @lineage record after the port's other ones.
+        let (mut recs, mut lineage) =
+            (res.inputs[port].iter().filter(|r| r.source.as_deref() != Some(LINEAGE_REF)), None);
+        let mut paths = Vec::with_capacity(input.refs.len());
+        for r in &input.refs {
+            paths.push(match r {
+                InputRef::Node { .. } => store.object_path(&recs.next().context("an input without its record")?.hash),
+                InputRef::Source { abs, .. } => {
+                    recs.next();
+                    abs.clone()
+                }
+                InputRef::Lineage => {
+                    let path = dir.join(format!("{port}.lineage.json"));
+                    if lineage.is_none() {
+                        let doc = res.lineage.as_ref().context("a @lineage input without its document")?;
+                        fs::write(&path, doc).with_context(|| format!("cannot write {}", path.display()))?;
+                        lineage = Some(());
+                    }
+                    path
+                }
+            });
+        }
         inputs.insert(port.clone(), paths);
     }
 

@@ -5,6 +5,7 @@
 pub mod exec;
 pub mod executor;
 pub mod key;
+pub mod lineage_input;
 pub mod materialise;
 pub mod plan;
 pub mod progress;

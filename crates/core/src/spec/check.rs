@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use super::diag::{suggest, Diagnostic, Diagnostics};
 use super::expand::overlaps;
 use super::vars;
-use super::{Action, ArtifactKind, InputRef, Output, Param, ParamValue, Pipeline};
+use super::{Action, ArtifactKind, InputRef, Output, Param, ParamValue, Pipeline, LINEAGE_REF};
 use crate::graph::Dag;
 use crate::ops::{with_article, OpCatalog, ParamProblem};
 
@@ -297,6 +297,15 @@ fn ops(p: &mut Pipeline, catalog: &OpCatalog, diags: &mut Diagnostics) {
                         ),
                         _ => {}
                     },
+                    InputRef::Lineage if !ArtifactKind::Json.feeds(spec.kind) => diags.push(
+                        p.diagnostic(
+                            &input.span,
+                            Some(&node.id),
+                            format!("input `{port}` of op `{name}` wants {}, but {LINEAGE_REF} is json", spec.kind),
+                        )
+                        .with_fix("connect @lineage to a json input"),
+                    ),
+                    InputRef::Lineage => {}
                     InputRef::Source { abs, path } => {
                         if abs.exists() && (spec.kind == ArtifactKind::Dir) != abs.is_dir() {
                             let want = if spec.kind == ArtifactKind::Dir { "a directory" } else { "a file" };

@@ -388,7 +388,7 @@ impl Node {
             .flat_map(|i| i.refs.iter())
             .filter_map(|r| match r {
                 InputRef::Node { node, .. } => Some(node.as_str()),
-                InputRef::Source { .. } => None,
+                InputRef::Source { .. } | InputRef::Lineage => None,
             })
             .collect();
         ids.sort_unstable();
@@ -436,13 +436,21 @@ pub enum InputRef {
     /// A file or directory outside the store. `path` is as written (after
     /// variables); `abs` is resolved against the workspace.
     Source { path: String, abs: PathBuf },
+    /// `@lineage`: a JSON document of the action records of every action
+    /// the node's other inputs came from, transitively (see
+    /// `engine::lineage_input`).
+    Lineage,
 }
+
+/// How an input refers to the lineage of the node's other inputs.
+pub const LINEAGE_REF: &str = "@lineage";
 
 impl fmt::Display for InputRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             InputRef::Node { node, output } => write!(f, "{node}.{output}"),
             InputRef::Source { path, .. } => f.write_str(path),
+            InputRef::Lineage => f.write_str(LINEAGE_REF),
         }
     }
 }

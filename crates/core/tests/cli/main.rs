@@ -8,4 +8,5 @@ mod common;
 mod errors;
 mod failures;
 mod incremental;
+mod lineage_input;
 mod store;
