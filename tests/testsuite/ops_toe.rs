@@ -308,7 +308,11 @@ outputs.plots = { path = "out/plots_features" }
 id = "report"
 op = "report"
 inputs.results = ["eval_head.results", "eval_features.results"]
+inputs.plots = ["eval_head.plots", "eval_features.plots"]
+inputs.lineage = "@lineage"
 outputs.table = { path = "out/table.md" }
+outputs.summary = { path = "out/summary.json" }
+outputs.page = { path = "out/report.html" }
 "#;
 
 #[test]
@@ -350,6 +354,27 @@ fn every_score_gets_its_rows_and_a_score_list_edit_reruns_only_evaluations() {
     }
     let log = ws.toe(&["log", "eval_features"]).ok();
     assert!(log.stdout.contains("NegLabel: 20 of 40 words mined as negative labels"), "{}", log.stdout);
+
+    // The page: every number of the table, each group's evaluation linked
+    // to its row in the run's DAG, the plots inline, every upstream node
+    // with its action's hashes.
+    let page = ws.read("out/report.html");
+    assert!(page.starts_with("<!DOCTYPE html>") && page.trim_end().ends_with("</html>"));
+    for line in table.lines().filter(|l| l.starts_with("| near") || l.starts_with("| average")) {
+        for cell in line.split('|').map(str::trim).skip(4).filter(|c| !c.is_empty()) {
+            assert!(page.contains(&format!(">{cell}<")), "{cell} (from {line:?}) is not in the page");
+        }
+    }
+    for node in ["stats", "head", "eval_head", "eval_features"] {
+        assert!(page.contains(&format!("<tr id=\"node-{node}\">")), "no row for {node}");
+        assert!(page.contains(&format!("<a href=\"#node-{node}\">")), "no link to {node}");
+    }
+    let results_hash = toe_pipe::store::Hash::of_bytes(ws.read("out/features.json").as_bytes());
+    assert!(page.contains(&format!("id=\"artifact-{}\"", results_hash.hex())), "the results' hash is not in the page");
+    assert!(page.contains("source data/train_features.npy"));
+    // 3 + 4 scores, 2 OoD sets, one plot each; nothing loaded from elsewhere.
+    assert_eq!(page.matches("src=\"data:image/svg+xml;base64,").count(), 14);
+    assert!(!page.contains("http://") && !page.contains("https://") && !page.contains("<script"));
 
     // Another score list: that evaluation and the report, not the head.
     let edited = ws.toe(&["run", "scores.toml", "--set", "head_scores=energy,msp"]).ok();

@@ -35,11 +35,12 @@ pub enum ArtifactKind {
     Md,
     Svg,
     Png,
+    Html,
     File,
 }
 
 impl ArtifactKind {
-    pub const ALL: [ArtifactKind; 9] = [
+    pub const ALL: [ArtifactKind; 10] = [
         ArtifactKind::Npy,
         ArtifactKind::Pt,
         ArtifactKind::Json,
@@ -48,6 +49,7 @@ impl ArtifactKind {
         ArtifactKind::Md,
         ArtifactKind::Svg,
         ArtifactKind::Png,
+        ArtifactKind::Html,
         ArtifactKind::File,
     ];
 
@@ -61,6 +63,7 @@ impl ArtifactKind {
             ArtifactKind::Md => "md",
             ArtifactKind::Svg => "svg",
             ArtifactKind::Png => "png",
+            ArtifactKind::Html => "html",
             ArtifactKind::File => "file",
         }
     }

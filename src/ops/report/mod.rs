@@ -1,11 +1,18 @@
 //! `report`: one table comparing every evaluation, grouped by variant and
-//! score, with mean ± std over the runs of a group (e.g. seeds).
+//! score, with mean ± std over the runs of a group (e.g. seeds), as
+//! markdown, JSON and a self-contained HTML page ([`page`]) that adds the
+//! score densities and the run's DAG with the lineage of every artifact.
+
+mod dag;
+mod page;
 
 use serde::Serialize;
+use toe_pipe_core::engine::lineage_input::LineageDocument;
 
 use super::prelude::*;
 use super::shared::files::write_json;
 use super::shared::results::{Evaluation, Score};
+use crate::store::Hash;
 use crate::toe::report::{mean_std, percent};
 
 pub struct Report;
@@ -21,6 +28,10 @@ op_ports! {
     pub struct Inputs {
         /// results of evaluate nodes
         results: Vec<Json>,
+        /// the plots folders of the same evaluate nodes, in the same order (the page shows each group's score densities)
+        plots: Vec<Dir>,
+        /// "@lineage": the run's action records upstream of the results (the page's DAG and the lineage of every artifact)
+        lineage: Option<Json>,
     }
 }
 
@@ -30,6 +41,8 @@ op_ports! {
         table: Md,
         /// the same numbers as JSON
         summary: Json,
+        /// one self-contained HTML page: the comparison, ID accuracy, score densities, the run's DAG and lineage
+        page: Html,
     }
 }
 
@@ -42,6 +55,8 @@ struct Group {
     /// ID accuracy of each run that has one.
     accuracy: Vec<f64>,
     runs: usize,
+    /// Indices of the group's evaluations in the results input.
+    members: Vec<usize>,
 }
 
 #[derive(Serialize)]
@@ -58,7 +73,8 @@ struct GroupSummary {
 
 impl TypedOp for Report {
     const NAME: &'static str = "report";
-    // 2: one row group per variant and score; a score column when there are several.
+    // 2: one row group per variant and score, a score column when there are
+    // several; the HTML page.
     const VERSION: u32 = 2;
     const SUMMARY: &'static str =
         "one results table over evaluations: per variant and score, mean ± std over runs, per OoD set and average";
@@ -68,20 +84,47 @@ impl TypedOp for Report {
 
     fn run(&self, ctx: &OpContext, p: Params, i: Inputs, o: Outputs) -> Result<()> {
         let mut evaluations = Vec::new();
+        let mut hashes = Vec::new();
         for path in &i.results {
             let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
             let e: Evaluation = serde_json::from_slice(&bytes)
                 .with_context(|| format!("{}: not the results of an evaluate node", path.display()))?;
             evaluations.push(e);
+            hashes.push(Hash::of_bytes(&bytes));
         }
         if evaluations.is_empty() {
             bail!("node {}: no results connected", ctx.node);
         }
+        if !i.plots.is_empty() && i.plots.len() != i.results.len() {
+            bail!(
+                "node {}: {} plots folders for {} results; connect the plots of the same evaluate nodes, in the same order (or none)",
+                ctx.node,
+                i.plots.len(),
+                i.results.len()
+            );
+        }
+        let lineage: Option<LineageDocument> = match &i.lineage {
+            Some(path) => {
+                let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+                Some(serde_json::from_slice(&bytes).with_context(|| {
+                    format!("{}: not a lineage document; connect inputs.lineage = \"@lineage\"", path.display())
+                })?)
+            }
+            None => None,
+        };
         let groups = group(&evaluations)?;
         let table = markdown_table(&p.title, &groups);
         print!("{table}");
         std::fs::write(&o.table, &table).with_context(|| "writing the table")?;
-        write_json(&o.summary, &groups.iter().map(Group::summary).collect::<Vec<_>>())
+        write_json(&o.summary, &groups.iter().map(Group::summary).collect::<Vec<_>>())?;
+        let html = page::render(&page::Page {
+            title: &p.title,
+            groups: &groups,
+            result_hashes: &hashes,
+            plots: &i.plots,
+            lineage: lineage.as_ref(),
+        })?;
+        std::fs::write(&o.page, html).with_context(|| format!("writing {}", o.page.display()))
     }
 }
 
@@ -91,7 +134,7 @@ fn group(evaluations: &[Evaluation]) -> Result<Vec<Group>> {
     let set_names: Vec<String> =
         evaluations[0].sets.iter().map(|s| s.name.clone()).chain(std::iter::once("average".into())).collect();
     let mut groups: Vec<Group> = Vec::new();
-    for e in evaluations {
+    for (index, e) in evaluations.iter().enumerate() {
         for score in e.scores() {
             let at = match groups.iter().position(|g| g.variant == e.variant && g.score == score.score) {
                 Some(at) => at,
@@ -102,6 +145,7 @@ fn group(evaluations: &[Evaluation]) -> Result<Vec<Group>> {
                         sets: set_names.iter().map(|n| (n.clone(), Default::default())).collect(),
                         accuracy: Vec::new(),
                         runs: 0,
+                        members: Vec::new(),
                     });
                     groups.len() - 1
                 }
@@ -120,6 +164,7 @@ fn group(evaluations: &[Evaluation]) -> Result<Vec<Group>> {
             }
             g.accuracy.extend(e.id_accuracy);
             g.runs += 1;
+            g.members.push(index);
         }
     }
     Ok(groups)
