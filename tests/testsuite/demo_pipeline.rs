@@ -75,6 +75,10 @@ fn the_demo_pipeline_runs_end_to_end_then_only_what_an_edit_makes_stale() {
         }
     }
     assert!(ws.path("results/demo/table.md").is_file());
+    let page = ws.read("results/demo/report.html");
+    for node in ["clip", "decoder", "features_ood_near", "head_caption_1", "eval_no_head"] {
+        assert!(page.contains(&format!("<tr id=\"node-{node}\">")), "{node} is not in the page's DAG");
+    }
     // Every outlier type produced text to expose the head to.
     let word_log = ws.toe(&["log", "words"]).ok();
     assert!(word_log.stdout.contains("words"), "{}", word_log.stdout);
@@ -102,11 +106,13 @@ fn the_demo_pipeline_runs_end_to_end_then_only_what_an_edit_makes_stale() {
     assert!(!rescored.stdout.contains("Mahalanobis"), "{}", rescored.stdout);
 
     // Re-running the nodes that write models and statistics (forced)
-    // reproduces their outputs byte for byte, so nothing downstream re-runs.
+    // reproduces their outputs byte for byte, so nothing downstream re-runs
+    // but the report, whose page shows the run's new records (@lineage).
     let forced_nodes = ["clip", "decoder", "stats", "words", "captions", "head_word_0"];
     let forced =
         ws.toe(&[&["run", "pipelines/demo.toml", "--force", &forced_nodes.join(",")][..], &small_sets()].concat()).ok();
-    let expected: std::collections::BTreeSet<String> = forced_nodes.iter().map(|n| n.to_string()).collect();
+    let expected: std::collections::BTreeSet<String> =
+        forced_nodes.iter().chain(&["report"]).map(|n| n.to_string()).collect();
     assert_eq!(forced.ran(), expected, "{}", forced.all());
 
     let edited = run(&ws, &["noise_var=0.03"]);

@@ -35,6 +35,7 @@ mod metrics_sklearn;
 mod ops_decoder;
 mod ops_toe;
 mod pipelines_real;
+mod report_page;
 mod toe_math;
 mod toe_pipeline;
 mod toe_scores;
