@@ -29,7 +29,7 @@ op_ports! {
         /// results of evaluate nodes
         results: Vec<Json>,
         /// the plots folders of the same evaluate nodes, in the same order (the page shows each group's score densities)
-        plots: Vec<Dir>,
+        plots: OptVec<Dir>,
         /// "@lineage": the run's action records upstream of the results (the page's DAG and the lineage of every artifact)
         lineage: Option<Json>,
     }
