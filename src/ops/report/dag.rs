@@ -115,12 +115,16 @@ fn duration(seconds: f64) -> String {
     }
 }
 
-/// One row per node, in run order.
+/// One row per node, column by column of the picture (by depth, then in
+/// document order): an order in which the nodes can run.
 pub fn table(doc: &LineageDocument) -> String {
+    let depths = depths(doc);
+    let mut order: Vec<usize> = (0..doc.actions.len()).collect();
+    order.sort_by_key(|&i| (depths[i], i));
     let mut out = String::from(
         "<table id=\"lineage\">\n<thead><tr><th>node</th><th>action</th><th>state</th><th>ran</th><th>duration</th><th>device</th><th>inputs</th><th>outputs</th></tr></thead>\n<tbody>\n",
     );
-    for a in &doc.actions {
+    for a in order.iter().map(|&i| &doc.actions[i]) {
         let id = escape(&a.node);
         let params: Vec<String> =
             a.params.iter().map(|(k, v)| format!("{} = {}", escape(k), escape(&v.to_string()))).collect();

@@ -32,7 +32,8 @@ const STYLE: &str = "
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2em; color: #222; }
 h1 { font-size: 1.6em; } h2 { margin-top: 2em; border-bottom: 1px solid #ccc; }
 table { border-collapse: collapse; font-size: 13px; }
-th, td { border: 1px solid #ddd; padding: 3px 7px; vertical-align: top; }
+th, td { border: 1px solid #ddd; padding: 3px 6px; vertical-align: top; }
+.wide { overflow-x: auto; } #comparison-table td { white-space: nowrap; }
 th { background: #f3f3f3; } td.num { text-align: right; white-space: nowrap; font-variant-numeric: tabular-nums; }
 td.best { font-weight: bold; background: #eaf5ea; }
 tr:target { background: #fff6d5; }
@@ -89,12 +90,12 @@ fn producers(lineage: Option<&LineageDocument>) -> HashMap<Hash, String> {
 /// The comparison table: one row per group, a column group per OoD set;
 /// the best mean of each column in bold.
 fn comparison(out: &mut String, p: &Page, producers: &HashMap<Hash, String>) {
-    out.push_str("<h2 id=\"comparison\">Comparison</h2>\n<p>In percent, mean ± std over runs. FPR95: lower is better; AUROC, AUPR: higher is better. ID acc.: accuracy on the ID set of the evaluation's classifier (the head; without one, CLIP's zero-shot classifier with the class prompts).</p>\n<table id=\"comparison-table\">\n<thead><tr><th rowspan=\"2\">variant</th><th rowspan=\"2\">score</th><th rowspan=\"2\">runs</th><th rowspan=\"2\">ID acc.</th>");
+    out.push_str("<h2 id=\"comparison\">Comparison</h2>\n<p>In percent, mean ± std over runs. FPR95: lower is better; AUROC, AUPR: higher is better. ID acc.: accuracy on the ID set of the evaluation's classifier (the head; without one, CLIP's zero-shot classifier with the class prompts).</p>\n<div class=\"wide\"><table id=\"comparison-table\">\n<thead><tr><th rowspan=\"2\">variant</th><th rowspan=\"2\">score</th><th rowspan=\"2\">runs</th><th rowspan=\"2\">ID acc.</th>");
     let Some(first) = p.groups.first() else { return };
     for (name, _) in &first.sets {
         let _ = write!(out, "<th colspan=\"3\">{}</th>", escape(name));
     }
-    out.push_str("<th rowspan=\"2\">evaluations</th></tr>\n<tr>");
+    out.push_str("</tr>\n<tr>");
     for _ in &first.sets {
         out.push_str("<th>FPR95</th><th>AUROC</th><th>AUPR</th>");
     }
@@ -110,20 +111,7 @@ fn comparison(out: &mut String, p: &Page, producers: &HashMap<Hash, String>) {
         }
     };
     for g in p.groups {
-        let _ = write!(
-            out,
-            "<tr><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>",
-            escape(g.variant_label()),
-            escape(&Score::label_of(&g.score)),
-            g.runs,
-            escape(&g.accuracy_text())
-        );
-        for set in 0..g.sets.len() {
-            for metric in 0..3 {
-                let class = if mean(g, set, metric) == best(set, metric) { "num best" } else { "num" };
-                let _ = write!(out, "<td class=\"{class}\">{}</td>", escape(&percent(&g.sets[set].1[metric])));
-            }
-        }
+        // The runs open to the evaluate nodes, each linked to its row in the run.
         let links: Vec<String> = g
             .members
             .iter()
@@ -132,9 +120,24 @@ fn comparison(out: &mut String, p: &Page, producers: &HashMap<Hash, String>) {
                 None => format!("<code>{}</code>", p.result_hashes[m].short()),
             })
             .collect();
-        let _ = writeln!(out, "<td>{}</td></tr>", links.join(" "));
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td class=\"num\"><details><summary>{}</summary>{}</details></td><td class=\"num\">{}</td>",
+            escape(g.variant_label()),
+            escape(&Score::label_of(&g.score)),
+            g.runs,
+            links.join("<br>"),
+            escape(&g.accuracy_text())
+        );
+        for set in 0..g.sets.len() {
+            for metric in 0..3 {
+                let class = if mean(g, set, metric) == best(set, metric) { "num best" } else { "num" };
+                let _ = write!(out, "<td class=\"{class}\">{}</td>", escape(&percent(&g.sets[set].1[metric])));
+            }
+        }
+        out.push_str("</tr>\n");
     }
-    out.push_str("</tbody></table>\n");
+    out.push_str("</tbody></table></div>\n");
 }
 
 /// Per OoD set, the score densities of each group's first run.
