@@ -31,7 +31,7 @@ mod world_classes;
 mod world_generate;
 
 pub use outliers_description::read_descriptors;
-pub use shared::results::{Evaluation, SetMetrics};
+pub use shared::results::{Evaluation, Score, ScoreMetrics, SetMetrics};
 
 /// What every op file uses: `use super::prelude::*;`.
 mod prelude {

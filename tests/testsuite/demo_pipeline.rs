@@ -1,7 +1,8 @@
 //! The README's main pipeline, `pipelines/demo.toml`, run for real through
 //! the CLI at a reduced size (`--set` on its variables): the world, CLIP
 //! pre-training, the decoder, every outlier type, heads over two seeds,
-//! evaluation and the printed table. Then a second run does nothing, forced
+//! evaluation and the printed table. Then a second run does nothing, a new
+//! list of scores re-runs only their evaluation and the report, forced
 //! re-runs of the model nodes reproduce their outputs (so nothing downstream
 //! re-runs), and a changed noise variance re-runs only the exposed heads and
 //! what follows. scripts/demo_feature_scores.py runs on the store it leaves.
@@ -64,14 +65,23 @@ fn the_demo_pipeline_runs_end_to_end_then_only_what_an_edit_makes_stale() {
     ] {
         assert!(ran.contains(node), "{node} did not run:\n{}", first.all());
     }
-    // The table is printed at the end of the run (`show` in the file).
-    for variant in ["baseline", "word", "description", "caption"] {
-        for set in ["ood_near", "ood_scenes", "ood_textures", "average"] {
-            let row = format!("| {set} | {variant} | 2 |");
+    // The table is printed at the end of the run (`show` in the file),
+    // with the rows of the scores that need no head.
+    for set in ["ood_near", "ood_scenes", "ood_textures", "average"] {
+        for variant in ["baseline", "word", "description", "caption"] {
+            let row = format!("| {set} | {variant} | energy | 2 |");
+            assert!(first.stdout.contains(&row), "no row {row:?} in:\n{}", first.stdout);
+        }
+        for score in ["MCM", "Mahalanobis", "KNN"] {
+            let row = format!("| {set} | no head | {score} | 1 |");
             assert!(first.stdout.contains(&row), "no row {row:?} in:\n{}", first.stdout);
         }
     }
     assert!(ws.path("results/demo/table.md").is_file());
+    let page = ws.read("results/demo/report.html");
+    for node in ["clip", "decoder", "features_ood_near", "head_caption_1", "eval_no_head"] {
+        assert!(page.contains(&format!("<tr id=\"node-{node}\">")), "{node} is not in the page's DAG");
+    }
     // Every outlier type produced text to expose the head to.
     let word_log = ws.toe(&["log", "words"]).ok();
     assert!(word_log.stdout.contains("words"), "{}", word_log.stdout);
@@ -91,14 +101,21 @@ fn the_demo_pipeline_runs_end_to_end_then_only_what_an_edit_makes_stale() {
     let again = run(&ws, &[]);
     assert!(again.ran().is_empty(), "{}", again.all());
     assert!(again.stderr.contains("nothing to do"), "{}", again.stderr);
-    assert!(again.stdout.contains("| average | word | 2 |"), "the table is shown again:\n{}", again.stdout);
+    assert!(again.stdout.contains("| average | word | energy | 2 |"), "the table is shown again:\n{}", again.stdout);
+
+    // Another list of scores without a head: that evaluation and the report.
+    let rescored = run(&ws, &["no_head_scores=mcm,knn"]);
+    assert_eq!(rescored.ran(), common::set(["eval_no_head", "report"]), "{}", rescored.all());
+    assert!(!rescored.stdout.contains("Mahalanobis"), "{}", rescored.stdout);
 
     // Re-running the nodes that write models and statistics (forced)
-    // reproduces their outputs byte for byte, so nothing downstream re-runs.
+    // reproduces their outputs byte for byte, so nothing downstream re-runs
+    // but the report, whose page shows the run's new records (@lineage).
     let forced_nodes = ["clip", "decoder", "stats", "words", "captions", "head_word_0"];
     let forced =
         ws.toe(&[&["run", "pipelines/demo.toml", "--force", &forced_nodes.join(",")][..], &small_sets()].concat()).ok();
-    let expected: std::collections::BTreeSet<String> = forced_nodes.iter().map(|n| n.to_string()).collect();
+    let expected: std::collections::BTreeSet<String> =
+        forced_nodes.iter().chain(&["report"]).map(|n| n.to_string()).collect();
     assert_eq!(forced.ran(), expected, "{}", forced.all());
 
     let edited = run(&ws, &["noise_var=0.03"]);

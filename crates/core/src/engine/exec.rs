@@ -14,7 +14,7 @@ use anyhow::Context;
 
 use super::key::Resolved;
 use crate::ops::OpContext;
-use crate::spec::{vars, Action, ArtifactKind, InputRef, Node, Pipeline};
+use crate::spec::{vars, Action, ArtifactKind, InputRef, Node, Pipeline, LINEAGE_REF};
 use crate::store::verify::object_ok;
 use crate::store::{Committed, Hash, Store};
 use crate::worker::{worker_exe, Job};
@@ -111,25 +111,36 @@ pub fn prepare(
     let mut inputs: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
     let mut objects = Vec::new();
     for (port, input) in &node.inputs {
-        for (r, rec) in input.refs.iter().zip(&res.inputs[port]) {
-            if let InputRef::Node { node: up, output } = r {
-                objects.push(StagedInput {
-                    port: port.clone(),
-                    hash: rec.hash,
-                    from: format!("output {output} of node {up}"),
-                });
-            }
+        // resolve() puts an @lineage record after the port's other ones.
+        let (mut recs, mut lineage) =
+            (res.inputs[port].iter().filter(|r| r.source.as_deref() != Some(LINEAGE_REF)), None);
+        let mut paths = Vec::with_capacity(input.refs.len());
+        for r in &input.refs {
+            paths.push(match r {
+                InputRef::Node { node: up, output } => {
+                    let rec = recs.next().context("an input without its record")?;
+                    objects.push(StagedInput {
+                        port: port.clone(),
+                        hash: rec.hash,
+                        from: format!("output {output} of node {up}"),
+                    });
+                    store.object_path(&rec.hash)
+                }
+                InputRef::Source { abs, .. } => {
+                    recs.next();
+                    abs.clone()
+                }
+                InputRef::Lineage => {
+                    let path = dir.join(format!("{port}.lineage.json"));
+                    if lineage.is_none() {
+                        let doc = res.lineage.as_ref().context("a @lineage input without its document")?;
+                        fs::write(&path, doc).with_context(|| format!("cannot write {}", path.display()))?;
+                        lineage = Some(());
+                    }
+                    path
+                }
+            });
         }
-        let recs = &res.inputs[port];
-        let paths = input
-            .refs
-            .iter()
-            .zip(recs)
-            .map(|(r, rec)| match r {
-                InputRef::Node { .. } => store.object_path(&rec.hash),
-                InputRef::Source { abs, .. } => abs.clone(),
-            })
-            .collect();
         inputs.insert(port.clone(), paths);
     }
 

@@ -6,6 +6,7 @@ pub mod exec;
 pub mod executor;
 pub mod guard;
 pub mod key;
+pub mod lineage_input;
 pub mod materialise;
 pub mod plan;
 pub mod progress;

@@ -357,7 +357,7 @@ impl Scheduler<'_, '_> {
             let Step::Planned(mut planned) = std::mem::replace(&mut self.steps[i], Step::Running) else { continue };
             if matches!(planned.decision, Decision::Wait) {
                 let node = &self.e.pipeline.nodes[i];
-                let Some(res) = resolve(node, self.e.catalog, &self.known, &self.sources) else {
+                let Some(res) = resolve(node, self.e.catalog, &self.known, &self.sources, self.e.store) else {
                     // Unreachable with all parents finished; fail loudly rather than hang.
                     self.fail(i, "internal error: inputs unknown after their nodes finished".into());
                     continue;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use super::diag::{suggest, Diagnostic, Diagnostics};
 use super::expand::overlaps;
 use super::vars;
-use super::{Action, ArtifactKind, InputRef, Output, Param, ParamValue, Pipeline};
+use super::{Action, ArtifactKind, InputRef, Output, Param, ParamValue, Pipeline, LINEAGE_REF};
 use crate::confine::{real_path, RealPath, Resolver};
 use crate::graph::Dag;
 use crate::ops::{with_article, OpCatalog, ParamProblem};
@@ -198,6 +198,20 @@ fn ops(p: &mut Pipeline, catalog: &OpCatalog, diags: &mut Diagnostics) {
                 ),
             }
         }
+        // Inputs that the chosen param values need (a score's inputs, say).
+        let values: BTreeMap<String, ParamValue> = params.iter().map(|(k, v)| (k.clone(), v.value.clone())).collect();
+        for need in info.unmet_needs(&values, |port| p.nodes[i].inputs.contains_key(port)) {
+            let span = params.get(&need.param).map_or(&node_span, |v| &v.span);
+            diags.push(p.diagnostic(span, Some(&id), format!("op `{name}`: {}", info.need_text(need))).with_fix(
+                format!(
+                    "add inputs.{} = \"node.output\" (or sources.{} = \"path\"), or take {:?} out of params.{}",
+                    need.input, need.input, need.value, need.param
+                ),
+            ));
+        }
+        // A param at its implicit value stays out of the node's params and
+        // so out of its action key (the worker reads it back as implicit).
+        params.retain(|pname, v| !info.param(pname).is_some_and(|spec| spec.is_implicit(&v.value)));
         p.nodes[i].params = params;
 
         // Outputs: only the op's, kinds agree; undeclared ones are added
@@ -284,6 +298,15 @@ fn ops(p: &mut Pipeline, catalog: &OpCatalog, diags: &mut Diagnostics) {
                         ),
                         _ => {}
                     },
+                    InputRef::Lineage if !ArtifactKind::Json.feeds(spec.kind) => diags.push(
+                        p.diagnostic(
+                            &input.span,
+                            Some(&node.id),
+                            format!("input `{port}` of op `{name}` wants {}, but {LINEAGE_REF} is json", spec.kind),
+                        )
+                        .with_fix("connect @lineage to a json input"),
+                    ),
+                    InputRef::Lineage => {}
                     InputRef::Source { abs, path } => {
                         if abs.exists() && (spec.kind == ArtifactKind::Dir) != abs.is_dir() {
                             let want = if spec.kind == ArtifactKind::Dir { "a directory" } else { "a file" };
@@ -556,7 +579,7 @@ fn sources(p: &Pipeline, catalog: Option<&OpCatalog>, diags: &mut Diagnostics) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::{OpContext, Precision, Registry, TypedOp};
+    use crate::ops::{InputNeed, OpContext, Precision, Registry, TypedOp};
     use crate::spec::{load, LoadOptions, ParamValue};
 
     crate::op_params! {
@@ -568,6 +591,9 @@ mod tests {
             factor: f64 = 2.0,
             /// how exactly
             precision: Precision = Precision::Fp32,
+            /// further precisions (a param added later)
+            #[implicit(vec![Precision::Fp32])]
+            also: Vec<Precision> = vec![Precision::Fp32],
         }
     }
     crate::op_ports! {
@@ -576,6 +602,8 @@ mod tests {
         struct ScaleInputs {
             /// numbers
             x: Npy,
+            /// numbers in half precision
+            half: Option<Npy>,
         }
     }
     crate::op_ports! {
@@ -597,6 +625,9 @@ mod tests {
         type Params = ScaleParams;
         type Inputs = ScaleInputs;
         type Outputs = ScaleOutputs;
+        fn needs() -> Vec<InputNeed> {
+            vec![InputNeed::new("also", "fp16", "half")]
+        }
         fn run(&self, _: &OpContext, _: ScaleParams, _: ScaleInputs, _: ScaleOutputs) -> anyhow::Result<()> {
             Ok(())
         }
@@ -646,6 +677,31 @@ mod tests {
         assert!(err.contains("input `x` of op `scale` wants npy, but gen.x is json"), "{err}");
         let err = checked(&BASE.replace("outputs.x = \"npy\"", "outputs.x = \"file\"")).map(|_| ());
         assert!(err.is_ok(), "a plain file may feed any file port");
+    }
+
+    /// A param at its implicit value is left out of the node's params (and
+    /// so of its action key); another value stays in.
+    #[test]
+    fn implicit_values_stay_out_of_the_params() {
+        let p = checked(BASE).unwrap();
+        assert!(!p.nodes[1].params.contains_key("also"), "{:?}", p.nodes[1].params);
+        let p = checked(&format!("{BASE}params.also = [\"fp32\"]\n")).unwrap();
+        assert!(!p.nodes[1].params.contains_key("also"), "written out, the implicit value stays out too");
+        let p = checked(&format!("{BASE}inputs.half = \"gen.x\"\nparams.also = [\"fp16\"]\n")).unwrap();
+        let fp16 = ParamValue::List(vec![ParamValue::Str("fp16".into())]);
+        assert_eq!(p.nodes[1].params["also"].value, fp16);
+    }
+
+    /// A param value that needs an optional input is an error without it,
+    /// naming the node, the value and the input.
+    #[test]
+    fn a_value_that_needs_an_unconnected_input_fails_check() {
+        let err = checked(&format!("{BASE}params.also = [\"fp32\", \"fp16\"]\n")).unwrap_err().to_string();
+        assert!(
+            err.contains("p.toml:10:15: error in node `s`: op `scale`: param `also` has \"fp16\", which needs input `half` (npy numbers in half precision); it is not connected"),
+            "{err}"
+        );
+        assert!(err.contains("fix: add inputs.half = \"node.output\" (or sources.half = \"path\"), or take \"fp16\" out of params.also"), "{err}");
     }
 
     #[test]

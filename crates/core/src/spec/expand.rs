@@ -701,6 +701,8 @@ impl Expander {
                 }
                 let abs = normalize(&workspace.join(&text));
                 refs.push(InputRef::Source { path: text, abs });
+            } else if text == super::LINEAGE_REF {
+                refs.push(InputRef::Lineage);
             } else {
                 match text.split_once('.') {
                     Some((n, o)) if vars::is_port_name(n) && vars::is_port_name(o) => {
@@ -710,7 +712,7 @@ impl Expander {
                         let fix = if text.contains('/') || text.contains('\\') {
                             format!("files and folders outside the store go under sources: sources.{port} = {text:?}")
                         } else {
-                            "write `node.output`, e.g. inputs.features = \"extract.features\"".to_owned()
+                            "write `node.output`, e.g. inputs.features = \"extract.features\" (or \"@lineage\": the records of the actions the other inputs came from)".to_owned()
                         };
                         self.err(
                             &span,

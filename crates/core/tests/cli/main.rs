@@ -10,5 +10,6 @@ mod errors;
 mod failures;
 mod incremental;
 mod kill;
+mod lineage_input;
 mod outputs;
 mod store;
