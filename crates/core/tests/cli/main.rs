@@ -8,6 +8,7 @@ mod common;
 mod corruption;
 mod errors;
 mod failures;
+mod hostile_store;
 mod incremental;
 mod kill;
 mod outputs;
