@@ -308,7 +308,7 @@ impl Store {
     pub fn remove_object(&self, h: &Hash) -> io::Result<()> {
         let path = self.object_path(h);
         if fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
-            set_dir_modes(&path, 0o755)?;
+            unseal(&path).map_err(|e| annotate(e, &path))?;
         }
         remove_any(&path)
     }
@@ -346,6 +346,22 @@ fn set_dir_modes(root: &Path, mode: u32) -> io::Result<()> {
         }
     }
     fs::set_permissions(root, fs::Permissions::from_mode(mode))
+}
+
+/// Make a sealed object directory and the directories below it writable,
+/// so it can be removed. Unlike `set_dir_modes` this accepts what a
+/// damaged object may hold (symbolic links, devices) and follows none of
+/// it: a corrupt object must stay removable.
+fn unseal(dir: &Path) -> io::Result<()> {
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755))?;
+    for e in fs::read_dir(dir)? {
+        let e = e?;
+        // DirEntry::file_type does not follow links.
+        if e.file_type()?.is_dir() {
+            unseal(&e.path())?;
+        }
+    }
+    Ok(())
 }
 
 /// Make the files of an output read-only (directories are sealed after
