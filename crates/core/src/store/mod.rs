@@ -73,6 +73,11 @@ impl Store {
                     .filter_map(|e| e.ok())
                     .map(|e| e.file_name().to_string_lossy().into_owned())
                     .filter(|n| !ALLOWED_BEFORE_INIT.contains(&n.as_str()))
+                    // The marker being written by another toe-pipe that
+                    // creates this store at the same moment (write_atomic's
+                    // temp file): that one is a store in the making, and
+                    // the lock below says "in use" if it is still running.
+                    .filter(|n| !n.starts_with(&format!(".{MARKER}.tmp-")))
                     .collect();
                 if !foreign.is_empty() {
                     bail!(

@@ -309,3 +309,41 @@ fn a_custom_store_location() {
     let bad = ws.toe(&["--store", "notastore", "run", "p.toml"]).fails();
     assert!(bad.stderr.contains("is not a toe-pipe store"), "{}", bad.stderr);
 }
+
+#[test]
+fn runs_started_together_on_a_new_workspace_either_run_or_say_in_use() {
+    for round in 0..15 {
+        let ws = Ws::new();
+        ws.write(
+            "p.toml",
+            r#"
+[[node]]
+id = "a"
+cmd = "sleep 0.2; echo a > ${out.o}"
+outputs.o = { kind = "text", path = "out/a.txt" }
+"#,
+        );
+        let children: Vec<_> = (0..4)
+            .map(|_| {
+                Command::new(bin())
+                    .args(["run", "p.toml"])
+                    .current_dir(ws.dir.path())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let mut ran = 0;
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            if out.status.success() {
+                ran += 1;
+            } else {
+                assert!(stderr.contains("in use by another toe-pipe"), "round {round}: {stderr}");
+            }
+        }
+        assert!(ran >= 1, "round {round}: one run must win");
+        assert_eq!(ws.read("out/a.txt"), "a\n");
+    }
+}
