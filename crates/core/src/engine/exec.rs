@@ -260,7 +260,8 @@ pub fn collect_outputs(
     store: &Store,
     outputs: &[(String, PathBuf, ArtifactKind)],
 ) -> Result<BTreeMap<String, Committed>, String> {
-    let mut done = BTreeMap::new();
+    // Every output is checked before any is stored: a node that failed
+    // on its second output must not leave its first in the store.
     for (name, path, kind) in outputs {
         let meta = match fs::symlink_metadata(path) {
             Ok(m) => m,
@@ -275,6 +276,9 @@ pub fn collect_outputs(
             let want = if *kind == ArtifactKind::Dir { "a directory" } else { "a file" };
             return Err(format!("output `{name}` should be {want} ({kind}) but is not"));
         }
+    }
+    let mut done = BTreeMap::new();
+    for (name, path, _) in outputs {
         match store.commit(path) {
             Ok(c) => {
                 done.insert(name.clone(), c);

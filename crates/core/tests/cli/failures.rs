@@ -115,3 +115,22 @@ outputs.o = { kind = "text", path = "out/o.txt" }
     assert!(stderr.contains("FAILED"), "{stderr}");
     assert!(kib < 100 * 1024, "toe-pipe peaked at {kib} KiB for a 200 MB log");
 }
+
+#[test]
+fn an_output_of_a_node_that_failed_on_another_output_is_not_stored() {
+    let ws = Ws::new();
+    ws.write(
+        "p.toml",
+        r#"
+[[node]]
+id = "a"
+cmd = "echo written > ${out.o}; true ${out.p}"
+outputs.o = { kind = "text", path = "out/o.txt" }
+outputs.p = { kind = "text", path = "out/p.txt" }
+"#,
+    );
+    let out = ws.toe(&["run", "p.toml"]).fails();
+    assert!(out.stderr.contains("did not write output `p`"), "{}", out.stderr);
+    let left: Vec<_> = ws.object_files();
+    assert!(left.is_empty(), "objects left by a failed node: {left:?}");
+}

@@ -347,3 +347,19 @@ outputs.o = { kind = "text", path = "out/a.txt" }
         assert_eq!(ws.read("out/a.txt"), "a\n");
     }
 }
+
+#[test]
+fn a_store_that_cannot_be_locked_prints_the_os_error_once() {
+    let ws = Ws::new();
+    ws.write("p.toml", SLOW);
+    std::fs::write(ws.path("gate"), "").unwrap();
+    ws.run("p.toml");
+    // The lock file replaced by a folder: opening it fails for root too.
+    std::fs::remove_file(ws.store().join("lock")).unwrap();
+    std::fs::create_dir(ws.store().join("lock")).unwrap();
+    for args in [&["run", "p.toml"][..], &["gc"][..], &["verify", "--repair"][..]] {
+        let out = ws.toe(args).fails();
+        assert!(out.stderr.contains("cannot lock the store"), "{args:?}: {}", out.stderr);
+        assert_eq!(out.stderr.matches("os error").count(), 1, "{args:?}: {}", out.stderr);
+    }
+}
