@@ -59,7 +59,16 @@ pub fn expand(path: &Path, opts: &LoadOptions) -> Result<(Pipeline, Diagnostics)
 /// Turn a toml/serde error into a diagnostic, naming the node it is in.
 fn toml_error(source: &SourceMap, e: &toml::de::Error) -> Diagnostic {
     let span = e.span().unwrap_or(0..0);
-    let message = e.message().trim().to_owned();
+    let mut message = e.message().trim().to_owned();
+    // The toml parser gives no message for some errors (found by the spec
+    // property test: a file that ends right after `key =`).
+    if message.is_empty() {
+        message = if span.start >= source.text().trim_end().len() {
+            "the file ends where a value is expected".to_owned()
+        } else {
+            "this is not valid TOML".to_owned()
+        };
+    }
     let node = toml::from_str::<LenientFile>(source.text()).ok().and_then(|f| {
         f.node
             .iter()

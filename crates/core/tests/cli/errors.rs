@@ -341,3 +341,11 @@ fn a_duplicate_ids_error_names_the_first_copy() {
     // The ids are on lines 2, 7 and 12; both later copies name line 2.
     assert_eq!(err.matches("first at line 2,").count(), 2, "{err}");
 }
+
+#[test]
+fn a_file_ending_after_an_equals_sign_says_so() {
+    // Found by the spec property test (spec_fuzz): the message was empty.
+    let ws = Ws::new();
+    let err = check(&ws, "[[node]]\nid = \"a\"\noutputs.o =");
+    assert!(err.contains("p.toml:3:12: error: the file ends where a value is expected"), "{err}");
+}

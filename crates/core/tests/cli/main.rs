@@ -12,4 +12,5 @@ mod hostile_store;
 mod incremental;
 mod kill;
 mod outputs;
+mod spec_fuzz;
 mod store;
