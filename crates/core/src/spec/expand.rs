@@ -832,6 +832,10 @@ pub fn overlaps(a: &Path, b: &Path) -> bool {
     a.starts_with(b) || b.starts_with(a)
 }
 
+/// The fix for a NUL byte in a command or a path.
+const NUL_FIX: &str =
+    "remove the NUL byte (\\u0000): the operating system ends commands and paths at it, so it cannot be passed on";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -849,7 +853,3 @@ mod tests {
         assert!(!overlaps(Path::new("r/x"), Path::new("r/xy")));
     }
 }
-
-/// The fix for a NUL byte in a command or a path.
-const NUL_FIX: &str =
-    "remove the NUL byte (\\u0000): the operating system ends commands and paths at it, so it cannot be passed on";

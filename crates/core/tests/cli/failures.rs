@@ -77,6 +77,8 @@ fn a_node_that_does_not_write_its_output_fails() {
 }
 
 /// Peak resident memory (KiB) of `toe-pipe ARGS` run in `ws`, with its output.
+// The child is reaped by wait4 below, which clippy does not see.
+#[allow(clippy::zombie_processes)]
 fn peak_rss_kib(ws: &Ws, args: &[&str]) -> (i64, String) {
     let child = std::process::Command::new(crate::common::bin())
         .args(args)
