@@ -79,7 +79,11 @@ impl Store {
                     // the lock below says "in use" if it is still running.
                     .filter(|n| !n.starts_with(&format!(".{MARKER}.tmp-")))
                     .collect();
-                if !foreign.is_empty() {
+                // Another toe-pipe may have made this a store since the
+                // check above (its marker is renamed in before any folder
+                // is made, so whatever we saw of it, the marker is there
+                // now).
+                if !foreign.is_empty() && !root.join(MARKER).is_file() {
                     bail!(
                         "{} exists but is not a toe-pipe store (it holds {}); refusing to use it.\n  fix: pass --store with an empty or new directory",
                         root.display(),
