@@ -271,7 +271,8 @@ pub fn collect_outputs(
     store: &Store,
     outputs: &[(String, PathBuf, ArtifactKind)],
 ) -> Result<BTreeMap<String, Committed>, String> {
-    let mut done = BTreeMap::new();
+    // Every output is checked before any is stored: a node that failed
+    // on its second output must not leave its first in the store.
     for (name, path, kind) in outputs {
         let meta = match fs::symlink_metadata(path) {
             Ok(m) => m,
@@ -286,6 +287,9 @@ pub fn collect_outputs(
             let want = if *kind == ArtifactKind::Dir { "a directory" } else { "a file" };
             return Err(format!("output `{name}` should be {want} ({kind}) but is not"));
         }
+    }
+    let mut done = BTreeMap::new();
+    for (name, path, _) in outputs {
         match store.commit(path) {
             Ok(c) => {
                 done.insert(name.clone(), c);
@@ -365,9 +369,37 @@ pub fn check_inputs(store: &Store, objects: &[StagedInput], checked: &Checked) -
     bad
 }
 
-/// The last `n` lines of a log, for failure reports.
+/// Most of a log [`log_tail`] reads: a node's log can be gigabytes, and
+/// the tail is printed for a person; longer lines are shown cut.
+const TAIL_MAX_BYTES: u64 = 1 << 20;
+
+/// The last `n` lines of a log, for failure reports. Read from the end of
+/// the file, in growing blocks, never more than [`TAIL_MAX_BYTES`].
 pub fn log_tail(path: &Path, n: usize) -> String {
-    let text = fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut file) = fs::File::open(path) else { return String::new() };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut want = 64 * 1024u64;
+    let mut bytes = Vec::new();
+    loop {
+        let start = len.saturating_sub(want.min(TAIL_MAX_BYTES));
+        bytes.clear();
+        if file.seek(SeekFrom::Start(start)).and_then(|_| file.read_to_end(&mut bytes)).is_err() {
+            return String::new();
+        }
+        // n lines need n+1 newlines when the block starts mid-line.
+        let enough = bytes.iter().filter(|&&b| b == b'\n').count() > n;
+        if start == 0 || enough || want >= TAIL_MAX_BYTES {
+            if start > 0 && enough {
+                // Drop the partial first line.
+                let first = bytes.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1);
+                bytes.drain(..first);
+            }
+            break;
+        }
+        want *= 4;
+    }
+    let text = String::from_utf8_lossy(&bytes);
     let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with("# toe-pipe:") && !l.starts_with("# $ ")).collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }

@@ -111,3 +111,45 @@ fn run_verify_rebuilds_the_readers_of_a_corrupt_output() {
     assert_eq!(ws.read("out/b.txt"), "1\ngood\na\n");
     ws.toe(&["verify"]).ok();
 }
+
+/// The stored object of a directory output, found by the file it holds.
+fn dir_object_holding(ws: &Ws, file: &str) -> std::path::PathBuf {
+    let f = ws.object_files().into_iter().find(|f| f.ends_with(file)).expect("the object file");
+    let mut dir = f.parent().unwrap().to_path_buf();
+    while dir.parent().unwrap().parent().unwrap() != ws.store().join("objects") {
+        dir = dir.parent().unwrap().to_path_buf();
+    }
+    dir
+}
+
+#[test]
+fn verify_repair_removes_an_object_folder_holding_a_symlink_and_says_only_what_it_did() {
+    use std::os::unix::fs::PermissionsExt;
+    let ws = Ws::new();
+    ws.write(
+        "p.toml",
+        r#"
+[[node]]
+id = "d"
+cmd = "mkdir -p ${out.d}/sub && echo one > ${out.d}/sub/one.txt"
+outputs.d = { kind = "dir", path = "out/d" }
+"#,
+    );
+    ws.run("p.toml");
+    ws.write("outside/target.txt", "keep me");
+    let obj = dir_object_holding(&ws, "sub/one.txt");
+    let sub = obj.join("sub");
+    std::fs::set_permissions(&sub, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink(ws.path("outside/target.txt"), sub.join("link")).unwrap();
+
+    let out = ws.toe(&["verify", "--repair"]);
+    let gone = std::fs::symlink_metadata(&obj).is_err();
+    for line in out.stdout.lines().filter(|l| l.starts_with("corrupt")) {
+        assert_eq!(line.ends_with(", removed"), gone, "the report must match the store: {line}");
+    }
+    assert!(gone, "the object should be removed: {}", out.all());
+    assert_eq!(ws.read("outside/target.txt"), "keep me", "the link's target is left alone");
+    ws.toe(&["verify"]).ok();
+    assert_eq!(ws.run("p.toml").ran(), set(["d"]));
+    assert_eq!(ws.read("out/d/sub/one.txt"), "one\n");
+}
