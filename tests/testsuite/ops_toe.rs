@@ -318,8 +318,8 @@ fn every_score_gets_its_rows_and_a_score_list_edit_reruns_only_evaluations() {
         tch::manual_seed(3);
         // Class prompts near the class centres would be too easy; random
         // text features still exercise every path.
-        save(&ws, "data/class_text.npy", &randn(&[3, 16]));
-        save(&ws, "data/word_text.npy", &randn(&[40, 16]));
+        save_npy(&ws, "data/class_text.npy", &randn(&[3, 16]));
+        save_npy(&ws, "data/word_text.npy", &randn(&[40, 16]));
     }
     ws.write("scores.toml", SCORES);
     let first = ws.run("scores.toml");
