@@ -56,9 +56,11 @@ outputs.o = {{ kind = "text", path = "out/all.txt" }}
 ''')
 EOF
 jobs_before=$(wc -l < "$cluster/jobcomp.txt")
-t_first=$( { /usr/bin/time -f %e "$toe" run -q --executor slurm p.toml >/dev/null; } 2>&1 | tail -1)
+/usr/bin/time -f %e -o "$work/t" "$toe" run -q --executor slurm p.toml >/dev/null 2>&1
+t_first=$(cat "$work/t")
 jobs_first=$(($(wc -l < "$cluster/jobcomp.txt") - jobs_before))
-t_noop=$( { /usr/bin/time -f %e "$toe" run -q --executor slurm p.toml >/dev/null; } 2>&1 | tail -1)
+/usr/bin/time -f %e -o "$work/t" "$toe" run -q --executor slurm p.toml >/dev/null 2>&1
+t_noop=$(cat "$work/t")
 sleep 1
 jobs_noop=$(($(wc -l < "$cluster/jobcomp.txt") - jobs_before - jobs_first))
 
@@ -82,10 +84,12 @@ EOF
 smk=("$venv/bin/snakemake" --executor slurm --jobs 100 --slurm-no-account --slurm-status-command squeue
     --slurm-init-seconds-before-status-checks 1 --default-resources slurm_partition=cpu mem_mb=100 runtime=5)
 jobs_before=$(wc -l < "$cluster/jobcomp.txt")
-s_first=$( { /usr/bin/time -f %e "${smk[@]}" >first.log 2>&1; } 2>&1 | tail -1)
+/usr/bin/time -f %e -o "$work/t" "${smk[@]}" >first.log 2>&1
+s_first=$(cat "$work/t")
 sleep 1
 s_jobs_first=$(($(wc -l < "$cluster/jobcomp.txt") - jobs_before))
-s_noop=$( { /usr/bin/time -f %e "${smk[@]}" >noop.log 2>&1; } 2>&1 | tail -1)
+/usr/bin/time -f %e -o "$work/t" "${smk[@]}" >noop.log 2>&1
+s_noop=$(cat "$work/t")
 sleep 1
 s_jobs_noop=$(($(wc -l < "$cluster/jobcomp.txt") - jobs_before - s_jobs_first))
 

@@ -12,6 +12,7 @@
 pub use toe_pipe_core::ops::*;
 
 mod caption_images;
+mod class_prompts;
 mod class_stats;
 mod embed_images;
 mod embed_text;
@@ -22,6 +23,7 @@ mod outliers_description;
 mod outliers_word;
 mod report;
 pub mod shared;
+mod synthesize_outliers;
 mod train_clip;
 mod train_decoder;
 mod train_oe;
@@ -29,7 +31,7 @@ mod world_classes;
 mod world_generate;
 
 pub use outliers_description::read_descriptors;
-pub use shared::results::{Evaluation, SetMetrics};
+pub use shared::results::{Evaluation, Score, ScoreMetrics, SetMetrics};
 
 /// What every op file uses: `use super::prelude::*;`.
 mod prelude {
@@ -56,6 +58,8 @@ pub fn registry() -> Registry {
         Box::new(train_decoder::TrainDecoder),
         Box::new(outliers_word::OutliersWord),
         Box::new(caption_images::CaptionImages),
+        Box::new(class_prompts::ClassPrompts),
+        Box::new(synthesize_outliers::SynthesizeOutliers),
     ];
     let mut r = Registry::new();
     for op in ops {

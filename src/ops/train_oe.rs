@@ -9,9 +9,19 @@ use super::prelude::*;
 use super::shared::files::{check_same_length, read_features, read_labels, write_json};
 use super::shared::params::{tch_device, NormalizeFeatures};
 use crate::formats;
-use crate::toe::train_head::{train_head, EpochKind, EpochLog, HeadConfig};
+use crate::toe::train_head::{train_head, EpochKind, EpochLog, HeadConfig, OutlierDomain};
 
 pub struct TrainOe;
+
+toe_pipe_core::param_enum! {
+    /// Which embedding space the outliers come from.
+    pub enum Domain {
+        /// CLIP text features (TOE's outliers; real or synthesised in text space)
+        Text = "text",
+        /// image features (an auxiliary image dataset, or samples synthesised among the image features)
+        Image = "image"
+    }
+}
 
 op_params! {
     pub struct Params {
@@ -35,6 +45,8 @@ op_params! {
         noise_var: f64 = HeadConfig::default().noise_var,
         /// number of classes; 0 = largest label + 1
         num_classes: usize = 0,
+        /// text: outliers are L2-normalised, noised (noise_var) and normalised again (TOE's bridge over the modality gap); image: fed as the ID features are (normalize_features applies, no noise)
+        outlier_domain: Domain = Domain::Text,
         /// an epoch as the original counts it, zip(ID loader, outlier loader): it ends with the shorter, so few outliers see few ID images; false: one pass over the ID set with the outliers cycling
         zip_epoch: bool = true,
         normalize: NormalizeFeatures,
@@ -47,7 +59,7 @@ op_ports! {
         features: Npy,
         /// their labels [N]
         labels: Npy,
-        /// text features of the textual outliers [M, D]; leave out for the baseline
+        /// outlier features [M, D] (text features for TOE; see outlier_domain); leave out for the baseline
         outliers: Option<Npy>,
     }
 }
@@ -70,6 +82,7 @@ struct TrainLog<'a> {
     seed: i64,
     noise_var: f64,
     zip_epoch: bool,
+    outlier_domain: &'static str,
     epochs: &'a [EpochLog],
 }
 
@@ -88,7 +101,12 @@ impl TypedOp for TrainOe {
         let features = p.normalize.read(&i.features)?;
         let labels = read_labels(&i.labels)?;
         check_same_length(&features, &i.features, &labels, &i.labels)?;
-        let outliers = i.outliers.as_deref().map(read_features).transpose()?;
+        let outliers = match (i.outliers.as_deref(), p.outlier_domain) {
+            (None, _) => None,
+            (Some(path), Domain::Text) => Some(read_features(path)?),
+            // image-space outliers must look to the head as ID features do
+            (Some(path), Domain::Image) => Some(p.normalize.read(path)?),
+        };
         let cfg = HeadConfig {
             epochs: p.epochs,
             batch_size: p.batch_size,
@@ -98,6 +116,10 @@ impl TypedOp for TrainOe {
             oe_weight: p.oe_weight,
             noise_var: p.noise_var,
             epoch: if p.zip_epoch { EpochKind::Zip } else { EpochKind::Cycle },
+            outlier_domain: match p.outlier_domain {
+                Domain::Text => OutlierDomain::Text,
+                Domain::Image => OutlierDomain::Image,
+            },
             device: tch_device(ctx.device),
         };
         let num_classes = match p.num_classes {
@@ -122,6 +144,7 @@ impl TypedOp for TrainOe {
                 seed: cfg.seed,
                 noise_var: cfg.noise_var,
                 zip_epoch: p.zip_epoch,
+                outlier_domain: p.outlier_domain.name(),
                 epochs: &head.log,
             },
         )

@@ -44,8 +44,9 @@ pub fn kde(values: &[f32], grid: &[f64]) -> Vec<f64> {
         .collect()
 }
 
-/// Draw the densities of ID and OoD scores into an SVG file.
-pub fn score_density_svg(path: &Path, title: &str, id_scores: &[f32], ood_scores: &[f32]) -> Result<()> {
+/// Draw the densities of ID and OoD scores into an SVG file; `x_label`
+/// names the score on the x axis.
+pub fn score_density_svg(path: &Path, title: &str, x_label: &str, id_scores: &[f32], ood_scores: &[f32]) -> Result<()> {
     let all = id_scores.iter().chain(ood_scores).copied();
     let (min, max) = all.fold((f32::MAX, f32::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
     let (min, max) = if min <= max { (min as f64, max as f64) } else { (0.0, 1.0) };
@@ -64,7 +65,7 @@ pub fn score_density_svg(path: &Path, title: &str, id_scores: &[f32], ood_scores
             .x_label_area_size(36)
             .y_label_area_size(48)
             .build_cartesian_2d(grid[0]..grid[grid.len() - 1], 0.0..top)?;
-        chart.configure_mesh().x_desc("score (-energy, higher = more ID)").y_desc("density").draw()?;
+        chart.configure_mesh().x_desc(x_label).y_desc("density").draw()?;
         for (density, label, colour) in [(&id_density, "ID", BLUE), (&ood_density, "OoD", RED)] {
             chart
                 .draw_series(
@@ -122,7 +123,7 @@ mod tests {
     fn svg_is_written() {
         let tmp = tempfile::tempdir().unwrap();
         let p = tmp.path().join("d.svg");
-        score_density_svg(&p, "textures", &[1.0, 2.0, 2.5, 3.0], &[0.0, 0.5, 1.0]).unwrap();
+        score_density_svg(&p, "textures", "score", &[1.0, 2.0, 2.5, 3.0], &[0.0, 0.5, 1.0]).unwrap();
         let svg = std::fs::read_to_string(&p).unwrap();
         assert!(svg.starts_with("<svg") && svg.contains("textures"));
     }

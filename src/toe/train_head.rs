@@ -26,7 +26,20 @@ pub struct HeadConfig {
     pub noise_var: f64,
     /// What an epoch is when there are outliers.
     pub epoch: EpochKind,
+    /// Which embedding space the outliers come from.
+    pub outlier_domain: OutlierDomain,
     pub device: Device,
+}
+
+/// Where the outliers live, which decides what the head sees of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutlierDomain {
+    /// CLIP text features (TOE): L2-normalised, noise added, normalised
+    /// again ([`inject_noise`]), to bridge the modality gap.
+    Text,
+    /// Image-space features (real auxiliary images, or samples synthesised
+    /// among the image features): fed as they are, like the ID features.
+    Image,
 }
 
 /// How an epoch pairs ID batches with outlier batches.
@@ -54,6 +67,7 @@ impl Default for HeadConfig {
             oe_weight: 0.5,
             noise_var: 0.016,
             epoch: EpochKind::Zip,
+            outlier_domain: OutlierDomain::Text,
             device: Device::Cpu,
         }
     }
@@ -300,7 +314,11 @@ fn train_with_tensors(
             let (inputs, grads) = match (out, cursor.as_ref(), pair) {
                 (Some(out), Some(cursor), Some((start, take))) => {
                     let idx = cursor.order.narrow(0, start, take);
-                    let text = with_ones(&inject_noise(&out.index_select(0, &idx), cfg.noise_var));
+                    let rows = out.index_select(0, &idx);
+                    let text = with_ones(&match cfg.outlier_domain {
+                        OutlierDomain::Text => inject_noise(&rows, cfg.noise_var),
+                        OutlierDomain::Image => rows,
+                    });
                     let logits = text.matmul(&head.tr());
                     let lse = logits.logsumexp([1i64].as_slice(), true);
                     let oe = (&lse - logits.mean_dim([1i64].as_slice(), true, Kind::Float)).mean(Kind::Float);

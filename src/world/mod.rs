@@ -20,7 +20,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 pub use rng::Rng;
-pub use scene::ObjectScene;
+pub use scene::{caption_templates, with_articles, ObjectScene};
 pub use shapes::{Shape, ALL_SHAPES};
 
 /// Which dataset of the world to write.
@@ -39,16 +39,23 @@ pub enum WorldSet {
     OodScenes,
     /// Far OoD: full-frame textures and noise (like Textures).
     OodTextures,
+    /// An auxiliary outlier dataset for outlier exposure with real images
+    /// (DTD's role in the image-vs-text study): the world's background
+    /// patterns full-frame, with no object. No test set has them: ID and
+    /// near-OoD images show them only behind a shape, the texture set is
+    /// noise, blobs and waves, the scene set horizons and clutter.
+    AuxBackgrounds,
 }
 
 impl WorldSet {
-    pub const ALL: [WorldSet; 6] = [
+    pub const ALL: [WorldSet; 7] = [
         WorldSet::Corpus,
         WorldSet::IdTrain,
         WorldSet::IdVal,
         WorldSet::OodNear,
         WorldSet::OodScenes,
         WorldSet::OodTextures,
+        WorldSet::AuxBackgrounds,
     ];
 
     pub fn name(self) -> &'static str {
@@ -59,6 +66,7 @@ impl WorldSet {
             WorldSet::OodNear => "ood_near",
             WorldSet::OodScenes => "ood_scenes",
             WorldSet::OodTextures => "ood_textures",
+            WorldSet::AuxBackgrounds => "aux_backgrounds",
         }
     }
 
@@ -146,6 +154,10 @@ pub fn write_set(cfg: &WorldConfig, set: WorldSet, count: usize, dir: &Path) -> 
         WorldSet::OodTextures => {
             write_folders(cfg, set, &["blobs".into(), "noise".into(), "waves".into()], count.div_ceil(3), dir)
         }
+        WorldSet::AuxBackgrounds => {
+            let folders = scene::pattern_names();
+            write_folders(cfg, set, &folders, count.div_ceil(folders.len()), dir)
+        }
     }
 }
 
@@ -155,6 +167,7 @@ fn draw(cfg: &WorldConfig, set: WorldSet, folder: &str, index: usize) -> image::
     let canvas = match set {
         WorldSet::OodScenes => scene::render_scenery(folder, cfg.image_size, &mut rng),
         WorldSet::OodTextures => scene::render_texture(folder, cfg.image_size, &mut rng),
+        WorldSet::AuxBackgrounds => scene::render_pattern(folder, cfg.image_size, &mut rng),
         _ => {
             let shape = Shape::from_name(folder).expect("folders of object sets are shape names");
             ObjectScene::sample(shape, &mut rng).render(cfg.image_size, &mut rng)

@@ -119,6 +119,33 @@ fn position_phrase((x, y): (f32, f32)) -> &'static str {
     }
 }
 
+/// Prompt templates in the world's caption language, `{}` for the class
+/// name: every size (or none) with every colour (or none), alone and on
+/// each named background pattern; the world's counterpart of CLIP's 80
+/// ImageNet templates (180 of them).
+pub fn caption_templates() -> Vec<String> {
+    let sizes = std::iter::once("").chain(SIZES.iter().map(|s| s.0));
+    let mut out = Vec::new();
+    for size in sizes {
+        for colour in std::iter::once("").chain(COLOURS.iter().map(|c| c.0)) {
+            let mut words: Vec<&str> = vec!["a"];
+            words.extend([size, colour, "{}"].into_iter().filter(|w| !w.is_empty()));
+            out.push(fix_articles(&words));
+            for background in BACKGROUNDS.iter().filter(|b| **b != Background::Plain) {
+                let mut words = words.clone();
+                words.extend(["on", "a", background.name(), "background"]);
+                out.push(fix_articles(&words));
+            }
+        }
+    }
+    out
+}
+
+/// `sentence` with "a" made "an" before a vowel, as the captions have it.
+pub fn with_articles(sentence: &str) -> String {
+    fix_articles(&sentence.split(' ').collect::<Vec<_>>())
+}
+
 /// "a orange" -> "an orange", "a arrow" -> "an arrow".
 fn fix_articles(words: &[&str]) -> String {
     let mut out: Vec<&str> = Vec::with_capacity(words.len());
@@ -174,6 +201,24 @@ pub fn render_texture(kind: &str, image_size: usize, rng: &mut Rng) -> Canvas {
             }
         }
     }
+    canvas.camera(rng);
+    canvas
+}
+
+/// The background patterns that have a name in captions (all but plain):
+/// the auxiliary set's classes.
+pub fn pattern_names() -> Vec<String> {
+    BACKGROUNDS.iter().filter(|b| **b != Background::Plain).map(|b| b.name().to_string()).collect()
+}
+
+/// A background pattern full-frame, without an object (the auxiliary
+/// outlier set): the same drawing as behind the shapes, in any colour.
+pub fn render_pattern(kind: &str, image_size: usize, rng: &mut Rng) -> Canvas {
+    let mut canvas = Canvas::new(image_size);
+    let background =
+        BACKGROUNDS.iter().copied().find(|b| b.name() == kind).expect("the auxiliary set's folders are pattern names");
+    let colour = jitter_colour(COLOURS[rng.below(COLOURS.len())].1, rng);
+    canvas.background(background, colour, rng);
     canvas.camera(rng);
     canvas
 }

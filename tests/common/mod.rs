@@ -26,3 +26,10 @@ pub fn write_tiny_clip(path: &Path) {
     std::fs::create_dir_all(path.parent().expect("a file path")).expect("create the model folder");
     toe_pipe::formats::save_state_dict_pt(path, &entries).expect("write the tiny CLIP");
 }
+
+/// Write `t` as an `.npy` file at `rel` in the workspace (folders made).
+pub fn save_npy(ws: &Ws, rel: &str, t: &tch::Tensor) {
+    let p = ws.path(rel);
+    std::fs::create_dir_all(p.parent().expect("a file path")).expect("create the folder");
+    toe_pipe::formats::write_npy_tensor(&p, t).expect("write the npy");
+}

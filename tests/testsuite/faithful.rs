@@ -9,19 +9,13 @@ use crate::common;
 
 use std::path::Path;
 
-use common::Ws;
+use common::{save_npy, Ws};
 use ndarray::{Array1, Array2};
 use ndarray_npy::read_npy;
 use tch::{Device, Kind, Tensor};
 use toe_pipe::formats;
 
 use crate::formats_util::run_python;
-
-fn save(ws: &Ws, rel: &str, t: &Tensor) {
-    let p = ws.path(rel);
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    formats::write_npy_tensor(&p, t).unwrap();
-}
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
     assert_eq!(a.size(), b.size());
@@ -151,9 +145,9 @@ fn train_oe_zip_epoch_matches_the_original_loop_weight_for_weight() {
         let labels = Tensor::randint(4, [150], (Kind::Int64, Device::Cpu));
         let centres = Tensor::randn([4, 16], (Kind::Float, Device::Cpu)) * 2.0;
         let features = centres.index_select(0, &labels) + Tensor::randn([150, 16], (Kind::Float, Device::Cpu));
-        save(&ws, "data/features.npy", &features);
-        save(&ws, "data/labels.npy", &labels);
-        save(&ws, "data/outliers.npy", &(Tensor::randn([70, 16], (Kind::Float, Device::Cpu)) * 3.0));
+        save_npy(&ws, "data/features.npy", &features);
+        save_npy(&ws, "data/labels.npy", &labels);
+        save_npy(&ws, "data/outliers.npy", &(Tensor::randn([70, 16], (Kind::Float, Device::Cpu)) * 3.0));
     }
     ws.write("pipeline.toml", HEADS);
     ws.run("pipeline.toml").ok();
@@ -255,8 +249,8 @@ fn class_stats_and_descriptions_reproduce_the_original_when_asked() {
         let labels = Tensor::randint(3, [130], (Kind::Int64, Device::Cpu));
         let centres = Tensor::randn([3, 12], (Kind::Float, Device::Cpu)) * 3.0;
         let features = centres.index_select(0, &labels) + Tensor::randn([130, 12], (Kind::Float, Device::Cpu));
-        save(&ws, "data/features.npy", &features);
-        save(&ws, "data/labels.npy", &labels);
+        save_npy(&ws, "data/features.npy", &features);
+        save_npy(&ws, "data/labels.npy", &labels);
     }
     ws.write(
         "data/descriptors.json",

@@ -36,9 +36,12 @@ mod metrics_sklearn;
 mod ops_decoder;
 mod ops_toe;
 mod pipelines_real;
+mod report_page;
 mod slurm_ops;
+mod study;
 mod toe_math;
 mod toe_pipeline;
+mod toe_scores;
 mod world;
 
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};

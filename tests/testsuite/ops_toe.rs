@@ -7,7 +7,7 @@ use crate::common;
 
 use std::path::Path;
 
-use common::{set, Ws};
+use common::{save_npy, set, Ws};
 use tch::{Device, Kind, Tensor};
 use toe_pipe::formats;
 
@@ -83,12 +83,6 @@ fn randn(shape: &[i64]) -> Tensor {
     Tensor::randn(shape, (Kind::Float, Device::Cpu))
 }
 
-fn save(ws: &Ws, rel: &str, t: &Tensor) {
-    let p = ws.path(rel);
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    formats::write_npy_tensor(&p, t).unwrap();
-}
-
 /// Three ID classes around separate centres in 16-d, OoD sets near and far.
 fn make_data(ws: &Ws) {
     let _rng = crate::rng_lock();
@@ -100,14 +94,14 @@ fn make_data(ws: &Ws) {
     };
     let (train, train_labels) = class_data(300);
     let (val, val_labels) = class_data(90);
-    save(ws, "data/train_features.npy", &train);
-    save(ws, "data/train_labels.npy", &train_labels);
-    save(ws, "data/val_features.npy", &val);
-    save(ws, "data/val_labels.npy", &val_labels);
-    save(ws, "data/ood_near.npy", &(centres.mean_dim(0, true, Kind::Float) + randn(&[60, 16])));
-    save(ws, "data/ood_far.npy", &(randn(&[60, 16]) * 4.0 + 8.0));
-    save(ws, "data/outlier_features.npy", &randn(&[40, 16]));
-    save(ws, "data/caption_features.npy", &randn(&[50, 16]));
+    save_npy(ws, "data/train_features.npy", &train);
+    save_npy(ws, "data/train_labels.npy", &train_labels);
+    save_npy(ws, "data/val_features.npy", &val);
+    save_npy(ws, "data/val_labels.npy", &val_labels);
+    save_npy(ws, "data/ood_near.npy", &(centres.mean_dim(0, true, Kind::Float) + randn(&[60, 16])));
+    save_npy(ws, "data/ood_far.npy", &(randn(&[60, 16]) * 4.0 + 8.0));
+    save_npy(ws, "data/outlier_features.npy", &randn(&[40, 16]));
+    save_npy(ws, "data/caption_features.npy", &randn(&[50, 16]));
     let captions: Vec<String> = (0..50).map(|i| format!("caption number {}", i % 45)).collect();
     let p = ws.path("data/captions.npy");
     formats::write_strings(&p, &captions).unwrap();
@@ -252,4 +246,176 @@ params = { max_count = -3 }
         "{}",
         ops.stdout
     );
+}
+
+/// Every score of `evaluate` through the CLI: the head's three on a trained
+/// head, the zero-shot and feature-space ones without a head; each gets its
+/// rows in the results, the plots and the report. Changing a score list
+/// re-runs that evaluation and the report only.
+const SCORES: &str = r#"
+[pipeline]
+name = "scores"
+
+[vars]
+head_scores = ["energy", "msp", "maxlogit"]
+
+[[node]]
+id = "stats"
+op = "class_stats"
+sources.features = "data/train_features.npy"
+sources.labels = "data/train_labels.npy"
+params.max_count = 60
+
+[[node]]
+id = "head"
+op = "train_oe"
+sources.features = "data/train_features.npy"
+sources.labels = "data/train_labels.npy"
+params = { epochs = 4, lr = 0.01 }
+
+[[node]]
+id = "eval_head"
+op = "evaluate"
+inputs.head = "head.head"
+sources.id_features = "data/val_features.npy"
+sources.id_labels = "data/val_labels.npy"
+sources.ood_features = ["data/ood_near.npy", "data/ood_far.npy"]
+params = { ood_names = ["near", "far"], variant = "baseline", scores = "${head_scores}" }
+outputs.plots = { path = "out/plots_head" }
+
+[[node]]
+id = "eval_features"
+op = "evaluate"
+sources.id_features = "data/val_features.npy"
+sources.id_labels = "data/val_labels.npy"
+sources.ood_features = ["data/ood_near.npy", "data/ood_far.npy"]
+sources.class_text = "data/class_text.npy"
+sources.word_text = "data/word_text.npy"
+inputs.class_means = "stats.means"
+inputs.precision = "stats.precision"
+sources.train_features = "data/train_features.npy"
+params = { ood_names = ["near", "far"], variant = "no head", scores = ["mcm", "neglabel", "mahalanobis", "knn"], neglabel_count = 20, neglabel_groups = 2, knn_k = 5 }
+outputs.results = { path = "out/features.json" }
+outputs.plots = { path = "out/plots_features" }
+
+[[node]]
+id = "report"
+op = "report"
+inputs.results = ["eval_head.results", "eval_features.results"]
+inputs.plots = ["eval_head.plots", "eval_features.plots"]
+inputs.lineage = "@lineage"
+outputs.table = { path = "out/table.md" }
+outputs.summary = { path = "out/summary.json" }
+outputs.page = { path = "out/report.html" }
+"#;
+
+#[test]
+fn every_score_gets_its_rows_and_a_score_list_edit_reruns_only_evaluations() {
+    let ws = Ws::new();
+    make_data(&ws);
+    {
+        let _rng = crate::rng_lock();
+        tch::manual_seed(3);
+        // Class prompts near the class centres would be too easy; random
+        // text features still exercise every path.
+        save_npy(&ws, "data/class_text.npy", &randn(&[3, 16]));
+        save_npy(&ws, "data/word_text.npy", &randn(&[40, 16]));
+    }
+    ws.write("scores.toml", SCORES);
+    let first = ws.run("scores.toml");
+    assert_eq!(first.ran(), set(["stats", "head", "eval_head", "eval_features", "report"]), "{}", first.all());
+
+    let table = ws.read("out/table.md");
+    for score in ["energy", "MSP", "MaxLogit"] {
+        for set in ["near", "far", "average"] {
+            let row = format!("| {set} | baseline | {score} | 1 |");
+            assert!(table.contains(&row), "{row} missing from\n{table}");
+        }
+    }
+    for score in ["MCM", "NegLabel", "Mahalanobis", "KNN"] {
+        let row = format!("| average | no head | {score} | 1 |");
+        assert!(table.contains(&row), "{row} missing from\n{table}");
+    }
+    // Without a head the ID accuracy is CLIP's zero-shot one (class_text).
+    let results: serde_json::Value = serde_json::from_str(&ws.read("out/features.json")).unwrap();
+    assert_eq!(results["score"], "mcm");
+    assert!(results["id_accuracy"].as_f64().is_some_and(|a| (0.0..=1.0).contains(&a)), "{results}");
+    let more: Vec<&str> =
+        results["more_scores"].as_array().unwrap().iter().map(|s| s["score"].as_str().unwrap()).collect();
+    assert_eq!(more, ["neglabel", "mahalanobis", "knn"]);
+    for plot in ["out/plots_head/far.svg", "out/plots_head/far.msp.svg", "out/plots_features/near.knn.svg"] {
+        assert!(ws.path(plot).is_file(), "{plot} missing");
+    }
+    let log = ws.toe(&["log", "eval_features"]).ok();
+    assert!(log.stdout.contains("NegLabel: 20 of 40 words mined as negative labels"), "{}", log.stdout);
+
+    // The page: every number of the table, each group's evaluation linked
+    // to its row in the run's DAG, the plots inline, every upstream node
+    // with its action's hashes.
+    let page = ws.read("out/report.html");
+    assert!(page.starts_with("<!DOCTYPE html>") && page.trim_end().ends_with("</html>"));
+    for line in table.lines().filter(|l| l.starts_with("| near") || l.starts_with("| average")) {
+        for cell in line.split('|').map(str::trim).skip(4).filter(|c| !c.is_empty()) {
+            assert!(page.contains(&format!(">{cell}<")), "{cell} (from {line:?}) is not in the page");
+        }
+    }
+    for node in ["stats", "head", "eval_head", "eval_features"] {
+        assert!(page.contains(&format!("<tr id=\"node-{node}\">")), "no row for {node}");
+        assert!(page.contains(&format!("<a href=\"#node-{node}\">")), "no link to {node}");
+    }
+    let results_hash = toe_pipe::store::Hash::of_bytes(ws.read("out/features.json").as_bytes());
+    assert!(page.contains(&format!("id=\"artifact-{}\"", results_hash.hex())), "the results' hash is not in the page");
+    assert!(page.contains("source data/train_features.npy"));
+    // 3 + 4 scores, 2 OoD sets, one plot each; nothing loaded from elsewhere.
+    assert_eq!(page.matches("src=\"data:image/svg+xml;base64,").count(), 14);
+    assert!(!page.contains("http://") && !page.contains("https://") && !page.contains("<script"));
+
+    // Another score list: that evaluation and the report, not the head.
+    let edited = ws.toe(&["run", "scores.toml", "--set", "head_scores=energy,msp"]).ok();
+    assert_eq!(edited.ran(), set(["eval_head", "report"]), "{}", edited.all());
+    assert!(!ws.read("out/table.md").contains("MaxLogit"));
+}
+
+/// A score whose input is not connected fails `toe-pipe check`, naming the
+/// node, the score and the input, before anything runs.
+#[test]
+fn a_score_without_its_input_fails_check() {
+    let ws = Ws::new();
+    ws.write(
+        "p.toml",
+        r#"
+[[node]]
+id = "eval"
+op = "evaluate"
+sources.id_features = "f.npy"
+sources.id_labels = "l.npy"
+sources.ood_features = ["o.npy"]
+params = { ood_names = ["o"], scores = ["mcm", "neglabel", "knn"] }
+
+[[node]]
+id = "eval_energy"
+op = "evaluate"
+sources.id_features = "f.npy"
+sources.id_labels = "l.npy"
+sources.ood_features = ["o.npy"]
+params.ood_names = ["o"]
+"#,
+    );
+    let err = ws.toe(&["check", "p.toml", "--no-sources"]).fails().stderr;
+    for (node, score, input) in [
+        ("eval", "mcm", "class_text"),
+        ("eval", "neglabel", "class_text"),
+        ("eval", "neglabel", "word_text"),
+        ("eval", "knn", "train_features"),
+        ("eval_energy", "energy", "head"),
+    ] {
+        let needle = format!(
+            "error in node `{node}`: op `evaluate`: param `scores` has \"{score}\", which needs input `{input}`"
+        );
+        assert!(err.contains(&needle), "{needle} missing from\n{err}");
+    }
+    assert!(err.contains("fix: add inputs.train_features = \"node.output\" (or sources.train_features = \"path\"), or take \"knn\" out of params.scores"), "{err}");
+    let ops = ws.toe(&["ops"]).ok().stdout;
+    assert!(ops.contains("in     class_text: npy (optional) (needed by scores \"mcm\", \"neglabel\")"), "{ops}");
+    assert!(ops.contains("param  scores: array of strings = [\"energy\"]"), "{ops}");
 }

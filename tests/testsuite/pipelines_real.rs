@@ -32,6 +32,7 @@ const IMAGENET: &[(&str, &str)] = &[
     ("datasets/dtd/images", "OoD test sets"),
     ("ImageNet/imagenet_class_clean.npy", "Class names and descriptors"),
     ("ImageNet/descriptors_imagenet.json", "Class names and descriptors"),
+    ("neglabel/words.txt", "NegLabel word list"),
 ];
 
 fn hard_ood(id: &str, ood: &str) -> Vec<(String, &'static str)> {
@@ -51,11 +52,26 @@ fn hard_ood(id: &str, ood: &str) -> Vec<(String, &'static str)> {
     inputs
 }
 
+/// The image-vs-text study: ViT-B/32, the hard-OoD split, the MOS sets and
+/// DTD as the auxiliary set.
+fn study(id: &str, ood: &str) -> Vec<(String, &'static str)> {
+    let mut inputs: Vec<(String, &'static str)> = vec![("checkpoints/clip/ViT-B-32.pt".into(), "CLIP")];
+    for split in [format!("{id}/train"), format!("{id}/val"), format!("{ood}/val")] {
+        inputs.push((format!("datasets/{split}"), "ImageNet-10 and ImageNet-20"));
+    }
+    for set in ["iNaturalist", "SUN", "Places", "dtd/images"] {
+        inputs.push((format!("datasets/{set}"), "OoD test sets"));
+    }
+    inputs
+}
+
 fn pipelines() -> Vec<(&'static str, Vec<(String, &'static str)>)> {
     vec![
         ("imagenet", IMAGENET.iter().map(|(p, s)| (p.to_string(), *s)).collect()),
         ("imagenet10", hard_ood("ImageNet10", "ImageNet20")),
         ("imagenet20", hard_ood("ImageNet20", "ImageNet10")),
+        ("study_imagenet10", study("ImageNet10", "ImageNet20")),
+        ("study_imagenet20", study("ImageNet20", "ImageNet10")),
     ]
 }
 
@@ -154,7 +170,7 @@ fn a_shared_input_names_every_node_that_reads_it() {
         .expect("the CLIP model is reported");
     assert!(clip.line.contains("error in node `features_train`: source `model` = "), "{clip:?}");
     assert!(clip.line.contains("(looked for a file at "), "{clip:?}");
-    assert!(clip.line.contains("also read by `features_val`, `features_iNaturalist`, `features_SUN`, `features_Places`, `features_Textures`, `text_word` and 2 more"), "{clip:?}");
+    assert!(clip.line.contains("also read by `features_val`, `features_iNaturalist`, `features_SUN`, `features_Places`, `features_Textures`, `text_word` and 4 more"), "{clip:?}");
     let train = errors
         .iter()
         .find(|e| e.line.contains("/datasets/Imagenet/train does not exist"))
@@ -187,7 +203,7 @@ fn run_stops_on_the_same_list_before_running_anything() {
 fn stand_ins(data: &Path, inputs: &[(String, &str)]) {
     for (rel, _) in inputs {
         let path = data.join(rel);
-        let is_file = [".pt", ".npy", ".json"].iter().any(|ext| rel.ends_with(ext));
+        let is_file = [".pt", ".npy", ".json", ".txt"].iter().any(|ext| rel.ends_with(ext));
         if is_file {
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(&path, b"stand-in").unwrap();
@@ -210,7 +226,13 @@ fn with_every_input_in_place_check_passes() {
         let args = ["check", &pipeline_path(name), "--set", &set_data, "--set", "seeds=42,43", "--store", &store];
         if word_ops {
             let out = ws.toe(&args).ok();
-            let nodes = if name == "imagenet" { 33 } else { 32 };
+            let nodes = match name {
+                // 5 more for the zero-shot rows (prompts, text, evaluation)
+                "imagenet" => 38,
+                // 7 feature sets, 7 prompt/text/VOS nodes, 5 x 2 heads and evaluations, the report
+                "study_imagenet10" | "study_imagenet20" => 35,
+                _ => 32,
+            };
             assert!(
                 out.stdout.contains(&format!("ok: pipeline {name} ("))
                     && out.stdout.contains(&format!("): {nodes} nodes")),

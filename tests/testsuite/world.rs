@@ -81,6 +81,23 @@ fn near_ood_holds_only_shapes_that_are_not_id() {
     }
 }
 
+/// The auxiliary outlier set (the study's DTD) shares no class with any
+/// test set.
+#[test]
+fn the_auxiliary_set_is_disjoint_from_every_test_set() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(3);
+    let aux = write_set(&cfg, WorldSet::AuxBackgrounds, 8, &tmp.path().join("aux")).unwrap();
+    assert_eq!(aux.folders, ["striped", "dotted", "checkered", "gradient"]);
+    assert_eq!(aux.images, 8);
+    for set in [WorldSet::IdVal, WorldSet::OodNear, WorldSet::OodScenes, WorldSet::OodTextures] {
+        let other = write_set(&cfg, set, 4, &tmp.path().join(set.name())).unwrap();
+        for f in &aux.folders {
+            assert!(!other.folders.contains(f), "{f} is also a class of {}", set.name());
+        }
+    }
+}
+
 #[test]
 fn corpus_has_coco_captions_that_name_a_shape() {
     let tmp = tempfile::tempdir().unwrap();

@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod confine;
 pub mod engine;
 pub mod graph;
 pub mod lineage;

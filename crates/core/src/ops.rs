@@ -25,6 +25,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use crate::spec::ParamValue;
+
 mod params;
 mod ports;
 
@@ -126,6 +128,13 @@ pub trait TypedOp: Send + Sync {
     type Params: ParamSet;
     type Inputs: PortSet;
     type Outputs: PortSet;
+    /// Optional inputs that some param values need (a score that reads
+    /// class text features, say). `toe-pipe check` reports a node that
+    /// chooses such a value without connecting the input, and the worker
+    /// refuses the job, both before the op runs. Default: none.
+    fn needs() -> Vec<InputNeed> {
+        Vec::new()
+    }
     /// Run with the node's params and paths, already read and checked.
     fn run(
         &self,
@@ -155,10 +164,18 @@ impl<T: TypedOp> Op for T {
             params: T::Params::infos(),
             inputs: T::Inputs::infos(),
             outputs: T::Outputs::infos(),
+            needs: T::needs(),
         }
     }
     fn run(&self, ctx: &OpContext) -> anyhow::Result<()> {
         let params = T::Params::from_params(&ctx.node, &ctx.params)?;
+        let info = self.info();
+        let unmet = info.unmet_needs(&ctx.params, |port| ctx.inputs.get(port).is_some_and(|p| !p.is_empty()));
+        if !unmet.is_empty() {
+            let lines: Vec<String> =
+                unmet.iter().map(|n| format!("node {}: {}", ctx.node, info.need_text(n))).collect();
+            anyhow::bail!("{}", lines.join("\n"));
+        }
         let inputs = T::Inputs::from_paths(&ctx.node, PortDir::Input, &ctx.inputs)?;
         let outputs: BTreeMap<String, Vec<PathBuf>> =
             ctx.outputs.iter().map(|(k, p)| (k.clone(), vec![p.clone()])).collect();
@@ -219,9 +236,74 @@ pub struct OpInfo {
     pub params: Vec<ParamInfo>,
     pub inputs: Vec<PortInfo>,
     pub outputs: Vec<PortInfo>,
+    /// Optional inputs that some param values need ([`TypedOp::needs`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub needs: Vec<InputNeed>,
+}
+
+/// An optional input that one value of a param needs: when param `param`
+/// is `value` (or is a list that holds it), input `input` must be
+/// connected. Declared by the op, so that `toe-pipe check`, which does not
+/// run op code, can report it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputNeed {
+    pub param: String,
+    pub value: String,
+    pub input: String,
+}
+
+impl InputNeed {
+    pub fn new(param: &str, value: impl ToString, input: &str) -> InputNeed {
+        InputNeed { param: param.to_owned(), value: value.to_string(), input: input.to_owned() }
+    }
+
+    /// Whether a param value (a string, or a list of strings) chooses `value`.
+    fn chosen_by(&self, v: &ParamValue) -> bool {
+        match v {
+            ParamValue::List(items) => items.iter().any(|i| i.as_str() == Some(self.value.as_str())),
+            one => one.as_str() == Some(self.value.as_str()),
+        }
+    }
 }
 
 impl OpInfo {
+    /// The needs that `params` choose and `connected` (is input X
+    /// connected?) leaves unmet. A param missing from `params` counts at
+    /// its implicit value, else at its default (a job leaves implicit
+    /// values out; `check` sees every value).
+    pub fn unmet_needs(
+        &self,
+        params: &BTreeMap<String, ParamValue>,
+        connected: impl Fn(&str) -> bool,
+    ) -> Vec<&InputNeed> {
+        self.needs
+            .iter()
+            .filter(|n| {
+                let info = self.param(&n.param);
+                let value =
+                    params.get(&n.param).or_else(|| info.and_then(|i| i.implicit.as_ref().or(i.default.as_ref())));
+                value.is_some_and(|v| n.chosen_by(v)) && !connected(&n.input)
+            })
+            .collect()
+    }
+
+    /// "param `scores` has "mcm", which needs input `class_text` (its doc);
+    /// it is not connected".
+    pub fn need_text(&self, n: &InputNeed) -> String {
+        let doc = self.input(&n.input).map(|i| format!(" ({} {})", i.kind, i.doc)).unwrap_or_default();
+        format!("param `{}` has {:?}, which needs input `{}`{doc}; it is not connected", n.param, n.value, n.input)
+    }
+
+    /// The values that need input `port`, as "scores \"mcm\", \"neglabel\"".
+    pub fn needed_by(&self, port: &str) -> Option<String> {
+        let mut by_param: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for n in self.needs.iter().filter(|n| n.input == port) {
+            by_param.entry(&n.param).or_default().push(format!("{:?}", n.value));
+        }
+        let parts: Vec<String> = by_param.into_iter().map(|(p, v)| format!("{p} {}", v.join(", "))).collect();
+        (!parts.is_empty()).then(|| parts.join("; "))
+    }
+
     pub fn param(&self, name: &str) -> Option<&ParamInfo> {
         self.params.iter().find(|p| p.name == name)
     }

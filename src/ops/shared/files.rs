@@ -56,3 +56,35 @@ pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(value)?;
     std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
 }
+
+/// Class names from a numpy string array (as `imagenet_class_clean.npy`),
+/// a JSON list of strings, the `classes` JSON that `embed_images` writes
+/// (`{"classes": [...]}`, an ImageFolder's folder names), or a text file
+/// with one name per line (blank lines skipped; a word list).
+pub fn read_names(path: &Path) -> Result<Vec<String>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    if bytes.starts_with(b"\x93NUMPY") {
+        return formats::read_strings(path);
+    }
+    let json_like = bytes.iter().find(|b| !b.is_ascii_whitespace()).is_some_and(|b| *b == b'[' || *b == b'{');
+    if !json_like {
+        let text = String::from_utf8(bytes)
+            .map_err(|_| anyhow::anyhow!("{}: neither a numpy string array, JSON nor UTF-8 text", path.display()))?;
+        return Ok(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect());
+    }
+    let value: serde_json::Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{}: not valid JSON (a list of names, or {{\"classes\": [...]}})", path.display()))?;
+    let list = match &value {
+        serde_json::Value::Object(map) => map.get("classes"),
+        list => Some(list),
+    };
+    let names: Option<Vec<String>> =
+        list.and_then(|l| l.as_array()).map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect());
+    match names {
+        Some(n) if n.len() == list.and_then(|l| l.as_array()).map_or(0, |a| a.len()) => Ok(n),
+        _ => bail!(
+            "{}: expected a JSON list of class names or an object with a \"classes\" list of strings",
+            path.display()
+        ),
+    }
+}

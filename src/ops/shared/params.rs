@@ -102,12 +102,16 @@ op_params! {
 impl NormalizeFeatures {
     /// Image features for a head: as stored, or L2-normalised.
     pub fn read(&self, path: &Path) -> Result<Tensor> {
-        let features = read_features(path)?;
-        Ok(if self.normalize_features {
+        Ok(self.apply(read_features(path)?))
+    }
+
+    /// Features as read from a file, for a head: as they are, or L2-normalised.
+    pub fn apply(&self, features: Tensor) -> Tensor {
+        if self.normalize_features {
             &features / features.norm_scalaropt_dim(2, [1], true).clamp_min(1e-12)
         } else {
             features
-        })
+        }
     }
 }
 

@@ -12,7 +12,7 @@
 use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
 
-use super::{EpochLog, HeadConfig, OutlierCursor};
+use super::{EpochLog, HeadConfig, OutlierCursor, OutlierDomain};
 
 /// Train `head` `[C, D + 1]` (CPU, float) on `x` `[N, D]` with labels `y`
 /// (checked to lie in 0..C) and optional outliers `[M, D]`.
@@ -133,7 +133,8 @@ fn run(data: &Data, mut head_t: Vec<f32>, cfg: &HeadConfig) -> Result<(Vec<f32>,
                     out_order = Vec::<i64>::try_from(&cursor.order)?;
                     seen_shuffles = cursor.shuffles;
                 }
-                if cfg.noise_var != 0.0 {
+                let text = cfg.outlier_domain == OutlierDomain::Text;
+                if text && cfg.noise_var != 0.0 {
                     // A partial last batch (zip epochs) draws only its rows,
                     // as `randn_like` on it would.
                     let mut rows = noise_t.narrow(0, 0, len);
@@ -145,9 +146,11 @@ fn run(data: &Data, mut head_t: Vec<f32>, cfg: &HeadConfig) -> Result<(Vec<f32>,
                     let i = i as usize;
                     let feat = &mut row[..d];
                     feat.copy_from_slice(&out[i * d..(i + 1) * d]);
-                    // the tensor backend's `inject_noise`
-                    l2_normalize(feat);
-                    if cfg.noise_var != 0.0 {
+                    if text {
+                        // the tensor backend's `inject_noise`
+                        l2_normalize(feat);
+                    }
+                    if text && cfg.noise_var != 0.0 {
                         for (f, z) in feat.iter_mut().zip(&noise[j * d..(j + 1) * d]) {
                             *f += z * noise_std;
                         }

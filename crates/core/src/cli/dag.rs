@@ -58,7 +58,7 @@ fn text(p: &Pipeline, order: &[usize]) -> String {
         for (port, input) in &n.inputs {
             for r in &input.refs {
                 let what = match r {
-                    InputRef::Node { .. } => r.to_string(),
+                    InputRef::Node { .. } | InputRef::Lineage => r.to_string(),
                     InputRef::Source { path, .. } => format!("source {path}"),
                 };
                 let _ = writeln!(s, "    <- {port}: {what}");
@@ -106,6 +106,8 @@ fn dot(p: &Pipeline, order: &[usize]) -> String {
                             dot_escape(port)
                         );
                     }
+                    // The lineage follows the node's other inputs: no edge of its own.
+                    InputRef::Lineage => {}
                     InputRef::Source { path, .. } => {
                         let next = sources.len();
                         let id = *sources.entry(path.clone()).or_insert(next);
@@ -184,6 +186,7 @@ fn json<'a>(p: &'a Pipeline, order: &[usize]) -> JsonDag<'a> {
                         edges.push(JsonEdge { from: node, output, to: &n.id, input: port })
                     }
                     InputRef::Source { path, .. } => sources.entry(port.as_str()).or_default().push(path),
+                    InputRef::Lineage => {}
                 }
             }
         }

@@ -28,7 +28,9 @@ pub fn run(cli: &Cli, a: &OpsArgs) -> CmdResult {
         for p in &op.params {
             let default = p.default.as_ref().map(|d| format!(" = {d}")).unwrap_or_else(|| " (required)".into());
             let allowed = p.allowed().map(|a| format!(" [{a}]")).unwrap_or_default();
-            println!("    param  {}: {}{default}{allowed}  {}", p.name, p.ty.name(), p.doc);
+            let implicit =
+                p.implicit.as_ref().map(|v| format!(" (left out of action keys at {v})")).unwrap_or_default();
+            println!("    param  {}: {}{default}{allowed}{implicit}  {}", p.name, p.ty.name(), p.doc);
         }
         for i in &op.inputs {
             let extra = match (i.optional, i.list) {
@@ -37,7 +39,8 @@ pub fn run(cli: &Cli, a: &OpsArgs) -> CmdResult {
                 (false, true) => " (list)",
                 _ => "",
             };
-            println!("    in     {}: {}{extra}  {}", i.name, i.kind, i.doc);
+            let needed = op.needed_by(&i.name).map(|by| format!(" (needed by {by})")).unwrap_or_default();
+            println!("    in     {}: {}{extra}{needed}  {}", i.name, i.kind, i.doc);
         }
         for o in &op.outputs {
             println!("    out    {}: {}  {}", o.name, o.kind, o.doc);

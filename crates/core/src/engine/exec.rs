@@ -1,18 +1,21 @@
 //! Starting one node: the command line (cmd nodes: `sh -c`; op nodes: the
 //! worker), its environment, its log, and collecting its outputs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::io::{self, Write};
+use std::os::fd::RawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 
 use super::key::Resolved;
 use crate::ops::OpContext;
-use crate::spec::{vars, Action, ArtifactKind, InputRef, Node, Pipeline};
+use crate::spec::{vars, Action, ArtifactKind, InputRef, Node, Pipeline, LINEAGE_REF};
+use crate::store::verify::object_ok;
 use crate::store::{Committed, Hash, Store};
 use crate::worker::{worker_exe, Job};
 
@@ -63,6 +66,18 @@ pub struct Prepared {
     pub cpus: usize,
     /// The action key it computes.
     pub key: Hash,
+    /// The store objects it reads, checked against their hashes while it
+    /// runs (see [`check_inputs`]).
+    pub objects: Vec<StagedInput>,
+}
+
+/// A store object a node reads.
+#[derive(Debug, Clone)]
+pub struct StagedInput {
+    pub port: String,
+    pub hash: Hash,
+    /// `output x of node a`, for messages.
+    pub from: String,
 }
 
 /// Lay out the node's temporary directory and build its command, for a
@@ -100,17 +115,38 @@ pub fn prepare(
     }
 
     let mut inputs: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    let mut objects = Vec::new();
     for (port, input) in &node.inputs {
-        let recs = &res.inputs[port];
-        let paths = input
-            .refs
-            .iter()
-            .zip(recs)
-            .map(|(r, rec)| match r {
-                InputRef::Node { .. } => store.object_path(&rec.hash),
-                InputRef::Source { abs, .. } => abs.clone(),
-            })
-            .collect();
+        // resolve() puts an @lineage record after the port's other ones.
+        let (mut recs, mut lineage) =
+            (res.inputs[port].iter().filter(|r| r.source.as_deref() != Some(LINEAGE_REF)), None);
+        let mut paths = Vec::with_capacity(input.refs.len());
+        for r in &input.refs {
+            paths.push(match r {
+                InputRef::Node { node: up, output } => {
+                    let rec = recs.next().context("an input without its record")?;
+                    objects.push(StagedInput {
+                        port: port.clone(),
+                        hash: rec.hash,
+                        from: format!("output {output} of node {up}"),
+                    });
+                    store.object_path(&rec.hash)
+                }
+                InputRef::Source { abs, .. } => {
+                    recs.next();
+                    abs.clone()
+                }
+                InputRef::Lineage => {
+                    let path = dir.join(format!("{port}.lineage.json"));
+                    if lineage.is_none() {
+                        let doc = res.lineage.as_ref().context("a @lineage input without its document")?;
+                        fs::write(&path, doc).with_context(|| format!("cannot write {}", path.display()))?;
+                        lineage = Some(());
+                    }
+                    path
+                }
+            });
+        }
         inputs.insert(port.clone(), paths);
     }
 
@@ -185,6 +221,7 @@ pub fn prepare(
         dir,
         cpus,
         key: res.key,
+        objects,
     })
 }
 
@@ -210,12 +247,13 @@ pub fn shell_quote(s: &str) -> String {
 }
 
 /// Start the node. Its stdout and stderr go to the log; it gets its own
-/// process group (so an interrupt can stop it and everything it started)
-/// and is killed if toe-pipe dies (PR_SET_PDEATHSIG).
+/// process group (so an interrupt can stop it and everything it started),
+/// listed with the `reaper` (given its pipe), which kills the group if
+/// toe-pipe dies; its leader is also killed by PR_SET_PDEATHSIG.
 ///
 /// The death signal fires when the *thread* that spawned the child exits,
 /// so call this from a thread that outlives the child.
-pub fn spawn(prep: &Prepared, node: &str, slot: Slot) -> io::Result<Child> {
+pub fn spawn(prep: &Prepared, node: &str, slot: Slot, reaper: Option<RawFd>) -> io::Result<Child> {
     let mut log = File::create(&prep.log)?;
     writeln!(log, "# toe-pipe: node {node} on {}", slot.label())?;
     writeln!(
@@ -236,6 +274,9 @@ pub fn spawn(prep: &Prepared, node: &str, slot: Slot) -> io::Result<Child> {
     unsafe {
         cmd.pre_exec(move || {
             libc::setpgid(0, 0);
+            if let Some(fd) = reaper {
+                super::reaper::register_self(fd);
+            }
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             if libc::getppid() != parent {
                 return Err(io::Error::other("toe-pipe exited while starting the node"));
@@ -260,7 +301,8 @@ pub fn collect_outputs(
     store: &Store,
     outputs: &[(String, PathBuf, ArtifactKind)],
 ) -> Result<BTreeMap<String, Committed>, String> {
-    let mut done = BTreeMap::new();
+    // Every output is checked before any is stored: a node that failed
+    // on its second output must not leave its first in the store.
     for (name, path, kind) in outputs {
         let meta = match fs::symlink_metadata(path) {
             Ok(m) => m,
@@ -275,6 +317,9 @@ pub fn collect_outputs(
             let want = if *kind == ArtifactKind::Dir { "a directory" } else { "a file" };
             return Err(format!("output `{name}` should be {want} ({kind}) but is not"));
         }
+    }
+    let mut done = BTreeMap::new();
+    for (name, path, _) in outputs {
         match store.commit(path) {
             Ok(c) => {
                 done.insert(name.clone(), c);
@@ -285,9 +330,106 @@ pub fn collect_outputs(
     Ok(done)
 }
 
-/// The last `n` lines of a log, for failure reports.
+/// Objects already checked in this run, and whether they matched.
+pub type Checked = Arc<Mutex<HashMap<Hash, bool>>>;
+
+/// A node's inputs that are not what its action key says.
+#[derive(Debug, Default)]
+pub struct BadInputs {
+    /// Objects whose bytes no longer match their hash.
+    pub corrupt: Vec<Hash>,
+    /// Why, one line per input (corrupt, or unreadable), or that the run
+    /// was interrupted before the check ended.
+    pub problems: Vec<String>,
+    /// An input is corrupt or unreadable: the node may as well stop now
+    /// (an interrupt stops it anyway, in its own way).
+    pub stop: bool,
+}
+
+/// Hash the store objects a node reads and compare them with the hashes
+/// its action key was computed from: a node's result is kept only if its
+/// inputs were the bytes its key names. Each object is hashed once per run
+/// (`checked`).
+///
+/// Run while the node runs: the bytes are read from the page cache the
+/// node fills (or fill it for the node), and the check costs no wall time
+/// unless it takes longer than the node.
+pub fn check_inputs(store: &Store, objects: &[StagedInput], checked: &Checked) -> BadInputs {
+    let mut bad = BadInputs::default();
+    for input in objects {
+        // An interrupted run stops the node; its result is not kept
+        // unchecked.
+        if super::signals::interrupted() {
+            bad.problems.push("interrupted before its inputs were checked".to_owned());
+            break;
+        }
+        let known = checked.lock().ok().and_then(|c| c.get(&input.hash).copied());
+        let ok = match known {
+            Some(ok) => Ok(ok),
+            None => object_ok(store, &input.hash),
+        };
+        if let (None, Ok(ok), Ok(mut c)) = (known, &ok, checked.lock()) {
+            c.insert(input.hash, *ok);
+        }
+        match ok {
+            Ok(true) => {}
+            Ok(false) => {
+                bad.stop = true;
+                if !bad.corrupt.contains(&input.hash) {
+                    bad.corrupt.push(input.hash);
+                }
+                bad.problems.push(format!(
+                    "input `{}` ({}) is corrupt in the store: its bytes no longer match its hash {}; nothing made from it is kept: the object is removed and the next run rebuilds it",
+                    input.port,
+                    input.from,
+                    input.hash.short()
+                ));
+            }
+            Err(e) => {
+                bad.stop = true;
+                bad.problems.push(format!(
+                    "cannot read input `{}` ({}, object {}) to check it: {e}",
+                    input.port,
+                    input.from,
+                    input.hash.short()
+                ))
+            }
+        }
+    }
+    bad
+}
+
+/// Most of a log [`log_tail`] reads: a node's log can be gigabytes, and
+/// the tail is printed for a person; longer lines are shown cut.
+const TAIL_MAX_BYTES: u64 = 1 << 20;
+
+/// The last `n` lines of a log, for failure reports. Read from the end of
+/// the file, in growing blocks, never more than [`TAIL_MAX_BYTES`].
 pub fn log_tail(path: &Path, n: usize) -> String {
-    let text = fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut file) = fs::File::open(path) else { return String::new() };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut want = 64 * 1024u64;
+    let mut bytes = Vec::new();
+    loop {
+        let start = len.saturating_sub(want.min(TAIL_MAX_BYTES));
+        bytes.clear();
+        if file.seek(SeekFrom::Start(start)).and_then(|_| file.read_to_end(&mut bytes)).is_err() {
+            return String::new();
+        }
+        // n lines need n+1 newlines when the block starts mid-line.
+        let enough = bytes.iter().filter(|&&b| b == b'\n').count() > n;
+        if start == 0 || enough || want >= TAIL_MAX_BYTES {
+            if start > 0 && enough {
+                // Drop the partial first line.
+                let first = bytes.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1);
+                bytes.drain(..first);
+            }
+            break;
+        }
+        want *= 4;
+    }
+    let text = String::from_utf8_lossy(&bytes);
     let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with("# toe-pipe:") && !l.starts_with("# $ ")).collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::ops::OpCatalog;
-use crate::spec::{Action, ArtifactKind, InputRef, Node, ParamValue};
+use crate::spec::{Action, ArtifactKind, InputRef, Node, ParamValue, LINEAGE_REF};
 use crate::store::records::{one_line, ActionRecord, InputRecord, RecordedAction};
 use crate::store::{Hash, Store};
 
@@ -28,6 +28,8 @@ pub struct Resolved {
     pub params: BTreeMap<String, ParamValue>,
     pub inputs: BTreeMap<String, Vec<InputRecord>>,
     pub output_kinds: BTreeMap<String, ArtifactKind>,
+    /// The `@lineage` document, when the node reads one.
+    pub lineage: Option<Vec<u8>>,
 }
 
 /// The output hashes of finished nodes, by (node id, output name), with the
@@ -47,13 +49,26 @@ pub fn recorded_action(node: &Node, catalog: &OpCatalog) -> RecordedAction {
     }
 }
 
-/// Resolve a node whose inputs are all known; `None` if one is not.
-pub fn resolve(node: &Node, catalog: &OpCatalog, known: &KnownOutputs, sources: &SourceHashes) -> Option<Resolved> {
+/// Resolve a node whose inputs are all known; `None` if one is not. An
+/// `@lineage` input is the document of the other inputs' upstream actions,
+/// made from `store`'s records.
+pub fn resolve(
+    node: &Node,
+    catalog: &OpCatalog,
+    known: &KnownOutputs,
+    sources: &SourceHashes,
+    store: &Store,
+) -> Option<Resolved> {
     let mut inputs = BTreeMap::new();
+    let mut lineage_ports = Vec::new();
     for (port, input) in &node.inputs {
         let mut recs = Vec::with_capacity(input.refs.len());
         for r in &input.refs {
             recs.push(match r {
+                InputRef::Lineage => {
+                    lineage_ports.push(port.clone());
+                    continue;
+                }
                 InputRef::Node { node: up, output } => {
                     let (hash, action) = known.get(&(up.clone(), output.clone()))?;
                     InputRecord {
@@ -75,12 +90,23 @@ pub fn resolve(node: &Node, catalog: &OpCatalog, known: &KnownOutputs, sources: 
         }
         inputs.insert(port.clone(), recs);
     }
+    let mut lineage = None;
+    if !lineage_ports.is_empty() {
+        let doc = super::lineage_input::document(store, known, &inputs)?;
+        let hash = Hash::of_bytes(&doc);
+        lineage = Some(doc);
+        for port in lineage_ports {
+            let rec =
+                InputRecord { hash, source: Some(LINEAGE_REF.to_owned()), node: None, output: None, action: None };
+            inputs.entry(port).or_default().push(rec);
+        }
+    }
     let action = recorded_action(node, catalog);
     let params: BTreeMap<String, ParamValue> = node.params.iter().map(|(k, p)| (k.clone(), p.value.clone())).collect();
     let output_kinds: BTreeMap<String, ArtifactKind> =
         node.outputs.iter().map(|(k, o)| (k.clone(), o.kind_or_file())).collect();
     let key = action_key(&action, &params, &inputs, &output_kinds);
-    Some(Resolved { key, action, params, inputs, output_kinds })
+    Some(Resolved { key, action, params, inputs, output_kinds, lineage })
 }
 
 #[derive(Serialize)]
@@ -162,6 +188,9 @@ pub fn why(prev: &ActionRecord, now: &Resolved) -> Vec<String> {
                         continue;
                     }
                     reasons.push(match (&rb.source, &rb.node) {
+                        (Some(path), _) if path == LINEAGE_REF => {
+                            format!("input `{port}` changed (an upstream action of its other inputs)")
+                        }
                         (Some(path), _) if ra.source.as_ref() == Some(path) => format!("source {path} changed"),
                         (Some(path), _) => format!("input `{port}` is now source {path}"),
                         (None, Some(up)) => format!("input `{port}` changed (new output of {up})"),

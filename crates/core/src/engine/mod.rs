@@ -4,10 +4,13 @@
 
 pub mod exec;
 pub mod executor;
+pub mod guard;
 pub mod key;
+pub mod lineage_input;
 pub mod materialise;
 pub mod plan;
 pub mod progress;
+pub mod reaper;
 pub mod scheduler;
 pub mod signals;
 pub mod slurm;

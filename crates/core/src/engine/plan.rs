@@ -183,7 +183,7 @@ pub fn plan(e: &Engine, sel: &Selection, verify: bool) -> anyhow::Result<Plan> {
         }
         let node = &p.nodes[i];
         let current = refs.nodes.get(&node.id).and_then(|r| r.current);
-        let planned = match resolve(node, e.catalog, &known, &sources) {
+        let planned = match resolve(node, e.catalog, &known, &sources, e.store) {
             Some(res) => decide(e, i, res, current, sel.forced[i], verify),
             None => {
                 let after: Vec<&str> = e
@@ -324,6 +324,7 @@ fn own_changes(prev: &ActionRecord, node: &Node, e: &Engine) -> Vec<String> {
         params: node.params.iter().map(|(k, p)| (k.clone(), p.value.clone())).collect(),
         inputs: prev.inputs.clone(),
         output_kinds: node.outputs.iter().map(|(k, o)| (k.clone(), o.kind_or_file())).collect(),
+        lineage: None,
     };
     why(prev, &res)
 }
@@ -381,7 +382,7 @@ outputs.y = { kind = "text", path = "out/b.txt" }
             let catalog = OpCatalog::default();
 
             let a = &pipeline.nodes[0];
-            let res = resolve(a, &catalog, &KnownOutputs::new(), &SourceHashes::new()).unwrap();
+            let res = resolve(a, &catalog, &KnownOutputs::new(), &SourceHashes::new(), &store).unwrap();
             let written = dir.path().join("written.txt");
             std::fs::write(&written, "a\n").unwrap();
             let outputs = BTreeMap::from([("x".to_owned(), store.commit(&written).unwrap())]);
@@ -398,7 +399,7 @@ outputs.y = { kind = "text", path = "out/b.txt" }
             store.write_action(&rec).unwrap();
             let mut refs =
                 PipelineRefs { pipeline: pipeline.name.clone(), file: pipeline.file.clone(), ..Default::default() };
-            refs.nodes.insert("a".into(), NodeRef { current: Some(res.key), last_attempt: None });
+            refs.nodes.insert("a".into(), NodeRef { current: Some(res.key), last_attempt: None, placed: None });
             store.write_refs(&refs).unwrap();
             materialise(&store, &outputs["x"].hash, &dir.path().join("out/a.txt")).unwrap();
             World { dir, pipeline, dag, store, catalog }

@@ -30,12 +30,15 @@ use anyhow::Context;
 
 use super::exec::{self, Slot};
 use super::executor::{Executor, Finished, LocalExecutor, Stop};
+use super::guard::{may_write, Owned};
 use super::key::{resolve, KnownOutputs, Resolved, SourceHashes};
 use super::materialise::materialise;
 use super::plan::{decide, gpu_use, learn, plan, put_back, Decision, GpuUse, NodePlan, PutBack, Selection};
 use super::progress::Progress;
 use super::{signals, Engine};
+use crate::spec::Node;
 use crate::store::records::{ActionRecord, Attempt, NodeRef, OutputRecord, PipelineRefs};
+use crate::store::verify::repair;
 use crate::store::{remove_any, Hash};
 
 #[derive(Debug, Clone, Default)]
@@ -193,13 +196,25 @@ impl Refs {
     }
 
     fn entry(&mut self, id: &str) -> &mut NodeRef {
-        self.refs.nodes.entry(id.to_owned()).or_insert(NodeRef { current: None, last_attempt: None })
+        self.refs.nodes.entry(id.to_owned()).or_insert(NodeRef { current: None, last_attempt: None, placed: None })
     }
 
     fn set_current(&mut self, id: &str, key: Hash) {
         let entry = self.entry(id);
         if entry.current != Some(key) {
             entry.current = Some(key);
+            self.dirty = true;
+        }
+    }
+
+    /// Where the node's outputs are now in the workspace (all of its
+    /// declared paths, after they were put in place).
+    fn set_placed(&mut self, node: &Node) {
+        let placed: BTreeMap<String, PathBuf> =
+            node.outputs.iter().filter_map(|(n, o)| o.path.clone().map(|p| (n.clone(), p))).collect();
+        let entry = self.entry(&node.id);
+        if entry.placed.as_ref() != Some(&placed) {
+            entry.placed = Some(placed);
             self.dirty = true;
         }
     }
@@ -230,6 +245,8 @@ struct Scheduler<'e, 'a> {
     known: KnownOutputs,
     sources: SourceHashes,
     refs: Refs,
+    /// Workspace paths toe-pipe put outputs at (see `guard`).
+    owned: Owned,
     slots: Slots,
     executor: Box<dyn Executor>,
     running: HashMap<usize, Running>,
@@ -290,6 +307,7 @@ pub fn run_with(
         steps,
         known: KnownOutputs::new(),
         sources: plan.sources,
+        owned: Owned::from_refs(e.store, &plan.refs, &p.workspace),
         refs: Refs { refs: plan.refs, dirty: false },
         slots,
         executor,
@@ -377,7 +395,7 @@ impl Scheduler<'_, '_> {
             let Step::Planned(mut planned) = std::mem::replace(&mut self.steps[i], Step::Running) else { continue };
             if matches!(planned.decision, Decision::Wait) {
                 let node = &self.e.pipeline.nodes[i];
-                let Some(res) = resolve(node, self.e.catalog, &self.known, &self.sources) else {
+                let Some(res) = resolve(node, self.e.catalog, &self.known, &self.sources, self.e.store) else {
                     // Unreachable with all parents finished; fail loudly rather than hang.
                     self.fail(i, "internal error: inputs unknown after their nodes finished".into());
                     continue;
@@ -394,12 +412,10 @@ impl Scheduler<'_, '_> {
                     self.finish_hit(i, key, &outputs, &put_back, earlier)
                 }
                 (Decision::Run { resolved, corrupt }, _) => {
-                    // Removed so that the run replaces them. A node with the
-                    // same output content may have removed them already.
+                    // Removed so that the run replaces them, with the
+                    // results made from them. A node with the same output
+                    // content may have removed them already.
                     let present: Vec<Hash> = corrupt.into_iter().filter(|h| self.e.store.has_object(h)).collect();
-                    for h in &present {
-                        let _ = self.e.store.remove_object(h);
-                    }
                     if let Some(first) = present.first() {
                         let id = self.node_id(i).to_owned();
                         self.progress.line(&format!(
@@ -407,11 +423,32 @@ impl Scheduler<'_, '_> {
                             first.short()
                         ));
                     }
+                    self.repair(&present);
                     self.steps[i] = Step::Queued(resolved);
                 }
                 // decide() gives every decision but Wait a key.
                 _ => self.fail(i, "internal error: no decision for a node whose inputs finished".into()),
             }
+        }
+    }
+
+    /// Remove corrupt objects and the records of the actions that read
+    /// them (see `store::verify::repair`), and say so.
+    fn repair(&self, corrupt: &[Hash]) {
+        let report = repair(self.e.store, corrupt);
+        for (h, err) in &report.not_removed {
+            self.progress.line(&format!("  corrupt object {} could not be removed: {err}", h.short()));
+        }
+        for (_, node, pipeline) in &report.invalidated {
+            let which =
+                if *pipeline == self.e.pipeline.name { String::new() } else { format!(" (pipeline {pipeline})") };
+            self.progress.line(&format!(
+                "  invalidated  {node}{which}  a cached result of it was made from a corrupt object: removed, so it is rebuilt when needed"
+            ));
+        }
+        for (key, err) in &report.not_invalidated {
+            self.progress
+                .line(&format!("  could not invalidate action {} (it read a corrupt object): {err}", key.short()));
         }
     }
 
@@ -425,10 +462,11 @@ impl Scheduler<'_, '_> {
         earlier: bool,
     ) {
         let id = self.node_id(i).to_owned();
-        if let Err(msg) = self.place(missing) {
+        if let Err(msg) = self.place(i, missing) {
             self.fail(i, msg);
             return;
         }
+        self.refs.set_placed(&self.e.pipeline.nodes[i]);
         learn(&mut self.known, &id, key, outputs);
         self.e.store.touch_action(&key);
         let outcome = if earlier {
@@ -450,12 +488,16 @@ impl Scheduler<'_, '_> {
         self.steps[i] = Step::Done(outcome);
     }
 
-    /// Materialise outputs at their workspace paths.
-    fn place(&self, outputs: &[PutBack]) -> Result<(), String> {
+    /// Materialise outputs of node `i` at their workspace paths, where
+    /// toe-pipe may write (see `guard`).
+    fn place(&mut self, i: usize, outputs: &[PutBack]) -> Result<(), String> {
+        let node = &self.e.pipeline.nodes[i];
         for b in outputs {
+            may_write(self.e, &self.owned, node, &b.output, &b.path)?;
             let target = self.e.pipeline.workspace_path(&b.path);
             materialise(self.e.store, &b.hash, &target)
                 .map_err(|err| format!("cannot materialise output `{}` at {}: {err}", b.output, target.display()))?;
+            self.owned.insert(&b.path);
         }
         Ok(())
     }
@@ -524,6 +566,13 @@ impl Scheduler<'_, '_> {
             }
         };
         let node = &self.e.pipeline.nodes[i];
+        // Refused before it runs rather than after: its outputs could not
+        // be put in place.
+        for (name, out) in &node.outputs {
+            if let Some(path) = &out.path {
+                may_write(self.e, &self.owned, node, name, path).map_err(anyhow::Error::msg)?;
+            }
+        }
         let prepared = exec::prepare(self.e.pipeline, node, &res, self.e.store, &run_dir, slot, threads)?;
         if self.progress.verbose {
             self.progress.node(
@@ -551,6 +600,9 @@ impl Scheduler<'_, '_> {
         }
         let _ = std::fs::rename(&run.log, &log);
         let _ = remove_any(&run.dir);
+        // An input that was not the bytes its key names: nothing made from
+        // it is kept.
+        self.repair(&f.corrupt);
         match f.result {
             Ok(outputs) => {
                 let node = &self.e.pipeline.nodes[i];
@@ -561,11 +613,12 @@ impl Scheduler<'_, '_> {
                     self.fail(i, format!("cannot write the action record: {err}"));
                     return;
                 }
-                if let Err(msg) = self.place(&put_back(self.e, node, &rec.outputs)) {
+                if let Err(msg) = self.place(i, &put_back(self.e, node, &rec.outputs)) {
                     self.refs.record_attempt(&id, key, true);
                     self.fail(i, msg);
                     return;
                 }
+                self.refs.set_placed(node);
                 learn(&mut self.known, &id, key, &rec.outputs);
                 self.refs.record_attempt(&id, key, true);
                 self.refs.set_current(&id, key);

@@ -192,6 +192,14 @@ pub struct ParamInfo {
     /// The strings allowed (enum params); empty: any string.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub choices: Vec<String>,
+    /// For a param added to an op after nodes already ran with it: the value
+    /// that gives the op's results from before the param existed (declared
+    /// with `#[implicit(..)]`). A node at this value leaves the param out of
+    /// its params, and so out of its action key: adding the param kept the
+    /// keys, and the cached results, of every node that does not use it. A
+    /// param absent from a job has this value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub implicit: Option<ParamValue>,
 }
 
 /// Why a value does not fit a param.
@@ -238,6 +246,12 @@ impl ParamInfo {
             return Some(format!("one of {}", quoted.join(", ")));
         }
         self.range.map(|r| r.describe(self.ty.is_integer()))
+    }
+
+    /// Whether `v` (canonical, as [`validate`](Self::validate) returns it)
+    /// is the param's implicit value, which nodes leave out of their params.
+    pub fn is_implicit(&self, v: &ParamValue) -> bool {
+        self.implicit.as_ref().and_then(|i| self.validate(i).ok()).is_some_and(|i| &i == v)
     }
 
     /// "must be an integer, found string "2"", "is out of range (allowed: 1
@@ -357,16 +371,51 @@ macro_rules! list_params {
 }
 list_params!(String: ParamType::StrList, i64: ParamType::IntList, usize: ParamType::IntList, f64: ParamType::FloatList);
 
+/// An enum param type ([`param_enum!`](crate::param_enum) implements it):
+/// a list of its values is a param too, each element one of the spellings.
+pub trait EnumParam: ParamValueType {}
+
+impl<T: EnumParam> ParamValueType for Vec<T> {
+    const TYPE: ParamType = ParamType::StrList;
+    type Num = NotANumber;
+    fn choices() -> Vec<String> {
+        T::choices()
+    }
+    fn to_value(&self) -> ParamValue {
+        ParamValue::List(self.iter().map(ParamValueType::to_value).collect())
+    }
+    fn from_value(v: &ParamValue) -> Option<Self> {
+        match v {
+            ParamValue::List(items) => items.iter().map(T::from_value).collect(),
+            _ => None,
+        }
+    }
+}
+
 /// A field of a params struct: one param (a [`ParamValueType`]) or a group
 /// of params declared with [`op_params!`](crate::op_params), whose params
 /// join the struct's under their own names (as a shared `Threads`).
 pub trait ParamField: Sized {
-    fn declare(out: &mut Vec<ParamInfo>, name: &str, doc: String, default: Option<Self>, range: Option<ParamRange>);
+    fn declare(
+        out: &mut Vec<ParamInfo>,
+        name: &str,
+        doc: String,
+        default: Option<Self>,
+        range: Option<ParamRange>,
+        implicit: Option<Self>,
+    );
     fn read(r: &mut ParamReader, name: &str) -> anyhow::Result<Self>;
 }
 
 impl<T: ParamValueType> ParamField for T {
-    fn declare(out: &mut Vec<ParamInfo>, name: &str, doc: String, default: Option<Self>, range: Option<ParamRange>) {
+    fn declare(
+        out: &mut Vec<ParamInfo>,
+        name: &str,
+        doc: String,
+        default: Option<Self>,
+        range: Option<ParamRange>,
+        implicit: Option<Self>,
+    ) {
         let range = match range {
             Some(r) => Some(r.within(T::natural_range())),
             None => T::natural_range(),
@@ -378,6 +427,7 @@ impl<T: ParamValueType> ParamField for T {
             doc,
             range,
             choices: T::choices(),
+            implicit: implicit.map(|v| v.to_value()),
         });
     }
     fn read(r: &mut ParamReader, name: &str) -> anyhow::Result<Self> {
@@ -421,7 +471,8 @@ pub trait ParamSet: Sized {
             problems.push(format!("node {node}: unknown param `{name}` (the op's params: {})", known.join(", ")));
         }
         for info in &infos {
-            let Some(v) = params.get(&info.name).or(info.default.as_ref()) else {
+            // A param left out of a job is at its implicit value, if it has one.
+            let Some(v) = params.get(&info.name).or(info.implicit.as_ref()).or(info.default.as_ref()) else {
                 problems.push(format!("node {node}: param {} is required ({})", info.name, info.doc));
                 continue;
             };
@@ -483,6 +534,7 @@ macro_rules! param_enum {
                 f.write_str(self.name())
             }
         }
+        impl $crate::ops::EnumParam for $name {}
         impl $crate::ops::ParamValueType for $name {
             const TYPE: $crate::ops::ParamType = $crate::ops::ParamType::Str;
             type Num = $crate::ops::NotANumber;
@@ -507,8 +559,12 @@ macro_rules! param_enum {
 /// comment as the catalog's description, an optional default (`= value`;
 /// without one the param is required) and an optional `#[range(..)]` of
 /// allowed numbers (Rust range syntax over the field's number type, or
-/// `above(x)` for "more than x"). A field whose type is itself declared with
-/// `op_params!` is a group: its params join this struct's. The catalog that
+/// `above(x)` for "more than x"). A param added to an op that nodes already
+/// use gets `#[implicit(value)]` (after any range): the value that gives the
+/// op's results from before the param existed, which nodes at it leave out
+/// of their action keys ([`ParamInfo::implicit`]). A field whose type is
+/// itself declared with `op_params!` is a group: its params join this
+/// struct's. The catalog that
 /// `toe-pipe ops` prints and `toe-pipe check` checks against is derived from
 /// this declaration.
 ///
@@ -539,6 +595,7 @@ macro_rules! op_params {
             $(
                 $(#[doc = $doc:literal])*
                 $(#[range($range:expr)])?
+                $(#[implicit($implicit:expr)])?
                 $field:ident : $ty:ty $(= $default:expr)?
             ),* $(,)?
         }
@@ -553,12 +610,14 @@ macro_rules! op_params {
                 $(
                     let doc: Vec<&str> = vec![$($doc.trim()),*];
                     let default: Option<$ty> = $crate::op_params!(@default $ty $(, $default)?);
+                    let implicit: Option<$ty> = $crate::op_params!(@default $ty $(, $implicit)?);
                     <$ty as $crate::ops::ParamField>::declare(
                         out,
                         $crate::ops::field_name(stringify!($field)),
                         doc.join(" "),
                         default,
                         $crate::op_params!(@range $ty $(, $range)?),
+                        implicit,
                     );
                 )*
             }
@@ -567,7 +626,7 @@ macro_rules! op_params {
             }
         }
         impl $crate::ops::ParamField for $name {
-            fn declare(out: &mut Vec<$crate::ops::ParamInfo>, _: &str, _: String, _: Option<Self>, _: Option<$crate::ops::ParamRange>) {
+            fn declare(out: &mut Vec<$crate::ops::ParamInfo>, _: &str, _: String, _: Option<Self>, _: Option<$crate::ops::ParamRange>, _: Option<Self>) {
                 <$name as $crate::ops::ParamSet>::declare_all(out)
             }
             fn read(r: &mut $crate::ops::ParamReader, _: &str) -> $crate::__anyhow::Result<Self> {
@@ -675,6 +734,40 @@ mod tests {
         assert!(e.contains("node embed: param names is required"), "{e}");
     }
 
+    crate::op_params! {
+        struct Grown {
+            /// colours, added later; nodes from before behave as ["red"]
+            #[implicit(vec![Colour::Red])]
+            colours: Vec<Colour> = vec![Colour::Red],
+            /// added later too
+            #[range(1..)]
+            #[implicit(3)]
+            k: usize = 5,
+        }
+    }
+
+    #[test]
+    fn lists_of_enums_and_implicit_values() {
+        let infos = Grown::infos();
+        assert_eq!(
+            (infos[0].ty, infos[0].allowed().unwrap()),
+            (ParamType::StrList, "one of \"red\", \"dark_blue\"".into())
+        );
+        let red = ParamValue::List(vec![ParamValue::Str("red".into())]);
+        assert_eq!(infos[0].implicit, Some(red.clone()));
+        assert!(infos[0].is_implicit(&red));
+        assert!(!infos[1].is_implicit(&ParamValue::Int(5)) && infos[1].is_implicit(&ParamValue::Int(3)));
+        // A job without the params: their implicit values, not the defaults.
+        let p = Grown::from_params("n", &params(&[])).unwrap();
+        assert_eq!((p.colours, p.k), (vec![Colour::Red], 3));
+        let both = ParamValue::List(vec![ParamValue::Str("dark_blue".into()), ParamValue::Str("red".into())]);
+        let p = Grown::from_params("n", &params(&[("colours", both), ("k", ParamValue::Int(5))])).unwrap();
+        assert_eq!((p.colours, p.k), (vec![Colour::Dark, Colour::Red], 5));
+        let bad = ParamValue::List(vec![ParamValue::Str("green".into())]);
+        let e = Grown::from_params("n", &params(&[("colours", bad)])).unwrap_err().to_string();
+        assert_eq!(e, "node n: param colours = [\"green\"] is not allowed (allowed: one of \"red\", \"dark_blue\")");
+    }
+
     #[test]
     fn ranges_apply_to_each_element_of_a_list() {
         let info = ParamInfo {
@@ -684,6 +777,7 @@ mod tests {
             doc: String::new(),
             range: Some(ParamRange::of(1i64..)),
             choices: Vec::new(),
+            implicit: None,
         };
         let list = |v: &[i64]| ParamValue::List(v.iter().map(|&i| ParamValue::Int(i)).collect());
         assert!(info.validate(&list(&[1, 2])).is_ok());

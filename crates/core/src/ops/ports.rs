@@ -103,8 +103,10 @@ impl PortReader<'_> {
 /// port named like the field, with its doc comment as the catalog's
 /// description and its artifact kind as its type: `features: Npy` (one
 /// path, a `PathBuf`), `bpe: Option<File>` (an optional input, an
-/// `Option<PathBuf>`) or `results: Vec<Json>` (a list input, a
-/// `Vec<PathBuf>`). Kinds are the variants of [`ArtifactKind`].
+/// `Option<PathBuf>`), `results: Vec<Json>` (a list input, a
+/// `Vec<PathBuf>`) or `plots: OptVec<Dir>` (an optional list input, a
+/// `Vec<PathBuf>`, empty when unconnected). Kinds are the variants of
+/// [`ArtifactKind`].
 ///
 /// ```ignore
 /// op_ports! {
@@ -120,13 +122,16 @@ impl PortReader<'_> {
 macro_rules! op_ports {
     (@ty Option $kind:ident) => { Option<::std::path::PathBuf> };
     (@ty Vec $kind:ident) => { Vec<::std::path::PathBuf> };
+    (@ty OptVec $kind:ident) => { Vec<::std::path::PathBuf> };
     (@ty $kind:ident) => { ::std::path::PathBuf };
     // (kind, optional, list)
     (@info Option $kind:ident) => { ($crate::spec::ArtifactKind::$kind, true, false) };
     (@info Vec $kind:ident) => { ($crate::spec::ArtifactKind::$kind, false, true) };
+    (@info OptVec $kind:ident) => { ($crate::spec::ArtifactKind::$kind, true, true) };
     (@info $kind:ident) => { ($crate::spec::ArtifactKind::$kind, false, false) };
     (@read $r:ident $name:ident Option $kind:ident) => { $r.optional($crate::ops::field_name(stringify!($name)))? };
     (@read $r:ident $name:ident Vec $kind:ident) => { $r.list($crate::ops::field_name(stringify!($name)))? };
+    (@read $r:ident $name:ident OptVec $kind:ident) => { $r.list($crate::ops::field_name(stringify!($name)))? };
     (@read $r:ident $name:ident $kind:ident) => { $r.one($crate::ops::field_name(stringify!($name)))? };
     (
         $(#[$meta:meta])*
@@ -169,6 +174,8 @@ mod tests {
             bpe: Option<File>,
             /// several sets
             sets: Vec<Npy>,
+            /// several sets, if any
+            more: OptVec<Npy>,
         }
     }
 
@@ -182,7 +189,8 @@ mod tests {
             [
                 ("model", ArtifactKind::Pt, false, false),
                 ("bpe", ArtifactKind::File, true, false),
-                ("sets", ArtifactKind::Npy, false, true)
+                ("sets", ArtifactKind::Npy, false, true),
+                ("more", ArtifactKind::Npy, true, true)
             ]
         );
         assert_eq!(infos[0].doc, "a model");
@@ -193,8 +201,8 @@ mod tests {
         let i =
             Inputs::from_paths("n", PortDir::Input, &paths(&[("model", &["m.pt"]), ("sets", &["a", "b"])])).unwrap();
         assert_eq!(
-            (i.model, i.bpe, i.sets),
-            (PathBuf::from("m.pt"), None, vec![PathBuf::from("a"), PathBuf::from("b")])
+            (i.model, i.bpe, i.sets, i.more),
+            (PathBuf::from("m.pt"), None, vec![PathBuf::from("a"), PathBuf::from("b")], vec![])
         );
         let err = Inputs::from_paths("n", PortDir::Input, &paths(&[("sets", &[])])).unwrap_err().to_string();
         assert_eq!(err, "node n: input `model` is not connected");

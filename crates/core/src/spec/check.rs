@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use super::diag::{suggest, Diagnostic, Diagnostics};
 use super::expand::overlaps;
 use super::vars;
-use super::{Action, ArtifactKind, InputRef, Output, Param, ParamValue, Pipeline};
+use super::{Action, ArtifactKind, InputRef, Output, Param, ParamValue, Pipeline, LINEAGE_REF};
+use crate::confine::{real_path, RealPath, Resolver};
 use crate::graph::Dag;
 use crate::ops::{with_article, OpCatalog, ParamProblem};
 
@@ -197,6 +198,20 @@ fn ops(p: &mut Pipeline, catalog: &OpCatalog, diags: &mut Diagnostics) {
                 ),
             }
         }
+        // Inputs that the chosen param values need (a score's inputs, say).
+        let values: BTreeMap<String, ParamValue> = params.iter().map(|(k, v)| (k.clone(), v.value.clone())).collect();
+        for need in info.unmet_needs(&values, |port| p.nodes[i].inputs.contains_key(port)) {
+            let span = params.get(&need.param).map_or(&node_span, |v| &v.span);
+            diags.push(p.diagnostic(span, Some(&id), format!("op `{name}`: {}", info.need_text(need))).with_fix(
+                format!(
+                    "add inputs.{} = \"node.output\" (or sources.{} = \"path\"), or take {:?} out of params.{}",
+                    need.input, need.input, need.value, need.param
+                ),
+            ));
+        }
+        // A param at its implicit value stays out of the node's params and
+        // so out of its action key (the worker reads it back as implicit).
+        params.retain(|pname, v| !info.param(pname).is_some_and(|spec| spec.is_implicit(&v.value)));
         p.nodes[i].params = params;
 
         // Outputs: only the op's, kinds agree; undeclared ones are added
@@ -283,6 +298,15 @@ fn ops(p: &mut Pipeline, catalog: &OpCatalog, diags: &mut Diagnostics) {
                         ),
                         _ => {}
                     },
+                    InputRef::Lineage if !ArtifactKind::Json.feeds(spec.kind) => diags.push(
+                        p.diagnostic(
+                            &input.span,
+                            Some(&node.id),
+                            format!("input `{port}` of op `{name}` wants {}, but {LINEAGE_REF} is json", spec.kind),
+                        )
+                        .with_fix("connect @lineage to a json input"),
+                    ),
+                    InputRef::Lineage => {}
                     InputRef::Source { abs, path } => {
                         if abs.exists() && (spec.kind == ArtifactKind::Dir) != abs.is_dir() {
                             let want = if spec.kind == ArtifactKind::Dir { "a directory" } else { "a file" };
@@ -364,7 +388,8 @@ fn commands(p: &Pipeline, diags: &mut Diagnostics) {
 }
 
 /// Declared output paths are unique, do not nest, do not overlap a source
-/// path and do not point into the store.
+/// path, the pipeline file or the store, and do not lead out of the
+/// workspace through a symbolic link.
 fn output_paths(p: &Pipeline, store: Option<&Path>, diags: &mut Diagnostics) {
     let mut all: Vec<(&Path, &str, &str, &Output)> = Vec::new();
     for node in &p.nodes {
@@ -415,12 +440,60 @@ fn output_paths(p: &Pipeline, store: Option<&Path>, diags: &mut Diagnostics) {
             }
         }
     }
+    // Where each output really leads, through the links among its folders.
+    let mut resolver = Resolver::new(&p.workspace);
+    let real: Vec<RealPath> = all.iter().map(|(path, ..)| resolver.resolve(path)).collect();
+    let store_real = store.map(real_path);
+    let file_real = real_path(&p.file);
+    for ((path, node, oname, out), r) in all.iter().zip(&real) {
+        let at = |msg: String| Diagnostic::at(&p.source, &out.span, Some(node), msg);
+        if let Some(escape) = &r.escape {
+            let (msg, fix) = escape.error(oname, path);
+            diags.push(at(msg).with_fix(fix));
+            continue;
+        }
+        if let Some(s) = &store_real {
+            if overlaps(&r.real, s) && !store_rel.is_some_and(|rel| overlaps(path, rel)) {
+                diags.push(
+                    at(format!(
+                        "output `{oname}` at {} leads into the store ({}) through a symbolic link",
+                        path.display(),
+                        s.display()
+                    ))
+                    .with_fix("materialise outputs outside the store directory"),
+                );
+            }
+        }
+        if overlaps(&r.real, &file_real) {
+            let what = if r.real == file_real { "is the pipeline file itself" } else { "holds the pipeline file" };
+            diags.push(
+                at(format!("output `{oname}` at {} {what} ({})", path.display(), p.source.display))
+                    .with_fix("choose another path; toe-pipe would replace the file it is reading"),
+            );
+        }
+    }
+    // Sources against outputs, as written and as resolved: by path, an
+    // output at or above a source is one of the source's ancestors, and
+    // the outputs below a source sort right after it.
+    let mut by_path: BTreeMap<&Path, usize> = BTreeMap::new();
+    for (i, ((path, ..), r)) in all.iter().zip(&real).enumerate() {
+        by_path.entry(path).or_insert(i);
+        by_path.entry(&r.real).or_insert(i);
+    }
+    let overlapping = |p: &Path| -> Option<usize> {
+        p.ancestors()
+            .find_map(|a| by_path.get(a).copied())
+            .or_else(|| by_path.range(p..).next().filter(|(o, _)| o.starts_with(p)).map(|(_, &i)| i))
+    };
+    let mut source_real: BTreeMap<&Path, PathBuf> = BTreeMap::new();
     for node in &p.nodes {
         for input in node.inputs.values() {
             for r in &input.refs {
                 let InputRef::Source { path, abs } = r else { continue };
-                let Ok(rel) = abs.strip_prefix(&p.workspace) else { continue };
-                if let Some((opath, up, oname, _)) = all.iter().find(|(o, ..)| overlaps(o, rel)) {
+                let resolved = source_real.entry(abs).or_insert_with(|| real_path(abs));
+                let lexical = abs.strip_prefix(&p.workspace).ok();
+                let hit = lexical.and_then(overlapping).or_else(|| overlapping(resolved));
+                if let Some((opath, up, oname, _)) = hit.map(|i| &all[i]) {
                     diags.push(
                         p.diagnostic(
                             &input.span,
@@ -506,7 +579,7 @@ fn sources(p: &Pipeline, catalog: Option<&OpCatalog>, diags: &mut Diagnostics) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::{OpContext, Precision, Registry, TypedOp};
+    use crate::ops::{InputNeed, OpContext, Precision, Registry, TypedOp};
     use crate::spec::{load, LoadOptions, ParamValue};
 
     crate::op_params! {
@@ -518,6 +591,9 @@ mod tests {
             factor: f64 = 2.0,
             /// how exactly
             precision: Precision = Precision::Fp32,
+            /// further precisions (a param added later)
+            #[implicit(vec![Precision::Fp32])]
+            also: Vec<Precision> = vec![Precision::Fp32],
         }
     }
     crate::op_ports! {
@@ -526,6 +602,8 @@ mod tests {
         struct ScaleInputs {
             /// numbers
             x: Npy,
+            /// numbers in half precision
+            half: Option<Npy>,
         }
     }
     crate::op_ports! {
@@ -547,6 +625,9 @@ mod tests {
         type Params = ScaleParams;
         type Inputs = ScaleInputs;
         type Outputs = ScaleOutputs;
+        fn needs() -> Vec<InputNeed> {
+            vec![InputNeed::new("also", "fp16", "half")]
+        }
         fn run(&self, _: &OpContext, _: ScaleParams, _: ScaleInputs, _: ScaleOutputs) -> anyhow::Result<()> {
             Ok(())
         }
@@ -596,6 +677,31 @@ mod tests {
         assert!(err.contains("input `x` of op `scale` wants npy, but gen.x is json"), "{err}");
         let err = checked(&BASE.replace("outputs.x = \"npy\"", "outputs.x = \"file\"")).map(|_| ());
         assert!(err.is_ok(), "a plain file may feed any file port");
+    }
+
+    /// A param at its implicit value is left out of the node's params (and
+    /// so of its action key); another value stays in.
+    #[test]
+    fn implicit_values_stay_out_of_the_params() {
+        let p = checked(BASE).unwrap();
+        assert!(!p.nodes[1].params.contains_key("also"), "{:?}", p.nodes[1].params);
+        let p = checked(&format!("{BASE}params.also = [\"fp32\"]\n")).unwrap();
+        assert!(!p.nodes[1].params.contains_key("also"), "written out, the implicit value stays out too");
+        let p = checked(&format!("{BASE}inputs.half = \"gen.x\"\nparams.also = [\"fp16\"]\n")).unwrap();
+        let fp16 = ParamValue::List(vec![ParamValue::Str("fp16".into())]);
+        assert_eq!(p.nodes[1].params["also"].value, fp16);
+    }
+
+    /// A param value that needs an optional input is an error without it,
+    /// naming the node, the value and the input.
+    #[test]
+    fn a_value_that_needs_an_unconnected_input_fails_check() {
+        let err = checked(&format!("{BASE}params.also = [\"fp32\", \"fp16\"]\n")).unwrap_err().to_string();
+        assert!(
+            err.contains("p.toml:10:15: error in node `s`: op `scale`: param `also` has \"fp16\", which needs input `half` (npy numbers in half precision); it is not connected"),
+            "{err}"
+        );
+        assert!(err.contains("fix: add inputs.half = \"node.output\" (or sources.half = \"path\"), or take \"fp16\" out of params.also"), "{err}");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::path::{Component, Path, PathBuf};
 use toml::Spanned;
 
 use super::diag::{Diagnostic, Diagnostics, SourceMap, Span};
-use super::raw::{LenientFile, OneOrMany, RawFile, RawNode};
+use super::raw::{ForEachItem, ForEachValues, LenientFile, OneOrMany, RawFile, RawNode};
 use super::resources;
 use super::vars::{self, Scope, VarError, VarValue};
 use super::{Action, ArtifactKind, Device, Input, InputRef, Node, Output, Param, ParamValue, Pipeline, SourceHelp};
@@ -60,7 +60,16 @@ pub fn expand(path: &Path, opts: &LoadOptions) -> Result<(Pipeline, Diagnostics)
 /// Turn a toml/serde error into a diagnostic, naming the node it is in.
 fn toml_error(source: &SourceMap, e: &toml::de::Error) -> Diagnostic {
     let span = e.span().unwrap_or(0..0);
-    let message = e.message().trim().to_owned();
+    let mut message = e.message().trim().to_owned();
+    // The toml parser gives no message for some errors (found by the spec
+    // property test: a file that ends right after `key =`).
+    if message.is_empty() {
+        message = if span.start >= source.text().trim_end().len() {
+            "the file ends where a value is expected".to_owned()
+        } else {
+            "this is not valid TOML".to_owned()
+        };
+    }
     let node = toml::from_str::<LenientFile>(source.text()).ok().and_then(|f| {
         f.node
             .iter()
@@ -221,7 +230,9 @@ impl Expander {
         let mut seen: BTreeMap<&str, &Node> = BTreeMap::new();
         let mut dup = Vec::new();
         for n in &nodes {
-            if let Some(first) = seen.insert(&n.id, n) {
+            // The first copy stays in `seen`: every later copy names it.
+            let first = *seen.entry(&n.id).or_insert(n);
+            if !std::ptr::eq(first, n) {
                 let (l, c) = self.source.line_col(first.span.start);
                 dup.push((
                     n.span.clone(),
@@ -383,12 +394,21 @@ impl Expander {
                 ok = false;
                 continue;
             }
-            let items: Vec<&String> = match values.get_ref() {
-                OneOrMany::One(s) => vec![s],
-                OneOrMany::Many(v) => v.iter().collect(),
+            let items: Vec<&ForEachItem> = match values.get_ref() {
+                ForEachValues::One(s) => vec![s],
+                ForEachValues::Many(v) => v.iter().collect(),
             };
             let mut expanded = Vec::new();
             for item in items {
+                let item = match item {
+                    // A literal number or bool is a value as it stands,
+                    // the same as one from a list variable.
+                    ForEachItem::Literal(v) => {
+                        expanded.push(v.clone());
+                        continue;
+                    }
+                    ForEachItem::Text(t) => t,
+                };
                 match vars::list_values(item, globals) {
                     Ok(v) => expanded.extend(v),
                     Err(e) => {
@@ -485,6 +505,10 @@ impl Expander {
                 }
             },
             (None, Some(cmd)) => match vars::command(cmd.get_ref(), scope) {
+                Ok(template) if template.contains('\0') => {
+                    self.err(&cmd.span(), node, "cmd holds a NUL byte, which no command line can carry", NUL_FIX);
+                    None
+                }
                 Ok(template) => Some(Action::Cmd { template, span: cmd.span() }),
                 Err(e) => {
                     self.var_err(&cmd.span(), node, e);
@@ -593,6 +617,10 @@ impl Expander {
             };
             let path = match &raw_out.path {
                 Some(p) => match vars::scalar(p.get_ref(), scope) {
+                    Ok(s) if s.contains('\0') => {
+                        self.err(&p.span(), node, format!("the path of output `{name}` holds a NUL byte"), NUL_FIX);
+                        None
+                    }
                     Ok(s) => match workspace_relative(&s) {
                         Ok(rel) => Some(rel),
                         Err(m) => {
@@ -726,8 +754,14 @@ impl Expander {
                     );
                     return None;
                 }
+                if text.contains('\0') {
+                    self.err(&span, Some(node), format!("source `{port}` holds a NUL byte"), NUL_FIX);
+                    return None;
+                }
                 let abs = normalize(&workspace.join(&text));
                 refs.push(InputRef::Source { path: text, abs });
+            } else if text == super::LINEAGE_REF {
+                refs.push(InputRef::Lineage);
             } else {
                 match text.split_once('.') {
                     Some((n, o)) if vars::is_port_name(n) && vars::is_port_name(o) => {
@@ -737,7 +771,7 @@ impl Expander {
                         let fix = if text.contains('/') || text.contains('\\') {
                             format!("files and folders outside the store go under sources: sources.{port} = {text:?}")
                         } else {
-                            "write `node.output`, e.g. inputs.features = \"extract.features\"".to_owned()
+                            "write `node.output`, e.g. inputs.features = \"extract.features\" (or \"@lineage\": the records of the actions the other inputs came from)".to_owned()
                         };
                         self.err(
                             &span,
@@ -826,6 +860,10 @@ pub fn normalize(p: &Path) -> PathBuf {
 pub fn overlaps(a: &Path, b: &Path) -> bool {
     a.starts_with(b) || b.starts_with(a)
 }
+
+/// The fix for a NUL byte in a command or a path.
+const NUL_FIX: &str =
+    "remove the NUL byte (\\u0000): the operating system ends commands and paths at it, so it cannot be passed on";
 
 #[cfg(test)]
 mod tests {

@@ -37,11 +37,12 @@ pub enum ArtifactKind {
     Md,
     Svg,
     Png,
+    Html,
     File,
 }
 
 impl ArtifactKind {
-    pub const ALL: [ArtifactKind; 9] = [
+    pub const ALL: [ArtifactKind; 10] = [
         ArtifactKind::Npy,
         ArtifactKind::Pt,
         ArtifactKind::Json,
@@ -50,6 +51,7 @@ impl ArtifactKind {
         ArtifactKind::Md,
         ArtifactKind::Svg,
         ArtifactKind::Png,
+        ArtifactKind::Html,
         ArtifactKind::File,
     ];
 
@@ -63,6 +65,7 @@ impl ArtifactKind {
             ArtifactKind::Md => "md",
             ArtifactKind::Svg => "svg",
             ArtifactKind::Png => "png",
+            ArtifactKind::Html => "html",
             ArtifactKind::File => "file",
         }
     }
@@ -392,7 +395,7 @@ impl Node {
             .flat_map(|i| i.refs.iter())
             .filter_map(|r| match r {
                 InputRef::Node { node, .. } => Some(node.as_str()),
-                InputRef::Source { .. } => None,
+                InputRef::Source { .. } | InputRef::Lineage => None,
             })
             .collect();
         ids.sort_unstable();
@@ -440,13 +443,21 @@ pub enum InputRef {
     /// A file or directory outside the store. `path` is as written (after
     /// variables); `abs` is resolved against the workspace.
     Source { path: String, abs: PathBuf },
+    /// `@lineage`: a JSON document of the action records of every action
+    /// the node's other inputs came from, transitively (see
+    /// `engine::lineage_input`).
+    Lineage,
 }
+
+/// How an input refers to the lineage of the node's other inputs.
+pub const LINEAGE_REF: &str = "@lineage";
 
 impl fmt::Display for InputRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             InputRef::Node { node, output } => write!(f, "{node}.{output}"),
             InputRef::Source { path, .. } => f.write_str(path),
+            InputRef::Lineage => f.write_str(LINEAGE_REF),
         }
     }
 }

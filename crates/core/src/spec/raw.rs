@@ -61,7 +61,7 @@ pub struct RawNode {
     pub resources: Option<RawResources>,
     /// Template variables: one node per combination of values.
     #[serde(default)]
-    pub for_each: BTreeMap<String, Spanned<OneOrMany>>,
+    pub for_each: BTreeMap<String, Spanned<ForEachValues>>,
     pub doc: Option<String>,
 }
 
@@ -121,6 +121,73 @@ impl<'de> Deserialize<'de> for OneOrMany {
                     items.push(s);
                 }
                 Ok(OneOrMany::Many(items))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `for_each.NAME`: a string (`"${list}"`) or an array whose elements are
+/// strings (interpolated) or literal numbers and bools.
+#[derive(Debug, Clone)]
+pub enum ForEachValues {
+    One(ForEachItem),
+    Many(Vec<ForEachItem>),
+}
+
+#[derive(Debug, Clone)]
+pub enum ForEachItem {
+    Text(String),
+    Literal(ParamValue),
+}
+
+impl<'de> Deserialize<'de> for ForEachItem {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ForEachItem;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string, a number or a bool")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<ForEachItem, E> {
+                Ok(ForEachItem::Text(v.to_owned()))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<ForEachItem, E> {
+                Ok(ForEachItem::Literal(ParamValue::Int(v)))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ForEachItem, E> {
+                i64::try_from(v)
+                    .map(|v| ForEachItem::Literal(ParamValue::Int(v)))
+                    .map_err(|_| E::custom(format!("{v} is too large for a 64-bit integer")))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<ForEachItem, E> {
+                Ok(ForEachItem::Literal(ParamValue::Float(v)))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<ForEachItem, E> {
+                Ok(ForEachItem::Literal(ParamValue::Bool(v)))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for ForEachValues {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ForEachValues;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string (\"${list}\") or an array of strings, numbers or bools")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<ForEachValues, E> {
+                Ok(ForEachValues::One(ForEachItem::Text(v.to_owned())))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ForEachValues, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<ForEachItem>()? {
+                    items.push(item);
+                }
+                Ok(ForEachValues::Many(items))
             }
         }
         d.deserialize_any(V)

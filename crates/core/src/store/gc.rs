@@ -135,6 +135,10 @@ fn list_logs(store: &Store) -> Vec<Hash> {
     let mut out = Vec::new();
     let Ok(shards) = fs::read_dir(store.root().join("logs")) else { return out };
     for shard in shards.flatten() {
+        // A link in place of a shard is not followed (see list_sharded).
+        if !shard.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
         let prefix = shard.file_name().to_string_lossy().into_owned();
         for e in fs::read_dir(shard.path()).into_iter().flatten().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();

@@ -21,8 +21,10 @@ pub enum LockError {
          fix: wait for it to finish, or give this run its own store with --store DIR"
     )]
     Busy { store: String, holder: String },
-    #[error("cannot lock the store at {path}: {source}")]
-    Io { path: String, source: io::Error },
+    // Not a `source` field: the message carries the OS error, and the CLI
+    // prints the error chain, which would say it a second time.
+    #[error("cannot lock the store at {path}: {error}")]
+    Io { path: String, error: io::Error },
 }
 
 impl StoreLock {
@@ -30,7 +32,7 @@ impl StoreLock {
     /// message another process prints.
     pub fn acquire(store_root: &Path, what: &str) -> Result<StoreLock, LockError> {
         let path = store_root.join("lock");
-        let io_err = |source| LockError::Io { path: path.display().to_string(), source };
+        let io_err = |error| LockError::Io { path: path.display().to_string(), error };
         let mut file =
             OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io_err)?;
         // SAFETY: flock on a file descriptor we own; no memory is involved.

@@ -45,6 +45,10 @@ const MARKER_TEXT: &str = "toe-pipe store, format 1\n";
 /// Files a directory may hold and still become a store (the repository's
 /// `artifacts/` ships a README).
 const ALLOWED_BEFORE_INIT: [&str; 3] = ["README.md", ".gitignore", ".gitkeep"];
+/// The store's own folders. `run`, `gc` and `verify --repair` delete
+/// inside them, so each must be a real directory: through a symbolic link
+/// they would empty whatever it points to.
+const FOLDERS: [&str; 7] = ["objects", "actions", "logs", "refs", "statcache", "tmp", "cache"];
 
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -69,8 +73,17 @@ impl Store {
                     .filter_map(|e| e.ok())
                     .map(|e| e.file_name().to_string_lossy().into_owned())
                     .filter(|n| !ALLOWED_BEFORE_INIT.contains(&n.as_str()))
+                    // The marker being written by another toe-pipe that
+                    // creates this store at the same moment (write_atomic's
+                    // temp file): that one is a store in the making, and
+                    // the lock below says "in use" if it is still running.
+                    .filter(|n| !n.starts_with(&format!(".{MARKER}.tmp-")))
                     .collect();
-                if !foreign.is_empty() {
+                // Another toe-pipe may have made this a store since the
+                // check above (its marker is renamed in before any folder
+                // is made, so whatever we saw of it, the marker is there
+                // now).
+                if !foreign.is_empty() && !root.join(MARKER).is_file() {
                     bail!(
                         "{} exists but is not a toe-pipe store (it holds {}); refusing to use it.\n  fix: pass --store with an empty or new directory",
                         root.display(),
@@ -82,11 +95,44 @@ impl Store {
             write_atomic(&root.join(MARKER), MARKER_TEXT.as_bytes())?;
         }
         let store = Store { root: root.to_path_buf() };
-        for dir in ["objects", "actions", "logs", "refs", "statcache", "tmp", "cache"] {
-            fs::create_dir_all(store.root.join(dir))
-                .with_context(|| format!("cannot create {}", store.root.join(dir).display()))?;
+        for dir in FOLDERS {
+            let path = store.root.join(dir);
+            // create_dir (not _all): an existing link must stay visible to
+            // check_folders, not be taken for the folder.
+            match fs::create_dir(&path) {
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                    return Err(e).with_context(|| format!("cannot create {}", path.display()))
+                }
+                _ => {}
+            }
         }
+        store.check_folders()?;
         Ok(store)
+    }
+
+    /// Refuse a store whose folders are not real directories (a symbolic
+    /// link in their place is never followed).
+    fn check_folders(&self) -> anyhow::Result<()> {
+        for dir in FOLDERS {
+            let path = self.root.join(dir);
+            match fs::symlink_metadata(&path) {
+                Ok(m) if m.file_type().is_symlink() => bail!(
+                    "{} is a symbolic link; a store's own folders must be real directories (toe-pipe deletes inside them, and would delete what the link points to).\n  fix: remove the link (`rm {}`; what it points to is left alone) and run again, or point --store at a store on the other disk",
+                    path.display(),
+                    path.display()
+                ),
+                Ok(m) if !m.is_dir() => bail!(
+                    "{} is not a directory; the store is damaged.\n  fix: move it aside and run again",
+                    path.display()
+                ),
+                // A store from a run that had not made every folder yet:
+                // the folders are made by the next run.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+                Ok(_) => {}
+            }
+        }
+        Ok(())
     }
 
     /// Open an existing store (commands that only read).
@@ -94,7 +140,9 @@ impl Store {
         if !root.join(MARKER).is_file() {
             bail!("{} is not a toe-pipe store (no {MARKER} file).\n  fix: run a pipeline first, or point --store at the store", root.display());
         }
-        Ok(Store { root: root.to_path_buf() })
+        let store = Store { root: root.to_path_buf() };
+        store.check_folders()?;
+        Ok(store)
     }
 
     /// The nearest `artifacts/` store at or above `start`.
@@ -268,11 +316,16 @@ impl Store {
         Ok(Committed { hash, size, is_dir })
     }
 
+    /// Remove an action record: its key becomes a cache miss.
+    pub fn remove_action(&self, key: &Hash) -> io::Result<()> {
+        remove_any(&self.action_path(key))
+    }
+
     /// Remove an object (gc, or a corrupt one found by verify).
     pub fn remove_object(&self, h: &Hash) -> io::Result<()> {
         let path = self.object_path(h);
         if fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
-            set_dir_modes(&path, 0o755)?;
+            unseal(&path).map_err(|e| annotate(e, &path))?;
         }
         remove_any(&path)
     }
@@ -282,6 +335,11 @@ fn list_sharded(dir: &Path, ext: &str) -> Vec<Hash> {
     let mut out = Vec::new();
     let Ok(shards) = fs::read_dir(dir) else { return out };
     for shard in shards.flatten() {
+        // Not followed: a link here is not the store's (and gc would
+        // delete through it).
+        if !shard.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
         let prefix = shard.file_name().to_string_lossy().into_owned();
         let Ok(rd) = fs::read_dir(shard.path()) else { continue };
         for e in rd.flatten() {
@@ -305,6 +363,22 @@ fn set_dir_modes(root: &Path, mode: u32) -> io::Result<()> {
         }
     }
     fs::set_permissions(root, fs::Permissions::from_mode(mode))
+}
+
+/// Make a sealed object directory and the directories below it writable,
+/// so it can be removed. Unlike `set_dir_modes` this accepts what a
+/// damaged object may hold (symbolic links, devices) and follows none of
+/// it: a corrupt object must stay removable.
+fn unseal(dir: &Path) -> io::Result<()> {
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755))?;
+    for e in fs::read_dir(dir)? {
+        let e = e?;
+        // DirEntry::file_type does not follow links.
+        if e.file_type()?.is_dir() {
+            unseal(&e.path())?;
+        }
+    }
+    Ok(())
 }
 
 /// Make the files of an output read-only (directories are sealed after

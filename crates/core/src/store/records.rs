@@ -268,6 +268,11 @@ pub struct NodeRef {
     /// The last attempt to run the node (its log is under this key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_attempt: Option<Attempt>,
+    /// Where toe-pipe put the node's outputs in the workspace (output name
+    /// -> workspace-relative path): paths it may replace later. Absent in
+    /// refs written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placed: Option<BTreeMap<String, PathBuf>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

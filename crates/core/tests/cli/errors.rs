@@ -292,3 +292,60 @@ outputs.o = "text"
         assert_ne!(out.code, 0, "{garbage:?} should be an error");
     }
 }
+
+#[test]
+fn a_nul_byte_in_a_cmd_or_a_path_fails_check() {
+    let ws = Ws::new();
+    let err = check(
+        &ws,
+        "[[node]]\nid = \"a\"\ncmd = \"echo a\\u0000b > ${out.o}\"\noutputs.o = { kind = \"text\", path = \"out/a.txt\" }\n",
+    );
+    assert!(err.contains("p.toml:3:") && err.contains("NUL"), "{err}");
+    assert!(err.contains("node `a`"), "{err}");
+    let err = check(
+        &ws,
+        "[[node]]\nid = \"a\"\ncmd = \"echo a > ${out.o}\"\noutputs.o = { kind = \"text\", path = \"out/a\\u0000.txt\" }\n",
+    );
+    assert!(err.contains("p.toml:4:") && err.contains("NUL"), "{err}");
+    let err = check(
+        &ws,
+        "[[node]]\nid = \"a\"\ncmd = \"cat ${in.s} > ${out.o}\"\nsources.s = \"in\\u0000.txt\"\noutputs.o = \"text\"\n",
+    );
+    assert!(err.contains("p.toml:4:") && err.contains("NUL"), "{err}");
+}
+
+#[test]
+fn for_each_takes_literal_integers_like_a_list_variable() {
+    let ws = Ws::new();
+    ws.write(
+        "p.toml",
+        r#"
+[[node]]
+id = "n_${i}"
+for_each.i = [1, 2]
+cmd = "echo ${i} > ${out.o}"
+outputs.o = { kind = "text", path = "out/n_${i}.txt" }
+"#,
+    );
+    ws.toe(&["check", "p.toml"]).ok();
+    ws.run("p.toml");
+    assert_eq!(ws.read("out/n_1.txt"), "1\n");
+    assert_eq!(ws.read("out/n_2.txt"), "2\n");
+}
+
+#[test]
+fn a_duplicate_ids_error_names_the_first_copy() {
+    let ws = Ws::new();
+    let one = "[[node]]\nid = \"a\"\ncmd = \"echo > ${out.o}\"\noutputs.o = \"text\"\n\n";
+    let err = check(&ws, &one.repeat(3));
+    // The ids are on lines 2, 7 and 12; both later copies name line 2.
+    assert_eq!(err.matches("first at line 2,").count(), 2, "{err}");
+}
+
+#[test]
+fn a_file_ending_after_an_equals_sign_says_so() {
+    // Found by the spec property test (spec_fuzz): the message was empty.
+    let ws = Ws::new();
+    let err = check(&ws, "[[node]]\nid = \"a\"\noutputs.o =");
+    assert!(err.contains("p.toml:3:12: error: the file ends where a value is expected"), "{err}");
+}

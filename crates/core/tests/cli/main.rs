@@ -5,9 +5,15 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod corruption;
 mod errors;
 mod failures;
+mod hostile_store;
 mod incremental;
+mod kill;
+mod lineage_input;
+mod outputs;
 mod resources;
 mod slurm;
+mod spec_fuzz;
 mod store;

@@ -303,6 +303,45 @@ fn resources_reach_sbatch(c: &Cluster) {
     assert!(job.contains("Comment=from-toe"), "{job}");
 }
 
+/// a -> b, as in tests/cli/corruption.rs.
+const CHAIN: &str = r#"
+[[node]]
+id = "a"
+cmd = "cat ${in.src} > ${out.x}; echo a >> ${out.x}"
+sources.src = "data/in.txt"
+outputs.x = { kind = "text", path = "out/a.txt" }
+
+[[node]]
+id = "b"
+cmd = "echo ${param.n} | cat - ${in.x} > ${out.y}"
+inputs.x = "a.x"
+params.n = 1
+outputs.y = { kind = "text", path = "out/b.txt" }
+"#;
+
+fn a_job_never_keeps_a_result_made_from_a_corrupt_input(c: &Cluster) {
+    use std::os::unix::fs::PermissionsExt;
+    let ws = Ws::new();
+    ws.write("data/in.txt", "good\n");
+    ws.write("p.toml", CHAIN);
+    toe(&ws, c, &["run", "--executor", "slurm", "p.toml"]).ok();
+    // A byte of a's stored output flips; b re-runs for another reason.
+    let h = blake3::hash(b"good\na\n").to_hex().to_string();
+    let object = ws.store().join("objects").join(&h[..2]).join(&h[2..]);
+    std::fs::set_permissions(&object, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(&object, "Good\na\n").unwrap();
+    ws.write("p.toml", &CHAIN.replace("params.n = 1", "params.n = 2"));
+    let out = toe(&ws, c, &["run", "--executor", "slurm", "p.toml"]).fails();
+    assert_eq!(out.nodes("FAILED"), set(["b"]), "{}", out.stderr);
+    assert!(out.stderr.contains("input `x` (output x of node a) is corrupt in the store"), "{}", out.stderr);
+    assert_ne!(ws.read("out/b.txt"), "2\nGood\na\n", "no result from corrupt bytes");
+    assert!(ledger(&ws).is_empty());
+    // The corrupt object went, so the next run rebuilds a, then b.
+    let out = toe(&ws, c, &["run", "--executor", "slurm", "p.toml"]).ok();
+    assert_eq!(out.ran(), set(["a", "b"]), "{}", out.stderr);
+    assert_eq!(ws.read("out/b.txt"), "2\ngood\na\n");
+}
+
 #[test]
 fn on_a_real_slurm_cluster() {
     let cluster = match Cluster::start() {
@@ -312,7 +351,7 @@ fn on_a_real_slurm_cluster() {
             return;
         }
     };
-    let scenarios: [(&str, fn(&Cluster)); 7] = [
+    let scenarios: [(&str, fn(&Cluster)); 8] = [
         ("a_cmd_dag_runs_as_jobs", a_cmd_dag_runs_as_jobs),
         (
             "gpu_nodes_land_on_the_gpu_partition_with_one_device_each",
@@ -326,6 +365,7 @@ fn on_a_real_slurm_cluster() {
         ("a_sigkilled_runs_jobs_are_adopted_by_the_next_run", a_sigkilled_runs_jobs_are_adopted_by_the_next_run),
         ("jobs_a_run_no_longer_needs_are_cancelled", jobs_a_run_no_longer_needs_are_cancelled),
         ("resources_reach_sbatch", resources_reach_sbatch),
+        ("a_job_never_keeps_a_result_made_from_a_corrupt_input", a_job_never_keeps_a_result_made_from_a_corrupt_input),
     ];
     let mut failed = Vec::new();
     for (name, scenario) in scenarios {

@@ -347,3 +347,57 @@ fn a_custom_store_location() {
     let bad = ws.toe(&["--store", "notastore", "run", "p.toml"]).fails();
     assert!(bad.stderr.contains("is not a toe-pipe store"), "{}", bad.stderr);
 }
+
+#[test]
+fn runs_started_together_on_a_new_workspace_either_run_or_say_in_use() {
+    for round in 0..15 {
+        let ws = Ws::new();
+        ws.write(
+            "p.toml",
+            r#"
+[[node]]
+id = "a"
+cmd = "sleep 0.2; echo a > ${out.o}"
+outputs.o = { kind = "text", path = "out/a.txt" }
+"#,
+        );
+        let children: Vec<_> = (0..4)
+            .map(|_| {
+                Command::new(bin())
+                    .args(["run", "p.toml"])
+                    .current_dir(ws.dir.path())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let mut ran = 0;
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            if out.status.success() {
+                ran += 1;
+            } else {
+                assert!(stderr.contains("in use by another toe-pipe"), "round {round}: {stderr}");
+            }
+        }
+        assert!(ran >= 1, "round {round}: one run must win");
+        assert_eq!(ws.read("out/a.txt"), "a\n");
+    }
+}
+
+#[test]
+fn a_store_that_cannot_be_locked_prints_the_os_error_once() {
+    let ws = Ws::new();
+    ws.write("p.toml", SLOW);
+    std::fs::write(ws.path("gate"), "").unwrap();
+    ws.run("p.toml");
+    // The lock file replaced by a folder: opening it fails for root too.
+    std::fs::remove_file(ws.store().join("lock")).unwrap();
+    std::fs::create_dir(ws.store().join("lock")).unwrap();
+    for args in [&["run", "p.toml"][..], &["gc"][..], &["verify", "--repair"][..]] {
+        let out = ws.toe(args).fails();
+        assert!(out.stderr.contains("cannot lock the store"), "{args:?}: {}", out.stderr);
+        assert_eq!(out.stderr.matches("os error").count(), 1, "{args:?}: {}", out.stderr);
+    }
+}

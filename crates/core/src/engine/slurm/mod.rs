@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 
-use super::exec::{self, Prepared, Slot};
+use super::exec::{self, BadInputs, Checked, Prepared, Slot, StagedInput};
 use super::executor::{Executor, Finished, Stop};
 use super::progress::Progress;
 use crate::spec::{ArtifactKind, Device, Pipeline, Resources};
@@ -63,6 +63,40 @@ struct Tracked {
     submitted: SystemTime,
     /// When Slurm first said it was over but its status file was missing.
     over_since: Option<Instant>,
+    /// The check of the store objects it reads (`exec::check_inputs`),
+    /// made while it waits and runs.
+    check: Check,
+}
+
+enum Check {
+    Running(std::thread::JoinHandle<BadInputs>),
+    Done(BadInputs),
+}
+
+impl Check {
+    /// Whether the check, if it is over, found the job's result unusable
+    /// (it does not wait).
+    fn says_stop(&mut self) -> bool {
+        if let Check::Running(h) = self {
+            if !h.is_finished() {
+                return false;
+            }
+            let done = std::mem::replace(self, Check::Done(BadInputs::default())).outcome();
+            *self = Check::Done(done);
+        }
+        matches!(self, Check::Done(bad) if bad.stop)
+    }
+
+    /// What it found, waiting for it.
+    fn outcome(self) -> BadInputs {
+        match self {
+            Check::Done(bad) => bad,
+            Check::Running(h) => h.join().unwrap_or_else(|_| BadInputs {
+                problems: vec!["the check of its inputs failed".into()],
+                ..Default::default()
+            }),
+        }
+    }
 }
 
 pub struct SlurmExecutor {
@@ -83,6 +117,8 @@ pub struct SlurmExecutor {
     /// the first submission (a run that submits nothing is not told).
     storage_warnings: Option<Vec<String>>,
     notices: Vec<String>,
+    /// Input objects checked in this run.
+    checked: Checked,
 }
 
 impl SlurmExecutor {
@@ -108,6 +144,7 @@ impl SlurmExecutor {
             squeue_failing_since: None,
             storage_warnings: Some(storage::local_filesystem_warnings(p, store_root)),
             notices: Vec::new(),
+            checked: Checked::default(),
         }
     }
 
@@ -141,11 +178,13 @@ impl SlurmExecutor {
             anyhow::bail!("cannot record Slurm job {id} in {}: {e}; cancelled it", self.ledger.dir().display());
         }
         tracing::info!("node {} is Slurm job {id}", req.id);
-        self.track(node, entry, job.log.clone());
+        self.track(node, entry, job.log.clone(), job.objects);
         Ok(())
     }
 
-    fn track(&mut self, node: usize, e: Entry, deliver_log: PathBuf) {
+    fn track(&mut self, node: usize, e: Entry, deliver_log: PathBuf, objects: Vec<StagedInput>) {
+        let (store, checked) = (self.store.clone(), self.checked.clone());
+        let check = std::thread::spawn(move || exec::check_inputs(&store, &objects, &checked));
         self.jobs.push(Tracked {
             job: e.job,
             node,
@@ -156,6 +195,7 @@ impl SlurmExecutor {
             cpus: e.cpus,
             submitted: SystemTime::now(),
             over_since: None,
+            check: Check::Running(check),
         });
         self.interval = POLL_MIN;
         self.next_poll = Instant::now() + POLL_MIN;
@@ -180,6 +220,21 @@ impl SlurmExecutor {
                 return;
             }
         };
+        // A job whose inputs turned out corrupt cannot give a result that
+        // is kept: stop it now.
+        let mut doomed = Vec::new();
+        for job in &mut self.jobs {
+            let over = states.get(&job.job).is_none_or(JobState::is_over);
+            if !over && matches!(job.check, Check::Running(_)) && job.check.says_stop() {
+                doomed.push(job.job.clone());
+            }
+        }
+        if !doomed.is_empty() {
+            let ids: Vec<&str> = doomed.iter().map(String::as_str).collect();
+            if let Err(e) = commands::cancel(&ids, None) {
+                tracing::warn!("{e:#}");
+            }
+        }
         let mut changed = false;
         let mut i = 0;
         while i < self.jobs.len() {
@@ -210,7 +265,9 @@ impl SlurmExecutor {
     /// A job that is over: its outputs committed, or why it failed.
     fn finish(&mut self, job: Tracked, state: Option<JobState>) -> Finished {
         let status = script::read_status(&job.dir);
+        let bad = job.check.outcome();
         let result = match status {
+            _ if !bad.problems.is_empty() => Err(bad.problems.join("; ")),
             Some((0, ..)) => exec::collect_outputs(&self.store, &job.outputs),
             Some((rc, ..)) => Err(format!("Slurm job {}: exit status {rc}", job.job)),
             None => Err(ended_early(&job.job, state.as_ref())),
@@ -234,7 +291,7 @@ impl SlurmExecutor {
             }
         }
         self.ledger.remove(&job.job);
-        Finished { node: job.node, result, timing: Timing { start, end, seconds }, ran }
+        Finished { node: job.node, result, timing: Timing { start, end, seconds }, corrupt: bad.corrupt, ran }
     }
 
     /// Stop waiting for jobs Slurm does not confirm ended; they stay in the
@@ -247,6 +304,7 @@ impl SlurmExecutor {
                 node: job.node,
                 result: Err(msg),
                 timing: Timing { start: job.submitted, end: now, seconds: 0.0 },
+                corrupt: Vec::new(),
                 ran: Ran::default(),
             });
         }
@@ -271,7 +329,7 @@ impl Executor for SlurmExecutor {
     fn start(&mut self, node: usize, id: &str, job: Prepared, _slot: Slot) -> anyhow::Result<()> {
         if let Some(entry) = self.claim(id, &job.key) {
             self.notices.push(format!("  adopted  {id}  Slurm job {} of an earlier run", entry.job));
-            self.track(node, entry, job.log);
+            self.track(node, entry, job.log, job.objects);
             return Ok(());
         }
         self.submit(node, job)
