@@ -85,8 +85,9 @@ fn gpu_name() -> Option<String> {
         if init.is_null() || get.is_null() || name.is_null() {
             return None;
         }
-        let (init, get, name): (Init, Get, Name) =
-            (std::mem::transmute(init), std::mem::transmute(get), std::mem::transmute(name));
+        let init = std::mem::transmute::<*mut c_void, Init>(init);
+        let get = std::mem::transmute::<*mut c_void, Get>(get);
+        let name = std::mem::transmute::<*mut c_void, Name>(name);
         let mut dev: c_int = 0;
         let mut buf = [0 as c_char; 256];
         if init(0) != 0 || get(&mut dev, 0) != 0 || name(buf.as_mut_ptr(), buf.len() as c_int, dev) != 0 {

@@ -342,6 +342,8 @@ fn a_job_never_keeps_a_result_made_from_a_corrupt_input(c: &Cluster) {
     assert_eq!(ws.read("out/b.txt"), "2\ngood\na\n");
 }
 
+type Scenario = fn(&Cluster);
+
 #[test]
 fn on_a_real_slurm_cluster() {
     let cluster = match Cluster::start() {
@@ -351,7 +353,7 @@ fn on_a_real_slurm_cluster() {
             return;
         }
     };
-    let scenarios: [(&str, fn(&Cluster)); 8] = [
+    let scenarios: [(&str, Scenario); 8] = [
         ("a_cmd_dag_runs_as_jobs", a_cmd_dag_runs_as_jobs),
         (
             "gpu_nodes_land_on_the_gpu_partition_with_one_device_each",
