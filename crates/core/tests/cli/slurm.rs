@@ -94,10 +94,9 @@ fn a_cmd_dag_runs_as_jobs(c: &Cluster) {
     ws.write("fakebin/sbatch", "#!/bin/sh\necho 'sbatch must not be called' >&2\nexit 1\n");
     std::process::Command::new("chmod").args(["+x", &fake.join("sbatch").display().to_string()]).status().unwrap();
     let path = format!("{}:{}", fake.display(), std::env::var("PATH").unwrap_or_default());
-    let t0 = Instant::now();
+    // (How fast that is, is measured by benches/slurm_compare.sh.)
     let again = ws.toe_env(&["run", "p.toml"], &[("PATH", &path), ("SLURM_CONF", &c.conf.display().to_string())]).ok();
     assert!(again.stderr.contains("nothing to do: 4 nodes fresh"), "{}", again.stderr);
-    assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
 
     // The same results are cache hits with the local executor.
     assert!(toe(&ws, c, &["run", "--executor", "local", "p.toml"]).ok().stderr.contains("nothing to do"));
