@@ -41,29 +41,6 @@ fn avg_pool(xs: &Tensor, size: i64) -> Tensor {
     xs.avg_pool2d([size, size], [size, size], [0, 0], false, true, None)
 }
 
-/// The same tensor laid out channels-last (NHWC strides, NCHW shape).
-/// Convolutions, batch norms and pools keep that layout for their outputs,
-/// and oneDNN's channels-last kernels are the faster ones for the small
-/// pictures and few channels of the demo's tower (PyTorch's advice for
-/// CPU training; `to(memory_format=torch.channels_last)` in Python).
-fn channels_last(xs: &Tensor) -> Tensor {
-    xs.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
-}
-
-/// A bottleneck's 3x3 convolution (stride 1, padding 1). On a 1x1 map (the
-/// last stage of a tower whose input is 32 pixels, as in the demo) every
-/// tap but the centre one falls on the zero padding, so the centre column
-/// of the kernel alone gives the same output, and the same gradients (zero
-/// for the other taps), for a ninth of the work.
-fn centre_conv(conv: &nn::Conv2D, xs: &Tensor) -> Tensor {
-    let size = xs.size();
-    if size[2] != 1 || size[3] != 1 {
-        return xs.apply(conv);
-    }
-    let centre = conv.ws.narrow(2, 1, 1).narrow(3, 1, 1);
-    xs.conv2d(&centre, conv.bs.as_ref(), [1, 1], [0, 0], [1, 1], 1)
-}
-
 #[derive(Debug)]
 struct Bottleneck {
     conv1: nn::Conv2D,
@@ -98,7 +75,7 @@ impl Bottleneck {
 
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         let out = xs.apply(&self.conv1).apply_t(&self.bn1, train).relu();
-        let out = centre_conv(&self.conv2, &out).apply_t(&self.bn2, train).relu();
+        let out = out.apply(&self.conv2).apply_t(&self.bn2, train).relu();
         let out = avg_pool(&out, self.stride).apply(&self.conv3).apply_t(&self.bn3, train);
         let identity = match &self.downsample {
             Some((conv, bn)) => avg_pool(xs, self.stride).apply(conv).apply_t(bn, train),
@@ -188,7 +165,7 @@ impl ModifiedResNet {
     /// `train` selects batch statistics (and updates the running ones).
     pub fn forward_t(&self, images: &Tensor, train: bool) -> Tensor {
         let kind = self.attnpool.c_proj.ws.kind();
-        let mut xs = channels_last(&images.to_kind(kind));
+        let mut xs = images.to_kind(kind);
         for (conv, bn) in &self.stem {
             xs = xs.apply(conv).apply_t(bn, train).relu();
         }
@@ -215,34 +192,5 @@ impl ModifiedResNet {
                 }
             }
         });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tch::{Device, Kind};
-
-    #[test]
-    fn the_centre_tap_is_the_whole_convolution_of_a_1x1_map() {
-        tch::manual_seed(0);
-        let vs = nn::VarStore::new(Device::Cpu);
-        let conv = conv(vs.root(), 6, 5, 3, 1, 1);
-        let xs = Tensor::randn([4, 6, 1, 1], (Kind::Float, Device::Cpu));
-        let full = xs.apply(&conv);
-        let centre = centre_conv(&conv, &xs);
-        assert!(full.allclose(&centre, 1e-6, 1e-6, false));
-        // And the same gradients for the kernel: zero off the centre.
-        let grad = |out: Tensor| {
-            conv.ws.shallow_clone().zero_grad();
-            (out * Tensor::arange(5, (Kind::Float, Device::Cpu)).view([1, 5, 1, 1])).sum(Kind::Float).backward();
-            conv.ws.grad().copy()
-        };
-        let (g_full, g_centre) = (grad(xs.apply(&conv)), grad(centre_conv(&conv, &xs)));
-        assert!(g_full.allclose(&g_centre, 1e-6, 1e-6, false));
-        assert!(g_centre.narrow(2, 0, 1).abs().sum(Kind::Float).double_value(&[]) == 0.0);
-        // Larger maps take the ordinary path.
-        let map = Tensor::randn([2, 6, 2, 2], (Kind::Float, Device::Cpu));
-        assert!(centre_conv(&conv, &map).equal(&map.apply(&conv)));
     }
 }
