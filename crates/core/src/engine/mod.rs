@@ -2,6 +2,7 @@
 //! why ([`plan`]), and the scheduler that carries it out, in parallel,
 //! with early cutoff ([`scheduler`]), through an [`executor`].
 
+pub mod cmdline;
 pub mod exec;
 pub mod executor;
 pub mod guard;

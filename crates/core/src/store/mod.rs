@@ -156,12 +156,11 @@ impl Store {
     }
 
     fn sharded(&self, dir: &str, h: &Hash, ext: &str) -> PathBuf {
-        let hex = h.hex();
-        self.root.join(dir).join(&hex[..2]).join(format!("{}{ext}", &hex[2..]))
+        sharded(&self.root, dir, h, ext)
     }
 
     pub fn object_path(&self, h: &Hash) -> PathBuf {
-        self.sharded("objects", h, "")
+        object_path_in(&self.root, h)
     }
     pub fn action_path(&self, key: &Hash) -> PathBuf {
         self.sharded("actions", key, ".json")
@@ -244,7 +243,7 @@ impl Store {
     pub fn new_run_dir(&self) -> io::Result<PathBuf> {
         let stamp =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
-        let dir = self.tmp_root().join(format!("run-{}-{stamp}", std::process::id()));
+        let dir = self.tmp_root().join(run_dir_name(std::process::id(), stamp as u64));
         fs::create_dir_all(&dir)?;
         Ok(dir)
     }
@@ -329,6 +328,28 @@ impl Store {
         }
         remove_any(&path)
     }
+}
+
+fn sharded(root: &Path, dir: &str, h: &Hash, ext: &str) -> PathBuf {
+    let hex = h.hex();
+    root.join(dir).join(&hex[..2]).join(format!("{}{ext}", &hex[2..]))
+}
+
+/// Where the store at `root` keeps object `h` (whether or not the store
+/// exists yet: `check` works out command lengths before a first run).
+pub fn object_path_in(root: &Path, h: &Hash) -> PathBuf {
+    sharded(root, "objects", h, "")
+}
+
+fn run_dir_name(pid: u32, stamp_ms: u64) -> String {
+    format!("run-{pid}-{stamp_ms}")
+}
+
+/// A run directory of the store at `root` whose name is as long as any
+/// [`Store::new_run_dir`] can make, for working out the longest paths a
+/// node can be given.
+pub fn longest_run_dir(root: &Path) -> PathBuf {
+    root.join("tmp").join(run_dir_name(u32::MAX, u64::MAX))
 }
 
 fn list_sharded(dir: &Path, ext: &str) -> Vec<Hash> {
