@@ -181,8 +181,12 @@ pub fn check_lengths(p: &Pipeline, store_root: &Path) -> Diagnostics {
         let Action::Cmd { template, span } = &node.action else { continue };
         let dir = run_dir.join(&node.id);
         let inputs = input_paths(node, &dir, &object);
-        let outputs: BTreeMap<String, PathBuf> =
-            node.outputs.iter().map(|(name, out)| (name.clone(), output_path(&dir, name, out))).collect();
+        let outputs: BTreeMap<String, PathBuf> = node
+            .outputs
+            .iter()
+            .enumerate()
+            .map(|(i, (name, out))| (name.clone(), output_path(&dir, i, name, out)))
+            .collect();
         let params: BTreeMap<String, ParamValue> =
             node.params.iter().map(|(k, v)| (k.clone(), v.value.clone())).collect();
         let values = Values { inputs: &inputs, outputs: &outputs, params: &params, dir: &dir };

@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 
-use super::cmdline;
 use super::key::Resolved;
+use super::{cmdline, nodedir};
 use crate::ops::OpContext;
 use crate::spec::{Action, ArtifactKind, InputRef, Node, Output, Pipeline, LINEAGE_REF};
 use crate::store::verify::object_ok;
@@ -81,30 +81,27 @@ pub struct StagedInput {
     pub from: String,
 }
 
-/// Lay out the node's temporary directory and build its command, for a
-/// process that may use `cpus` threads.
+/// Build the node's command in its temporary directory `dir` (from
+/// [`NodeDirs::take`](super::nodedir::NodeDirs::take), with a holder for
+/// each output), for a process that may use `cpus` threads.
 pub fn prepare(
     p: &Pipeline,
     node: &Node,
     res: &Resolved,
     store: &Store,
-    run_dir: &Path,
+    dir: &Path,
     slot: Slot,
     cpus: usize,
 ) -> anyhow::Result<Prepared> {
-    let dir = run_dir.join(&node.id);
-    let scratch = dir.join("scratch");
-    fs::create_dir_all(&scratch).with_context(|| format!("cannot create {}", scratch.display()))?;
+    let dir = dir.to_path_buf();
+    let scratch = dir.join(nodedir::SCRATCH);
 
     let mut outputs = Vec::new();
-    for (name, out) in &node.outputs {
+    for (i, (name, out)) in node.outputs.iter().enumerate() {
         let kind = out.kind_or_file();
-        let path = output_path(&dir, name, out);
-        if let Some(holder) = path.parent() {
-            fs::create_dir_all(holder)?;
-        }
+        let path = output_path(&dir, i, name, out);
         if kind == ArtifactKind::Dir {
-            fs::create_dir(&path)?;
+            fs::create_dir(&path).with_context(|| format!("cannot create {}", path.display()))?;
         }
         outputs.push((name.clone(), path, kind));
     }
@@ -212,17 +209,17 @@ pub fn prepare(
     })
 }
 
-/// Where output `name` is written in the node's directory `dir`. It keeps
-/// its declared file name (tools such as np.save add an extension to names
-/// that lack it).
-pub fn output_path(dir: &Path, name: &str, out: &Output) -> PathBuf {
+/// Where output `name`, the node's `i`-th, is written in the node's
+/// directory `dir`. It keeps its declared file name (tools such as np.save
+/// add an extension to names that lack it).
+pub fn output_path(dir: &Path, i: usize, name: &str, out: &Output) -> PathBuf {
     let kind = out.kind_or_file();
     let file_name = match &out.path {
         Some(path) => path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| name.to_owned()),
         None if kind.extension().is_empty() => name.to_owned(),
         None => format!("{name}.{}", kind.extension()),
     };
-    dir.join("out").join(name).join(file_name)
+    nodedir::holder(dir, i).join(file_name)
 }
 
 /// Where an `@lineage` input on `port` is written in the node's directory.
@@ -260,13 +257,14 @@ pub fn shell_quote(s: &str) -> String {
 /// so call this from a thread that outlives the child.
 pub fn spawn(prep: &Prepared, node: &str, slot: Slot, reaper: Option<RawFd>) -> io::Result<Child> {
     let mut log = File::create(&prep.log)?;
-    writeln!(log, "# toe-pipe: node {node} on {}", slot.label())?;
-    writeln!(
-        log,
-        "# $ {} {}",
+    // One write: the log is unbuffered, and each piece would cost a call.
+    let header = format!(
+        "# toe-pipe: node {node} on {}\n# $ {} {}\n",
+        slot.label(),
         prep.program.display(),
         prep.args.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ")
-    )?;
+    );
+    log.write_all(header.as_bytes())?;
     let mut cmd = Command::new(&prep.program);
     cmd.args(&prep.args)
         .current_dir(&prep.cwd)

@@ -9,6 +9,7 @@ pub mod guard;
 pub mod key;
 pub mod lineage_input;
 pub mod materialise;
+pub mod nodedir;
 pub mod plan;
 pub mod progress;
 pub mod reaper;
