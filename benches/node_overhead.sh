@@ -10,16 +10,22 @@
 #   benches/node_overhead.sh [N=300] [R=3]
 #
 # TOE_PIPE: the binary (default target/release/toe-pipe). The work folder is
-# made under BENCH_DIR (default target/, on the project's disk: a tmpfs
-# would make fsync free and hide the cost of durability).
+# made under BENCH_DIR (default $TMPDIR or /tmp), which must not be a tmpfs
+# (fsync would be free there, hiding the cost of durability). Not under
+# target/ either: on ext4 without a journal, cargo's deleted files make
+# every file made there for the next minutes cost up to 10x more.
 set -euo pipefail
 n=${1:-300}
 rounds=${2:-3}
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=${TOE_PIPE:-$root/target/release/toe-pipe}
 [ -x "$bin" ] || { echo "no $bin; build it: cargo build --release --bins" >&2; exit 1; }
-base=${BENCH_DIR:-$root/target}
+base=${BENCH_DIR:-${TMPDIR:-/tmp}}
 mkdir -p "$base"
+if [ "$(stat -f -c %T "$base")" = tmpfs ]; then
+    echo "$base is a tmpfs, where fsync costs nothing; set BENCH_DIR to a folder on a disk" >&2
+    exit 1
+fi
 work=$(mktemp -d "$base/node_overhead.XXXXXX")
 trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
 

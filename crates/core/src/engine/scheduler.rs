@@ -620,6 +620,14 @@ impl Scheduler<'_, '_> {
                 let _ = remove_any(&run.dir);
             }
         }
+        // The slot is free: start what is ready now, while this node's
+        // record is flushed and its outputs are put in place (what is
+        // ready cannot depend on this node, which is not done yet). Not
+        // with --fail-fast, where a record that cannot be written is the
+        // failure that stops the run.
+        if f.result.is_ok() && f.corrupt.is_empty() && !interrupted && !self.opts.fail_fast {
+            self.dispatch();
+        }
         // An input that was not the bytes its key names: nothing made from
         // it is kept.
         self.repair(&f.corrupt);

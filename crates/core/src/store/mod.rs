@@ -322,8 +322,17 @@ impl Store {
         }
         make_read_only(tmp, entries.as_deref())?;
         let parent = dest.parent().unwrap_or(&self.root);
-        durable::create_dirs(sync, parent)?;
-        durable::sync_output(sync, tmp, entries.as_deref())?;
+        // A new shard folder is flushed in objects/ at the same time as the
+        // output: both must be on disk before the rename, in any order.
+        let new_shards: Vec<PathBuf> =
+            durable::create_dirs_unflushed(parent)?.iter().filter_map(|d| d.parent().map(Path::to_path_buf)).collect();
+        match &entries {
+            None => durable::sync_each(sync, &[new_shards, vec![tmp.to_path_buf()]].concat())?,
+            Some(entries) => {
+                durable::sync_each(sync, &new_shards)?;
+                durable::sync_output(sync, tmp, Some(entries))?;
+            }
+        }
         match fs::rename(tmp, &dest) {
             // Directories are sealed only now: moving a read-only
             // directory to another parent is not allowed.
@@ -482,4 +491,90 @@ fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
         let _ = fs::remove_file(&tmp);
     }
     result.map_err(|e| annotate(e, path))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::durable::Recorder;
+    use super::*;
+
+    /// What `commit` flushes: every file and folder of a directory output
+    /// before the rename, and the folders whose entries changed.
+    #[test]
+    fn committing_a_directory_output_flushes_each_of_its_files() {
+        let ws = tempfile::tempdir().unwrap();
+        let store = Store::open_or_create(&ws.path().join("artifacts")).unwrap();
+        let out = store.new_run_dir().unwrap().join("n/out/0/d");
+        let mut parts = BTreeSet::from([out.clone()]);
+        fs::create_dir_all(out.join("sub")).unwrap();
+        parts.insert(out.join("sub"));
+        for i in 0..40 {
+            let f = out.join(if i % 2 == 0 { format!("f{i}") } else { format!("sub/f{i}") });
+            fs::write(&f, format!("{i}")).unwrap();
+            parts.insert(f);
+        }
+        let rec = Recorder::default();
+        let c = store.commit_with(&out, &rec).unwrap();
+        let dest = store.object_path(&c.hash);
+        let shard = dest.parent().unwrap().to_path_buf();
+        let synced = rec.synced();
+        // The shard folder was new: flushed in objects/ first; the output's
+        // parts before the rename; the shard after it.
+        assert_eq!(synced.first(), Some(&store.root().join("objects")));
+        assert_eq!(synced.last(), Some(&shard));
+        let middle: BTreeSet<PathBuf> = synced[1..synced.len() - 1].iter().cloned().collect();
+        assert_eq!(middle, parts);
+        assert_eq!(synced.len(), parts.len() + 2, "each once: {synced:?}");
+        assert!(dest.join("sub/f1").is_file() && !out.exists());
+
+        // A file output: the file and objects/ together (its shard is new
+        // as well: the two hashes differ in their first byte), then the
+        // shard.
+        let f = store.new_run_dir().unwrap().join("f");
+        fs::write(&f, "content").unwrap();
+        let rec = Recorder::default();
+        let c = store.commit_with(&f, &rec).unwrap();
+        let shard = store.object_path(&c.hash).parent().unwrap().to_path_buf();
+        let synced = rec.synced();
+        let first: BTreeSet<PathBuf> = synced[..2].iter().cloned().collect();
+        assert_eq!(first, BTreeSet::from([store.root().join("objects"), f]));
+        assert_eq!(synced[2..], [shard]);
+    }
+
+    /// A record written with its folder flush left for later: the folder
+    /// (and objects/ for a new shard) is in `pending`, the file complete.
+    #[test]
+    fn a_deferred_record_leaves_its_folders_pending() {
+        let ws = tempfile::tempdir().unwrap();
+        let store = Store::open_or_create(&ws.path().join("artifacts")).unwrap();
+        let rec = ActionRecord {
+            format: 1,
+            key: Hash::of_bytes(b"key"),
+            pipeline: "p".into(),
+            pipeline_file: "p.toml".into(),
+            node: "n".into(),
+            action: records::RecordedAction::Cmd { cmd: "true".into() },
+            params: Default::default(),
+            inputs: Default::default(),
+            outputs: Default::default(),
+            start: String::new(),
+            end: String::new(),
+            duration_s: 0.0,
+            device: "cpu".into(),
+            toe_pipe_version: String::new(),
+            host: String::new(),
+            ran_on: None,
+        };
+        let mut pending = Pending::default();
+        store.write_action_deferred(&rec, &mut pending).unwrap();
+        assert_eq!(store.read_action(&rec.key).map(|r| r.key), Some(rec.key));
+        let flushed = Recorder::default();
+        pending.flush(&flushed).unwrap();
+        let path = store.action_path(&rec.key);
+        let mut synced = flushed.synced();
+        synced.sort();
+        assert_eq!(synced, vec![store.root().join("actions"), path.parent().unwrap().to_path_buf()]);
+    }
 }
