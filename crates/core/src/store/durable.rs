@@ -65,19 +65,22 @@ pub fn sync_each(sync: &dyn Syncer, paths: &[PathBuf]) -> io::Result<()> {
     let next = AtomicUsize::new(0);
     let failed: Mutex<Option<io::Error>> = Mutex::new(None);
     let lock = || failed.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= paths.len() || lock().is_some() {
-                    break;
-                }
-                if let Err(e) = sync.sync(&paths[i]) {
-                    lock().get_or_insert(e);
-                    break;
-                }
-            });
+    let work = || loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        if i >= paths.len() || lock().is_some() {
+            break;
         }
+        if let Err(e) = sync.sync(&paths[i]) {
+            lock().get_or_insert(e);
+            break;
+        }
+    };
+    // This thread is one of them.
+    std::thread::scope(|s| {
+        for _ in 1..threads {
+            s.spawn(work);
+        }
+        work();
     });
     match failed.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner()) {
         Some(e) => Err(e),
