@@ -157,6 +157,9 @@ pub fn load(cli: &Cli, args: &PipelineArgs, check_sources: bool) -> Result<Loade
     };
     let check_opts = CheckOptions { sources: check_sources, store: Some(store_dir.clone()) };
     let checked = crate::spec::check::check(&mut pipeline, Some(&catalog), &check_opts);
+    // Commands too long to start: this needs the store's paths, so it is
+    // the engine's to say (after `check` completed the pipeline).
+    diags.extend(crate::engine::cmdline::check_lengths(&pipeline, &store_dir));
     match checked {
         Ok(dag) if diags.is_empty() => Ok(Loaded { pipeline, dag, store_dir, catalog }),
         Ok(_) => Err(print_diagnostics(diags.into_result().err().unwrap_or_default())),

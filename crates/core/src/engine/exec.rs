@@ -13,8 +13,9 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 
 use super::key::Resolved;
+use super::{cmdline, nodedir};
 use crate::ops::OpContext;
-use crate::spec::{vars, Action, ArtifactKind, InputRef, Node, Pipeline, LINEAGE_REF};
+use crate::spec::{Action, ArtifactKind, InputRef, Node, Output, Pipeline, LINEAGE_REF};
 use crate::store::verify::object_ok;
 use crate::store::{Committed, Hash, Store};
 use crate::worker::{worker_exe, Job};
@@ -80,36 +81,27 @@ pub struct StagedInput {
     pub from: String,
 }
 
-/// Lay out the node's temporary directory and build its command, for a
-/// process that may use `cpus` threads.
+/// Build the node's command in its temporary directory `dir` (from
+/// [`NodeDirs::take`](super::nodedir::NodeDirs::take), with a holder for
+/// each output), for a process that may use `cpus` threads.
 pub fn prepare(
     p: &Pipeline,
     node: &Node,
     res: &Resolved,
     store: &Store,
-    run_dir: &Path,
+    dir: &Path,
     slot: Slot,
     cpus: usize,
 ) -> anyhow::Result<Prepared> {
-    let dir = run_dir.join(&node.id);
-    let scratch = dir.join("scratch");
-    fs::create_dir_all(&scratch).with_context(|| format!("cannot create {}", scratch.display()))?;
+    let dir = dir.to_path_buf();
+    let scratch = dir.join(nodedir::SCRATCH);
 
-    // Outputs keep their declared file name (tools such as np.save add an
-    // extension to names that lack it).
     let mut outputs = Vec::new();
-    for (name, out) in &node.outputs {
+    for (i, (name, out)) in node.outputs.iter().enumerate() {
         let kind = out.kind_or_file();
-        let file_name = match &out.path {
-            Some(path) => path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| name.clone()),
-            None if kind.extension().is_empty() => name.clone(),
-            None => format!("{name}.{}", kind.extension()),
-        };
-        let holder = dir.join("out").join(name);
-        fs::create_dir_all(&holder)?;
-        let path = holder.join(file_name);
+        let path = output_path(&dir, i, name, out);
         if kind == ArtifactKind::Dir {
-            fs::create_dir(&path)?;
+            fs::create_dir(&path).with_context(|| format!("cannot create {}", path.display()))?;
         }
         outputs.push((name.clone(), path, kind));
     }
@@ -137,7 +129,7 @@ pub fn prepare(
                     abs.clone()
                 }
                 InputRef::Lineage => {
-                    let path = dir.join(format!("{port}.lineage.json"));
+                    let path = lineage_file(&dir, port);
                     if lineage.is_none() {
                         let doc = res.lineage.as_ref().context("a @lineage input without its document")?;
                         fs::write(&path, doc).with_context(|| format!("cannot write {}", path.display()))?;
@@ -168,29 +160,21 @@ pub fn prepare(
         env.push(("OMP_WAIT_POLICY".to_owned(), "PASSIVE".to_owned()));
     }
     let (program, args) = match &node.action {
-        Action::Cmd { template, .. } => {
-            let outs: BTreeMap<&str, &Path> = outputs.iter().map(|(n, p, _)| (n.as_str(), p.as_path())).collect();
-            let line = vars::fill_runtime(template, |ns, name| match ns {
-                "in" => inputs
-                    .get(name)
-                    .map(|ps| ps.iter().map(|p| shell_quote(&p.to_string_lossy())).collect::<Vec<_>>().join(" "))
-                    .ok_or_else(|| format!("no input `{name}`")),
-                "out" => outs
-                    .get(name)
-                    .map(|p| shell_quote(&p.to_string_lossy()))
-                    .ok_or_else(|| format!("no output `{name}`")),
-                _ => res
-                    .params
-                    .get(name)
-                    .map(|v| match v {
-                        crate::spec::ParamValue::List(items) => {
-                            items.iter().map(|i| shell_quote(&i.to_plain_string())).collect::<Vec<_>>().join(" ")
-                        }
-                        other => shell_quote(&other.to_plain_string()),
-                    })
-                    .ok_or_else(|| format!("no param `{name}`")),
-            })
-            .map_err(|m| anyhow::anyhow!("node {}: {m}", node.id))?;
+        Action::Cmd { template, span } => {
+            let outs: BTreeMap<String, PathBuf> = outputs.iter().map(|(n, p, _)| (n.clone(), p.clone())).collect();
+            let values = cmdline::Values { inputs: &inputs, outputs: &outs, params: &res.params, dir: &dir };
+            let (line, lists) = cmdline::fill(template, &values).map_err(|e| match e.fix {
+                Some(fix) => anyhow::anyhow!(p.diagnostic(span, Some(&node.id), e.message).with_fix(fix).to_string()),
+                None => anyhow::anyhow!("node {}: {}", node.id, e.message),
+            })?;
+            // `check` refuses these before a run; this catches what it
+            // could not foresee, before the kernel answers E2BIG.
+            if let Some((message, fix)) = cmdline::too_long(template, &line, &inputs, false) {
+                anyhow::bail!(p.diagnostic(span, Some(&node.id), message).with_fix(fix).to_string());
+            }
+            for list in &lists {
+                fs::write(&list.path, &list.bytes).with_context(|| format!("cannot write {}", list.path.display()))?;
+            }
             (PathBuf::from("/bin/sh"), vec!["-c".to_owned(), line])
         }
         Action::Op { name, .. } => {
@@ -225,6 +209,24 @@ pub fn prepare(
     })
 }
 
+/// Where output `name`, the node's `i`-th, is written in the node's
+/// directory `dir`. It keeps its declared file name (tools such as np.save
+/// add an extension to names that lack it).
+pub fn output_path(dir: &Path, i: usize, name: &str, out: &Output) -> PathBuf {
+    let kind = out.kind_or_file();
+    let file_name = match &out.path {
+        Some(path) => path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| name.to_owned()),
+        None if kind.extension().is_empty() => name.to_owned(),
+        None => format!("{name}.{}", kind.extension()),
+    };
+    nodedir::holder(dir, i).join(file_name)
+}
+
+/// Where an `@lineage` input on `port` is written in the node's directory.
+pub fn lineage_file(dir: &Path, port: &str) -> PathBuf {
+    dir.join(format!("{port}.lineage.json"))
+}
+
 /// Tell a process how many threads it may use: the usual thread-pool
 /// variables (OpenMP, MKL, OpenBLAS as numpy wheels ship it, rayon) and
 /// `TOE_PIPE_CPUS` for scripts. The node's declaration wins over the
@@ -255,13 +257,14 @@ pub fn shell_quote(s: &str) -> String {
 /// so call this from a thread that outlives the child.
 pub fn spawn(prep: &Prepared, node: &str, slot: Slot, reaper: Option<RawFd>) -> io::Result<Child> {
     let mut log = File::create(&prep.log)?;
-    writeln!(log, "# toe-pipe: node {node} on {}", slot.label())?;
-    writeln!(
-        log,
-        "# $ {} {}",
+    // One write: the log is unbuffered, and each piece would cost a call.
+    let header = format!(
+        "# toe-pipe: node {node} on {}\n# $ {} {}\n",
+        slot.label(),
         prep.program.display(),
         prep.args.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ")
-    )?;
+    );
+    log.write_all(header.as_bytes())?;
     let mut cmd = Command::new(&prep.program);
     cmd.args(&prep.args)
         .current_dir(&prep.cwd)
@@ -285,6 +288,23 @@ pub fn spawn(prep: &Prepared, node: &str, slot: Slot, reaper: Option<RawFd>) -> 
         });
     }
     cmd.spawn()
+}
+
+/// Why a node could not be started, for its failure report. E2BIG gets
+/// the sizes and what to do: the kernel only says "Argument list too long".
+pub fn start_error(prep: &Prepared, e: &io::Error) -> String {
+    if e.raw_os_error() != Some(libc::E2BIG) {
+        return format!("cannot start {}: {e}", prep.program.display());
+    }
+    let args: usize = prep.args.iter().map(|a| a.len() + 1).sum::<usize>() + prep.program.as_os_str().len() + 1;
+    // The node's process gets toe-pipe's environment with its own on top.
+    let mut env: BTreeMap<std::ffi::OsString, std::ffi::OsString> = std::env::vars_os().collect();
+    env.extend(prep.env.iter().map(|(k, v)| (k.into(), v.into())));
+    let env_bytes: usize = env.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
+    format!(
+        "cannot start {}: the system refused its arguments ({args} bytes) and environment ({env_bytes} bytes) as too long (E2BIG; Linux allows each at most 128 KiB, and all together a quarter of the stack limit, `ulimit -s`)\n  fix: give long list inputs as files (`${{in.NAME:list}}`), or start toe-pipe with a smaller environment",
+        prep.program.display()
+    )
 }
 
 pub fn describe_status(s: ExitStatus) -> String {

@@ -153,7 +153,7 @@ impl Executor for LocalExecutor {
                 })
             };
             let result = match spawned {
-                Err(e) => Err(format!("cannot start {}: {e}", job.program.display())),
+                Err(e) => Err(exec::start_error(&job, &e)),
                 Ok(mut child) => {
                     let pid = child.id() as libc::pid_t;
                     // While the node runs.

@@ -2,12 +2,14 @@
 //! why ([`plan`]), and the scheduler that carries it out, in parallel,
 //! with early cutoff ([`scheduler`]), through an [`executor`].
 
+pub mod cmdline;
 pub mod exec;
 pub mod executor;
 pub mod guard;
 pub mod key;
 pub mod lineage_input;
 pub mod materialise;
+pub mod nodedir;
 pub mod plan;
 pub mod progress;
 pub mod reaper;

@@ -33,13 +33,15 @@ use super::executor::{Executor, Finished, LocalExecutor, Stop};
 use super::guard::{may_write, Owned};
 use super::key::{resolve, KnownOutputs, Resolved, SourceHashes};
 use super::materialise::materialise;
+use super::nodedir::NodeDirs;
 use super::plan::{decide, gpu_use, learn, plan, put_back, Decision, GpuUse, NodePlan, PutBack, Selection};
 use super::progress::Progress;
 use super::{signals, Engine};
 use crate::spec::Node;
+use crate::store::durable::Fsync;
 use crate::store::records::{ActionRecord, Attempt, NodeRef, OutputRecord, PipelineRefs};
 use crate::store::verify::repair;
-use crate::store::{remove_any, Hash};
+use crate::store::{remove_any, Hash, Pending};
 
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -251,6 +253,10 @@ struct Scheduler<'e, 'a> {
     executor: Box<dyn Executor>,
     running: HashMap<usize, Running>,
     run_dir: Option<PathBuf>,
+    /// The node folders in `run_dir`, made with it.
+    node_dirs: Option<NodeDirs>,
+    /// Folders of the action records written, flushed when the run ends.
+    pending: Pending,
     stop_starting: bool,
 }
 
@@ -313,6 +319,8 @@ pub fn run_with(
         executor,
         running: HashMap::new(),
         run_dir: None,
+        node_dirs: None,
+        pending: Pending::default(),
         stop_starting: false,
     };
     let interrupted = s.main_loop();
@@ -557,14 +565,12 @@ impl Scheduler<'_, '_> {
     /// Start node `i` in `slot`, holding `cpus` CPU slots, its process
     /// told to use `threads` threads.
     fn start(&mut self, i: usize, res: Box<Resolved>, slot: Slot, cpus: usize, threads: usize) -> anyhow::Result<()> {
-        let run_dir = match &self.run_dir {
-            Some(d) => d.clone(),
-            None => {
-                let d = self.e.store.new_run_dir().context("cannot create a run directory in the store")?;
-                self.run_dir = Some(d.clone());
-                d
-            }
-        };
+        if self.run_dir.is_none() {
+            let d = self.e.store.new_run_dir().context("cannot create a run directory in the store")?;
+            self.node_dirs = Some(NodeDirs::new(d.clone()));
+            self.run_dir = Some(d);
+        }
+        let Some(dirs) = self.node_dirs.as_mut() else { anyhow::bail!("no run directory") };
         let node = &self.e.pipeline.nodes[i];
         // Refused before it runs rather than after: its outputs could not
         // be put in place.
@@ -573,7 +579,14 @@ impl Scheduler<'_, '_> {
                 may_write(self.e, &self.owned, node, name, path).map_err(anyhow::Error::msg)?;
             }
         }
-        let prepared = exec::prepare(self.e.pipeline, node, &res, self.e.store, &run_dir, slot, threads)?;
+        let dir = dirs.take(&node.id, node.outputs.len()).context("cannot make the node's temporary folder")?;
+        let prepared = match exec::prepare(self.e.pipeline, node, &res, self.e.store, &dir, slot, threads) {
+            Ok(p) => p,
+            Err(e) => {
+                dirs.give_back(&dir);
+                return Err(e);
+            }
+        };
         if self.progress.verbose {
             self.progress.node(
                 "start",
@@ -599,7 +612,22 @@ impl Scheduler<'_, '_> {
             let _ = std::fs::create_dir_all(parent);
         }
         let _ = std::fs::rename(&run.log, &log);
-        let _ = remove_any(&run.dir);
+        match self.node_dirs.as_mut() {
+            // A local node's processes are gone by now; a cancelled cluster
+            // job may still write into its folder for a while.
+            Some(dirs) if !self.slots.remote => dirs.give_back(&run.dir),
+            _ => {
+                let _ = remove_any(&run.dir);
+            }
+        }
+        // The slot is free: start what is ready now, while this node's
+        // record is flushed and its outputs are put in place (what is
+        // ready cannot depend on this node, which is not done yet). Not
+        // with --fail-fast, where a record that cannot be written is the
+        // failure that stops the run.
+        if f.result.is_ok() && f.corrupt.is_empty() && !interrupted && !self.opts.fail_fast {
+            self.dispatch();
+        }
         // An input that was not the bytes its key names: nothing made from
         // it is kept.
         self.repair(&f.corrupt);
@@ -608,7 +636,7 @@ impl Scheduler<'_, '_> {
                 let node = &self.e.pipeline.nodes[i];
                 let rec =
                     ActionRecord::of_run(self.e.pipeline, node, &run.res, &outputs, &f.timing, run.slot.label(), f.ran);
-                if let Err(err) = self.e.store.write_action(&rec) {
+                if let Err(err) = self.e.store.write_action_deferred(&rec, &mut self.pending) {
                     self.refs.record_attempt(&id, key, false);
                     self.fail(i, format!("cannot write the action record: {err}"));
                     return;
@@ -685,6 +713,9 @@ impl Scheduler<'_, '_> {
         if refs.refs.nodes.len() != before || refs.refs.file != p.file || refs.refs.pipeline != p.name {
             refs.dirty = true;
         }
+        // The records of this run are on disk; their names are flushed
+        // now, before the refs that name them.
+        self.pending.flush(&Fsync).context("cannot flush the action records of this run to disk")?;
         if refs.dirty {
             refs.refs.pipeline = p.name.clone();
             refs.refs.file = p.file.clone();

@@ -353,7 +353,7 @@ fn commands(p: &Pipeline, diags: &mut Diagnostics) {
                 continue;
             }
         };
-        for (ns, name) in &used {
+        for (ns, name, _) in &used {
             let (known, what): (Vec<&str>, &str) = match ns.as_str() {
                 "in" => (node.inputs.keys().map(String::as_str).collect(), "input"),
                 "out" => (node.outputs.keys().map(String::as_str).collect(), "output"),
@@ -377,7 +377,7 @@ fn commands(p: &Pipeline, diags: &mut Diagnostics) {
             }
         }
         for (oname, out) in &node.outputs {
-            if !used.iter().any(|(ns, n)| ns == "out" && n == oname) {
+            if !used.iter().any(|(ns, n, _)| ns == "out" && n == oname) {
                 diags.push(
                     Diagnostic::at(&p.source, &out.span, Some(&node.id), format!("output `{oname}` never appears in the command, so the command cannot know where to write it"))
                         .with_fix(format!("write it to `${{out.{oname}}}` in cmd")),

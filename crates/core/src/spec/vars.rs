@@ -3,6 +3,8 @@
 //!
 //! `${in.x}`, `${out.x}` and `${param.x}` are *run-time* placeholders: they
 //! survive loading (only in `cmd`) and are filled in when the command runs.
+//! `${in.x:list}` and `${in.x:list0}` give an input as a file listing its
+//! paths (see [`ListForm`]).
 //! `$$` is a literal `$`; a `$` not followed by `{` is left alone, so `$HOME`
 //! reaches the shell unchanged.
 
@@ -45,14 +47,51 @@ fn verr(message: impl Into<String>, fix: impl Into<String>) -> VarError {
 /// The run-time placeholder namespaces.
 pub const RUNTIME_NAMESPACES: [&str; 3] = ["in", "out", "param"];
 
+/// How `${in.NAME:FORM}` hands an input to a command: as the path of a
+/// file that lists the input's paths. A command line is one argument of
+/// `sh -c`, which Linux caps at 128 KiB; a list of thousands of store paths
+/// does not fit, a file naming them does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListForm {
+    /// `:list`: one path per line, each ending in `\n`.
+    Lines,
+    /// `:list0`: each path ending in a NUL byte (`xargs -0`), for paths
+    /// that may hold a newline.
+    Nul,
+}
+
+impl ListForm {
+    fn parse(s: &str) -> Option<ListForm> {
+        match s {
+            "list" => Some(ListForm::Lines),
+            "list0" => Some(ListForm::Nul),
+            _ => None,
+        }
+    }
+    /// As written after the `:`.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            ListForm::Lines => "list",
+            ListForm::Nul => "list0",
+        }
+    }
+    /// What ends each path in the file.
+    pub fn terminator(self) -> u8 {
+        match self {
+            ListForm::Lines => b'\n',
+            ListForm::Nul => 0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 enum Piece<'a> {
     Lit(&'a str),
     /// `$$`
     Dollar,
     Var(&'a str),
-    /// `${ns.name}`
-    Runtime(&'a str, &'a str),
+    /// `${ns.name}`, or `${in.name:list}`
+    Runtime(&'a str, &'a str, Option<ListForm>),
 }
 
 pub fn is_var_name(s: &str) -> bool {
@@ -82,13 +121,16 @@ fn parse(s: &str) -> Result<Vec<Piece<'_>>, VarError> {
             let name = &body[..end];
             match name.split_once('.') {
                 Some((ns, port)) if RUNTIME_NAMESPACES.contains(&ns) && is_port_name(port) => {
-                    pieces.push(Piece::Runtime(ns, port))
+                    pieces.push(Piece::Runtime(ns, port, None))
+                }
+                Some((ns, with_form)) if RUNTIME_NAMESPACES.contains(&ns) => {
+                    pieces.push(runtime_with_form(ns, with_form)?)
                 }
                 _ if is_var_name(name) => pieces.push(Piece::Var(name)),
                 _ => {
                     return Err(verr(
                         format!("`${{{name}}}` is neither a variable nor a placeholder"),
-                        "variables are letters, digits and _; placeholders are `${in.NAME}`, `${out.NAME}` and `${param.NAME}`",
+                        "variables are letters, digits and _; placeholders are `${in.NAME}`, `${in.NAME:list}`, `${in.NAME:list0}`, `${out.NAME}` and `${param.NAME}`",
                     ))
                 }
             }
@@ -102,6 +144,30 @@ fn parse(s: &str) -> Result<Vec<Piece<'_>>, VarError> {
         pieces.push(Piece::Lit(rest));
     }
     Ok(pieces)
+}
+
+/// `${ns.port:form}`: only inputs have a form, and only the list ones.
+fn runtime_with_form<'a>(ns: &'a str, with_form: &'a str) -> Result<Piece<'a>, VarError> {
+    let whole = format!("${{{ns}.{with_form}}}");
+    let Some((port, form)) = with_form.split_once(':').filter(|(port, _)| is_port_name(port)) else {
+        return Err(verr(
+            format!("`{whole}` is neither a variable nor a placeholder"),
+            "port names are letters, digits, _ and -; placeholders are `${in.NAME}`, `${in.NAME:list}`, `${in.NAME:list0}`, `${out.NAME}` and `${param.NAME}`",
+        ));
+    };
+    match ListForm::parse(form) {
+        Some(f) if ns == "in" => Ok(Piece::Runtime(ns, port, Some(f))),
+        Some(_) => Err(verr(
+            format!("`{whole}`: only inputs can be given as a list file"),
+            format!("write `${{{ns}.{port}}}`"),
+        )),
+        None => Err(verr(
+            format!("`{whole}`: unknown form `{form}`"),
+            format!(
+                "write `${{in.{port}}}` (the paths), `${{in.{port}:list}}` (a file with one path per line) or `${{in.{port}:list0}}` (a file of NUL-terminated paths)"
+            ),
+        )),
+    }
 }
 
 /// Names of ports and nodes: letters, digits, `_` and `-`.
@@ -142,7 +208,7 @@ pub fn scalar(s: &str, scope: &Scope) -> Result<String, VarError> {
             Piece::Lit(t) => out.push_str(t),
             Piece::Dollar => out.push('$'),
             Piece::Var(name) => out.push_str(&scalar_text(name, lookup(scope, name)?)?),
-            Piece::Runtime(ns, port) => {
+            Piece::Runtime(ns, port, _) => {
                 return Err(verr(
                     format!("`${{{ns}.{port}}}` is a run-time placeholder, and they are only filled in inside `cmd`"),
                     "refer to ports by name here, or move the text into cmd",
@@ -162,11 +228,15 @@ pub fn command(s: &str, scope: &Scope) -> Result<String, VarError> {
             Piece::Lit(t) => out.push_str(t),
             Piece::Dollar => out.push_str("$$"),
             Piece::Var(name) => out.push_str(&scalar_text(name, lookup(scope, name)?)?),
-            Piece::Runtime(ns, port) => {
+            Piece::Runtime(ns, port, form) => {
                 out.push_str("${");
                 out.push_str(ns);
                 out.push('.');
                 out.push_str(port);
+                if let Some(f) = form {
+                    out.push(':');
+                    out.push_str(f.suffix());
+                }
                 out.push('}');
             }
         }
@@ -174,26 +244,31 @@ pub fn command(s: &str, scope: &Scope) -> Result<String, VarError> {
     Ok(out)
 }
 
-/// The run-time placeholders a command uses, as (namespace, name).
-pub fn runtime_placeholders(cmd: &str) -> Result<Vec<(String, String)>, VarError> {
+/// The run-time placeholders a command uses, as (namespace, name, list
+/// form).
+pub fn runtime_placeholders(cmd: &str) -> Result<Vec<(String, String, Option<ListForm>)>, VarError> {
     Ok(parse(cmd)?
         .into_iter()
         .filter_map(|p| match p {
-            Piece::Runtime(ns, name) => Some((ns.to_owned(), name.to_owned())),
+            Piece::Runtime(ns, name, form) => Some((ns.to_owned(), name.to_owned(), form)),
             _ => None,
         })
         .collect())
 }
 
 /// Fill the run-time placeholders of a loaded `cmd`; `$$` becomes `$`.
-pub fn fill_runtime(cmd: &str, mut value: impl FnMut(&str, &str) -> Result<String, String>) -> Result<String, String> {
+/// `value` gets the namespace, the name and the list form if any.
+pub fn fill_runtime(
+    cmd: &str,
+    mut value: impl FnMut(&str, &str, Option<ListForm>) -> Result<String, String>,
+) -> Result<String, String> {
     let mut out = String::with_capacity(cmd.len() * 2);
     for piece in parse(cmd).map_err(|e| e.message)? {
         match piece {
             Piece::Lit(t) => out.push_str(t),
             Piece::Dollar => out.push('$'),
             Piece::Var(name) => return Err(format!("`${{{name}}}` was not replaced when the file was loaded")),
-            Piece::Runtime(ns, name) => out.push_str(&value(ns, name)?),
+            Piece::Runtime(ns, name, form) => out.push_str(&value(ns, name, form)?),
         }
     }
     Ok(out)
@@ -405,8 +480,23 @@ mod tests {
         let s = scope();
         let c = command("cp ${in.src} ${out.dst} # ${id} $$x", &s).unwrap();
         assert_eq!(c, "cp ${in.src} ${out.dst} # data/ImageNet $$x");
-        let filled = fill_runtime(&c, |ns, n| Ok(format!("<{ns}:{n}>"))).unwrap();
+        let filled = fill_runtime(&c, |ns, n, _| Ok(format!("<{ns}:{n}>"))).unwrap();
         assert_eq!(filled, "cp <in:src> <out:dst> # data/ImageNet $x");
+    }
+
+    #[test]
+    fn list_forms_survive_loading_and_reach_the_filler() {
+        let s = scope();
+        let c = command("xargs -0 cat < ${in.m:list0} > ${out.t}; wc -l ${in.m:list}", &s).unwrap();
+        assert_eq!(c, "xargs -0 cat < ${in.m:list0} > ${out.t}; wc -l ${in.m:list}");
+        let filled = fill_runtime(&c, |ns, n, f| Ok(format!("<{ns}:{n}:{}>", f.map_or("", ListForm::suffix)))).unwrap();
+        assert_eq!(filled, "xargs -0 cat < <in:m:list0> > <out:t:>; wc -l <in:m:list>");
+        assert_eq!(runtime_placeholders(&c).unwrap()[0], ("in".to_owned(), "m".to_owned(), Some(ListForm::Nul)));
+        assert!(command("${out.t:list}", &s).unwrap_err().message.contains("only inputs"));
+        let e = command("${in.m:lines}", &s).unwrap_err();
+        assert!(e.message.contains("unknown form `lines`") && e.fix.contains("${in.m:list}"), "{e:?}");
+        assert!(command("${in.m:}", &s).unwrap_err().message.contains("unknown form"));
+        assert!(command("${in.a b:list}", &s).unwrap_err().message.contains("neither a variable nor a placeholder"));
     }
 
     #[test]

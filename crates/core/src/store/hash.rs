@@ -310,7 +310,12 @@ pub fn tree_hash(entries: &[WalkEntry], file_hash: impl Fn(usize) -> Hash) -> Ha
 
 /// Hash a directory from scratch (no stat cache).
 pub fn hash_tree(root: &Path, symlinks: Symlinks) -> io::Result<Hash> {
-    let entries = walk(root, symlinks)?;
+    hash_entries(root, &walk(root, symlinks)?)
+}
+
+/// The tree hash of a directory whose entries (from [`walk`]) are known,
+/// reading every file.
+pub fn hash_entries(root: &Path, entries: &[WalkEntry]) -> io::Result<Hash> {
     let hashes: Vec<Option<Hash>> = entries
         .par_iter()
         .map(|e| match e.ty {
@@ -318,7 +323,7 @@ pub fn hash_tree(root: &Path, symlinks: Symlinks) -> io::Result<Hash> {
             _ => Ok(None),
         })
         .collect::<io::Result<_>>()?;
-    Ok(tree_hash(&entries, |i| hashes[i].unwrap_or(Hash([0; 32]))))
+    Ok(tree_hash(entries, |i| hashes[i].unwrap_or(Hash([0; 32]))))
 }
 
 /// Hash a file or a directory.

@@ -19,6 +19,7 @@
 //! flushed to disk before the rename, so a power cut cannot leave a
 //! renamed-but-empty object or record behind either.
 
+pub mod durable;
 pub mod gc;
 pub mod hash;
 pub mod lock;
@@ -34,6 +35,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{bail, Context};
 
+pub use durable::Pending;
+use durable::{Fsync, Syncer};
 pub use hash::Hash;
 use hash::{annotate, EntryType, Symlinks};
 pub use lock::{LockError, StoreLock};
@@ -91,20 +94,17 @@ impl Store {
                     );
                 }
             }
-            fs::create_dir_all(root).with_context(|| format!("cannot create the store at {}", root.display()))?;
+            durable::create_dirs(&Fsync, root)
+                .with_context(|| format!("cannot create the store at {}", root.display()))?;
             write_atomic(&root.join(MARKER), MARKER_TEXT.as_bytes())?;
         }
         let store = Store { root: root.to_path_buf() };
         for dir in FOLDERS {
             let path = store.root.join(dir);
-            // create_dir (not _all): an existing link must stay visible to
-            // check_folders, not be taken for the folder.
-            match fs::create_dir(&path) {
-                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
-                    return Err(e).with_context(|| format!("cannot create {}", path.display()))
-                }
-                _ => {}
-            }
+            // Flushed in the store's folder: an object is only as durable
+            // as the path to it. An existing link is left for check_folders
+            // to refuse, not taken for the folder.
+            durable::create_dirs(&Fsync, &path).with_context(|| format!("cannot create {}", path.display()))?;
         }
         store.check_folders()?;
         Ok(store)
@@ -156,12 +156,11 @@ impl Store {
     }
 
     fn sharded(&self, dir: &str, h: &Hash, ext: &str) -> PathBuf {
-        let hex = h.hex();
-        self.root.join(dir).join(&hex[..2]).join(format!("{}{ext}", &hex[2..]))
+        sharded(&self.root, dir, h, ext)
     }
 
     pub fn object_path(&self, h: &Hash) -> PathBuf {
-        self.sharded("objects", h, "")
+        object_path_in(&self.root, h)
     }
     pub fn action_path(&self, key: &Hash) -> PathBuf {
         self.sharded("actions", key, ".json")
@@ -181,6 +180,23 @@ impl Store {
     pub fn write_action(&self, rec: &ActionRecord) -> io::Result<()> {
         let json = serde_json::to_vec_pretty(rec).map_err(io::Error::other)?;
         write_atomic(&self.action_path(&rec.key), &json)
+    }
+
+    /// [`Store::write_action`], leaving the flush of the record's folder
+    /// (and of a shard folder made for it) to `pending`: the record is
+    /// complete on disk, but a power cut before `pending` is flushed may
+    /// lose its name, and the node then runs again. A run flushes them when
+    /// it ends, before it writes the refs.
+    pub fn write_action_deferred(&self, rec: &ActionRecord, pending: &mut Pending) -> io::Result<()> {
+        let json = serde_json::to_vec_pretty(rec).map_err(io::Error::other)?;
+        let path = self.action_path(&rec.key);
+        let parent = path.parent().unwrap_or(&self.root);
+        for made in durable::create_dirs_unflushed(parent)? {
+            pending.add(made.parent().unwrap_or(&self.root));
+        }
+        replace_file(&path, &json)?;
+        pending.add(parent);
+        Ok(())
     }
 
     /// Mark an action as used now, so `gc` counts it as recent.
@@ -244,7 +260,7 @@ impl Store {
     pub fn new_run_dir(&self) -> io::Result<PathBuf> {
         let stamp =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
-        let dir = self.tmp_root().join(format!("run-{}-{stamp}", std::process::id()));
+        let dir = self.tmp_root().join(run_dir_name(std::process::id(), stamp as u64));
         fs::create_dir_all(&dir)?;
         Ok(dir)
     }
@@ -274,8 +290,13 @@ impl Store {
 
     /// Move a finished output into the store under its content hash. The
     /// files become read-only first, so the object is never writable once
-    /// it is visible.
+    /// it is visible. Its files and folders are flushed to disk before the
+    /// rename, its shard folder after (see [`durable`]).
     pub fn commit(&self, tmp: &Path) -> io::Result<Committed> {
+        self.commit_with(tmp, &Fsync)
+    }
+
+    fn commit_with(&self, tmp: &Path, sync: &dyn Syncer) -> io::Result<Committed> {
         let meta = fs::symlink_metadata(tmp).map_err(|e| annotate(e, tmp))?;
         if meta.file_type().is_symlink() {
             return Err(io::Error::new(
@@ -284,35 +305,44 @@ impl Store {
             ));
         }
         let is_dir = meta.is_dir();
-        let (hash, size) = if is_dir {
-            let entries = hash::walk(tmp, Symlinks::Reject)?;
-            let size = entries.iter().filter(|e| e.ty == EntryType::File).map(|e| e.info.size).sum();
-            (hash::hash_tree(tmp, Symlinks::Reject)?, size)
-        } else {
-            (hash::hash_file(tmp)?, meta.len())
+        // One walk of a directory output serves the hash, the modes and
+        // the flush.
+        let entries = if is_dir { Some(hash::walk(tmp, Symlinks::Reject)?) } else { None };
+        let (hash, size) = match &entries {
+            Some(entries) => {
+                let size = entries.iter().filter(|e| e.ty == EntryType::File).map(|e| e.info.size).sum();
+                (hash::hash_entries(tmp, entries)?, size)
+            }
+            None => (hash::hash_file(tmp)?, meta.len()),
         };
         let dest = self.object_path(&hash);
         if fs::symlink_metadata(&dest).is_ok() {
             remove_any(tmp)?;
             return Ok(Committed { hash, size, is_dir });
         }
-        make_read_only(tmp)?;
+        make_read_only(tmp, entries.as_deref())?;
         let parent = dest.parent().unwrap_or(&self.root);
-        fs::create_dir_all(parent)?;
-        // Op outputs are written by other processes (and directory outputs
-        // can hold thousands of files): one syncfs flushes them all, where
-        // an fsync per file would cost a disk round trip each.
-        sync_filesystem(tmp).map_err(|e| annotate(e, tmp))?;
+        // A new shard folder is flushed in objects/ at the same time as the
+        // output: both must be on disk before the rename, in any order.
+        let new_shards: Vec<PathBuf> =
+            durable::create_dirs_unflushed(parent)?.iter().filter_map(|d| d.parent().map(Path::to_path_buf)).collect();
+        match &entries {
+            None => durable::sync_each(sync, &[new_shards, vec![tmp.to_path_buf()]].concat())?,
+            Some(entries) => {
+                durable::sync_each(sync, &new_shards)?;
+                durable::sync_output(sync, tmp, Some(entries))?;
+            }
+        }
         match fs::rename(tmp, &dest) {
             // Directories are sealed only now: moving a read-only
             // directory to another parent is not allowed.
-            Ok(()) if is_dir => set_dir_modes(&dest, 0o555)?,
+            Ok(()) if is_dir => set_dir_modes(&dest, entries.as_deref().unwrap_or_default(), 0o555)?,
             Ok(()) => {}
             // Another node committed the same content first.
             Err(_) if fs::symlink_metadata(&dest).is_ok() => remove_any(tmp)?,
             Err(e) => return Err(annotate(e, &dest)),
         }
-        sync_dir(parent).map_err(|e| annotate(e, parent))?;
+        sync.sync(parent)?;
         Ok(Committed { hash, size, is_dir })
     }
 
@@ -329,6 +359,28 @@ impl Store {
         }
         remove_any(&path)
     }
+}
+
+fn sharded(root: &Path, dir: &str, h: &Hash, ext: &str) -> PathBuf {
+    let hex = h.hex();
+    root.join(dir).join(&hex[..2]).join(format!("{}{ext}", &hex[2..]))
+}
+
+/// Where the store at `root` keeps object `h` (whether or not the store
+/// exists yet: `check` works out command lengths before a first run).
+pub fn object_path_in(root: &Path, h: &Hash) -> PathBuf {
+    sharded(root, "objects", h, "")
+}
+
+fn run_dir_name(pid: u32, stamp_ms: u64) -> String {
+    format!("run-{pid}-{stamp_ms}")
+}
+
+/// A run directory of the store at `root` whose name is as long as any
+/// [`Store::new_run_dir`] can make, for working out the longest paths a
+/// node can be given.
+pub fn longest_run_dir(root: &Path) -> PathBuf {
+    root.join("tmp").join(run_dir_name(u32::MAX, u64::MAX))
 }
 
 fn list_sharded(dir: &Path, ext: &str) -> Vec<Hash> {
@@ -355,9 +407,10 @@ fn list_sharded(dir: &Path, ext: &str) -> Vec<Hash> {
     out
 }
 
-/// Set the mode of a directory and every directory below it.
-fn set_dir_modes(root: &Path, mode: u32) -> io::Result<()> {
-    for e in hash::walk(root, Symlinks::Reject)? {
+/// Set the mode of a directory and every directory below it (`entries`,
+/// from `hash::walk`).
+fn set_dir_modes(root: &Path, entries: &[hash::WalkEntry], mode: u32) -> io::Result<()> {
+    for e in entries {
         if e.ty == EntryType::Dir {
             fs::set_permissions(root.join(&e.rel), fs::Permissions::from_mode(mode))?;
         }
@@ -382,18 +435,19 @@ fn unseal(dir: &Path) -> io::Result<()> {
 }
 
 /// Make the files of an output read-only (directories are sealed after
-/// they are moved into place, see `commit`).
-fn make_read_only(path: &Path) -> io::Result<()> {
-    let meta = fs::symlink_metadata(path)?;
-    if meta.is_dir() {
-        for e in hash::walk(path, Symlinks::Reject)? {
-            if e.ty == EntryType::File {
-                fs::set_permissions(path.join(&e.rel), fs::Permissions::from_mode(0o444))?;
+/// they are moved into place, see `commit`). `entries`: a directory's, from
+/// `hash::walk`; `None` for a file.
+fn make_read_only(path: &Path, entries: Option<&[hash::WalkEntry]>) -> io::Result<()> {
+    match entries {
+        Some(entries) => {
+            for e in entries {
+                if e.ty == EntryType::File {
+                    fs::set_permissions(path.join(&e.rel), fs::Permissions::from_mode(0o444))?;
+                }
             }
+            Ok(())
         }
-        Ok(())
-    } else {
-        fs::set_permissions(path, fs::Permissions::from_mode(0o444))
+        None => fs::set_permissions(path, fs::Permissions::from_mode(0o444)),
     }
 }
 
@@ -409,10 +463,21 @@ pub fn remove_any(path: &Path) -> io::Result<()> {
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// Write a file so that readers see the old or the new content, never a mix.
+/// Write a file so that readers see the old or the new content, never a
+/// mix, and so that after a power cut the name holds the old content or
+/// the whole new one: the data is flushed before the rename, the folder
+/// after it (and a folder made for it, in its parent).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let parent = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(parent)?;
+    durable::create_dirs(&Fsync, parent)?;
+    replace_file(path, bytes)?;
+    Fsync.sync(parent)
+}
+
+/// Write `bytes` to a temporary file beside `path`, flush it, and rename it
+/// over `path`; the folder is the caller's to flush.
+fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let parent = path.parent().unwrap_or(Path::new("."));
     let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
     let name = path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = parent.join(format!(".{name}.tmp-{}-{n}", std::process::id()));
@@ -420,8 +485,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         let mut f = fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        sync_dir(parent)
+        fs::rename(&tmp, path)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -429,17 +493,88 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     result.map_err(|e| annotate(e, path))
 }
 
-/// Flush the file system holding `path` (all of its dirty data) to disk.
-fn sync_filesystem(path: &Path) -> io::Result<()> {
-    let file = fs::File::open(path)?;
-    // SAFETY: syncfs only reads the descriptor, which `file` keeps open.
-    if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&file)) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
 
-/// Flush a directory's entries, so a rename into it survives a power cut.
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    fs::File::open(dir)?.sync_all()
+    use super::durable::Recorder;
+    use super::*;
+
+    /// What `commit` flushes: every file and folder of a directory output
+    /// before the rename, and the folders whose entries changed.
+    #[test]
+    fn committing_a_directory_output_flushes_each_of_its_files() {
+        let ws = tempfile::tempdir().unwrap();
+        let store = Store::open_or_create(&ws.path().join("artifacts")).unwrap();
+        let out = store.new_run_dir().unwrap().join("n/out/0/d");
+        let mut parts = BTreeSet::from([out.clone()]);
+        fs::create_dir_all(out.join("sub")).unwrap();
+        parts.insert(out.join("sub"));
+        for i in 0..40 {
+            let f = out.join(if i % 2 == 0 { format!("f{i}") } else { format!("sub/f{i}") });
+            fs::write(&f, format!("{i}")).unwrap();
+            parts.insert(f);
+        }
+        let rec = Recorder::default();
+        let c = store.commit_with(&out, &rec).unwrap();
+        let dest = store.object_path(&c.hash);
+        let shard = dest.parent().unwrap().to_path_buf();
+        let synced = rec.synced();
+        // The shard folder was new: flushed in objects/ first; the output's
+        // parts before the rename; the shard after it.
+        assert_eq!(synced.first(), Some(&store.root().join("objects")));
+        assert_eq!(synced.last(), Some(&shard));
+        let middle: BTreeSet<PathBuf> = synced[1..synced.len() - 1].iter().cloned().collect();
+        assert_eq!(middle, parts);
+        assert_eq!(synced.len(), parts.len() + 2, "each once: {synced:?}");
+        assert!(dest.join("sub/f1").is_file() && !out.exists());
+
+        // A file output: the file and objects/ together (its shard is new
+        // as well: the two hashes differ in their first byte), then the
+        // shard.
+        let f = store.new_run_dir().unwrap().join("f");
+        fs::write(&f, "content").unwrap();
+        let rec = Recorder::default();
+        let c = store.commit_with(&f, &rec).unwrap();
+        let shard = store.object_path(&c.hash).parent().unwrap().to_path_buf();
+        let synced = rec.synced();
+        let first: BTreeSet<PathBuf> = synced[..2].iter().cloned().collect();
+        assert_eq!(first, BTreeSet::from([store.root().join("objects"), f]));
+        assert_eq!(synced[2..], [shard]);
+    }
+
+    /// A record written with its folder flush left for later: the folder
+    /// (and objects/ for a new shard) is in `pending`, the file complete.
+    #[test]
+    fn a_deferred_record_leaves_its_folders_pending() {
+        let ws = tempfile::tempdir().unwrap();
+        let store = Store::open_or_create(&ws.path().join("artifacts")).unwrap();
+        let rec = ActionRecord {
+            format: 1,
+            key: Hash::of_bytes(b"key"),
+            pipeline: "p".into(),
+            pipeline_file: "p.toml".into(),
+            node: "n".into(),
+            action: records::RecordedAction::Cmd { cmd: "true".into() },
+            params: Default::default(),
+            inputs: Default::default(),
+            outputs: Default::default(),
+            start: String::new(),
+            end: String::new(),
+            duration_s: 0.0,
+            device: "cpu".into(),
+            toe_pipe_version: String::new(),
+            host: String::new(),
+            ran_on: None,
+        };
+        let mut pending = Pending::default();
+        store.write_action_deferred(&rec, &mut pending).unwrap();
+        assert_eq!(store.read_action(&rec.key).map(|r| r.key), Some(rec.key));
+        let flushed = Recorder::default();
+        pending.flush(&flushed).unwrap();
+        let path = store.action_path(&rec.key);
+        let mut synced = flushed.synced();
+        synced.sort();
+        assert_eq!(synced, vec![store.root().join("actions"), path.parent().unwrap().to_path_buf()]);
+    }
 }

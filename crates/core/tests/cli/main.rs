@@ -12,6 +12,7 @@ mod hostile_store;
 mod incremental;
 mod kill;
 mod lineage_input;
+mod long_lists;
 mod outputs;
 mod resources;
 mod slurm;
