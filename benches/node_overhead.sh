@@ -14,6 +14,10 @@
 # (fsync would be free there, hiding the cost of durability). Not under
 # target/ either: on ext4 without a journal, cargo's deleted files make
 # every file made there for the next minutes cost up to 10x more.
+#
+# DIRTY_MB_S=M: meanwhile another program writes M MB/s without flushing
+# (4 files of M MB rewritten in turn, in the work folder), as on a shared
+# server: durability that flushes the whole file system pays for its data.
 set -euo pipefail
 n=${1:-300}
 rounds=${2:-3}
@@ -27,7 +31,18 @@ if [ "$(stat -f -c %T "$base")" = tmpfs ]; then
     exit 1
 fi
 work=$(mktemp -d "$base/node_overhead.XXXXXX")
-trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
+writer=
+trap '[ -n "$writer" ] && kill "$writer" 2>/dev/null; wait; chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
+if [ "${DIRTY_MB_S:-0}" -gt 0 ]; then
+    (
+        i=0
+        while :; do
+            head -c "${DIRTY_MB_S}M" /dev/zero >"$work/dirty.$((i++ % 4))"
+            sleep 1
+        done
+    ) &
+    writer=$!
+fi
 
 {
     echo '[pipeline]'
@@ -62,7 +77,9 @@ done
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 per() { echo "($1) * 1000 / $n" | bc -l; }
 bw=$(median "${bare_wall[@]}") bc=$(median "${bare_cpu[@]}") tw=$(median "${toe_wall[@]}") tc=$(median "${toe_cpu[@]}")
-printf '%d nodes, -j 1, median of %d rounds:\n' "$n" "$rounds"
+load=
+[ "${DIRTY_MB_S:-0}" -gt 0 ] && load=", another program writing $DIRTY_MB_S MB/s"
+printf '%d nodes, -j 1, median of %d rounds%s:\n' "$n" "$rounds" "$load"
 printf '  bare      wall %.2f s (%.2f ms per command), CPU %.2f s (%.2f ms)\n' "$bw" "$(per "$bw")" "$bc" "$(per "$bc")"
 printf '  toe-pipe  wall %.2f s (%.2f ms per node),    CPU %.2f s (%.2f ms)\n' "$tw" "$(per "$tw")" "$tc" "$(per "$tc")"
 printf 'overhead per node: wall %.2f ms, CPU %.2f ms\n' "$(per "$tw - $bw")" "$(per "$tc - $bc")"
