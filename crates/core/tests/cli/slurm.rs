@@ -217,10 +217,13 @@ fn ctrl_c_cancels_the_jobs(c: &Cluster) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "{stderr}");
     assert!(stderr.contains("interrupted"), "{stderr}");
-    assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
+    assert!(t0.elapsed() < Duration::from_secs(60), "{:?}", t0.elapsed());
+    // scancel returns before slurmctld records the state; toe-pipe's part
+    // is to have asked, which it did before exiting.
     for job in &jobs {
-        let state = c.state(job).or_else(|| c.completion(job)).unwrap_or_default();
-        assert!(state.contains("CANCELLED"), "job {job}: {state}");
+        wait_until("the job is recorded as cancelled", || {
+            c.state(job).or_else(|| c.completion(job)).unwrap_or_default().contains("CANCELLED")
+        });
     }
     assert!(ledger(&ws).is_empty(), "{:?}", ledger(&ws));
     no_object_holds(&ws, "partial\n");
