@@ -105,7 +105,9 @@ fn main() {
         tch::manual_seed(0);
         let vs = nn::VarStore::new(Device::Cpu);
         let model = Clip::new(&vs.root(), &config);
-        let options = ContrastiveOptions { steps, batch_size: args.batch, lr: 3e-3, ..Default::default() };
+        // The demo's recipe (pipelines/demo.toml); the Python side's too.
+        let options =
+            ContrastiveOptions { steps, batch_size: args.batch, lr: 2e-3, text_lr_factor: 0.125, ..Default::default() };
         train_contrastive(&model, &vs, &pairs, &options, steps, |_| {}).expect("training")
     };
     train(args.warmup);

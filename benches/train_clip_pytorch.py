@@ -1,6 +1,7 @@
 """The demo's CLIP pre-training step in plain PyTorch, with OpenAI's model
 code (clip-anytorch's `clip.model.CLIP`): the same shapes, optimiser
-(AdamW, betas 0.9/0.98, eps 1e-6, decay on matrices and convolutions only),
+(AdamW, betas 0.9/0.98, eps 1e-6, decay on matrices and convolutions only,
+the text tower at an eighth of the image tower's learning rate),
 learning-rate schedule and temperature clamp as toe-pipe's `train_clip`, on
 the batches the Rust benchmark wrote. Prints the wall and CPU seconds of
 the timed steps and the mean loss of the last ten.
@@ -30,10 +31,17 @@ resolution, context = images.shape[-1], tokens.shape[1]
 torch.manual_seed(0)
 model = CLIP(embed_dim, resolution, (1, 1, 1, 1), width, None, context, 49408, text_width,
              max(text_width // 64, 1), text_layers).float()
-decayed = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embedding" not in n]
-others = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embedding" not in n)]
-peak, total, warm = 3e-3, warmup + steps, 50
-opt = torch.optim.AdamW([{"params": decayed, "weight_decay": 0.1}, {"params": others, "weight_decay": 0.0}],
+# Groups by weight decay (matrices and convolutions only) and by tower: the
+# text tower learns at text_lr_factor times the image tower's rate.
+peak, text_lr_factor, total, warm = 2e-3, 0.125, warmup + steps, 50
+groups = {}
+for n, p in model.named_parameters():
+    decay = p.dim() >= 2 and "embedding" not in n
+    image = n.startswith("visual.") or n == "logit_scale"
+    groups.setdefault((decay, image), []).append(p)
+opt = torch.optim.AdamW([{"params": ps, "weight_decay": 0.1 if decay else 0.0,
+                          "factor": 1.0 if image else text_lr_factor}
+                         for (decay, image), ps in groups.items()],
                         lr=peak, betas=(0.9, 0.98), eps=1e-6)
 labels = torch.arange(batch)
 order, cursor = torch.randperm(len(tokens)), 0
@@ -54,7 +62,7 @@ def step(i):
     cursor += batch
     lr = learning_rate(i)
     for group in opt.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group["factor"]
     logits, _ = model(images[image_of_text[texts]], tokens[texts])
     loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)) / 2
     opt.zero_grad()

@@ -372,7 +372,16 @@ fn check_train_clip(table: &mut Table, cuda: Device, steps: usize, variants: boo
     let tokens = Tokenizer::new()?.tokenize(&corpus.captions, 32, true)?;
     let image_of_text: Vec<i64> = corpus.image_of_caption.iter().map(|&i| i as i64).collect();
     let pairs = Pairs { images: &images, tokens: &tokens, image_of_text: &image_of_text };
-    let options = ContrastiveOptions { steps, batch_size: 128, lr: 0.003, warmup: 50, weight_decay: 0.1, seed: 1 };
+    // The demo's recipe (pipelines/demo.toml).
+    let options = ContrastiveOptions {
+        steps,
+        batch_size: 128,
+        lr: 0.002,
+        text_lr_factor: 0.125,
+        warmup: 50,
+        weight_decay: 0.1,
+        seed: 1,
+    };
 
     tch::manual_seed(1);
     let init = nn::VarStore::new(Device::Cpu);

@@ -6,6 +6,7 @@
 use tch::nn::{self, Module};
 use tch::Tensor;
 
+use super::modified_resnet::TORCH_CONV_INIT;
 use super::transformer::{LayerNorm, Transformer};
 
 /// The shape of a vision transformer tower. OpenAI's models have
@@ -35,7 +36,7 @@ impl VisionTransformer {
         let VitConfig { width, layers, heads, patch_size } = *config;
         let grid = image_resolution / patch_size;
         let scale = (width as f64).powf(-0.5);
-        let conv = nn::ConvConfig { stride: patch_size, bias: false, ..Default::default() };
+        let conv = nn::ConvConfig { stride: patch_size, bias: false, ws_init: TORCH_CONV_INIT, ..Default::default() };
         Self {
             conv1: nn::conv2d(&path / "conv1", 3, width, patch_size, conv),
             class_embedding: path.randn("class_embedding", &[width], 0.0, scale),

@@ -59,6 +59,9 @@ op_params! {
         batch_size: usize = ContrastiveOptions::default().batch_size,
         /// peak learning rate (AdamW, linear warm-up, cosine decay)
         lr: f64 = ContrastiveOptions::default().lr,
+        /// the text tower's peak learning rate as a fraction of `lr` (the image tower and temperature use `lr`)
+        #[range(0.0..)]
+        text_lr_factor: f64 = ContrastiveOptions::default().text_lr_factor,
         /// warm-up steps
         warmup: usize = ContrastiveOptions::default().warmup,
         /// AdamW weight decay of matrices and convolutions
@@ -105,7 +108,8 @@ struct TrainLog {
 
 impl TypedOp for TrainClip {
     const NAME: &'static str = "train_clip";
-    const VERSION: u32 = 1;
+    // 2: convolutions start as PyTorch's do (they started 2.45x wider).
+    const VERSION: u32 = 2;
     const SUMMARY: &'static str =
         "contrastively pre-train a small ResNet CLIP on a COCO-style caption corpus (the demo world's CLIP)";
     type Params = Params;
@@ -141,6 +145,7 @@ impl TypedOp for TrainClip {
             steps: p.steps,
             batch_size: p.batch_size,
             lr: p.lr,
+            text_lr_factor: p.text_lr_factor,
             warmup: p.warmup,
             weight_decay: p.weight_decay,
             seed: p.seed,
