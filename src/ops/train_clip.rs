@@ -167,11 +167,10 @@ impl TypedOp for TrainClip {
         // The initial weights are drawn on the CPU and then moved, so a
         // seed gives one starting model on every device. Drawn on CUDA they
         // come from CUDA's generator, other numbers, and this small CLIP's
-        // training depends on its start: five CPU seeds reached losses
-        // 2.93-4.04 after 1000 of the demo's 2000 steps, while a run on an
-        // H200 with a CUDA-drawn start stayed on the early plateau (4.40 at
-        // step 1000, 4.20 at the end). On the CPU nothing changes (so the
-        // op version stays); examples/gpu_check.rs compares the devices.
+        // training depended on its start (with version 1's recipe, five
+        // CPU seeds reached losses 2.93-4.04 after 1000 of 2000 steps, while
+        // a run on an H200 with a CUDA-drawn start stayed on the early
+        // plateau). examples/gpu_check.rs compares the devices.
         tch::manual_seed(options.seed);
         let mut vs = nn::VarStore::new(Device::Cpu);
         let model = Clip::new(&vs.root(), &config);
