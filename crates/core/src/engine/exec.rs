@@ -154,10 +154,16 @@ pub fn prepare(
     // libtorch's OpenMP threads spin while they wait for work. When nodes
     // run side by side (or the machine is busy) the spinning threads starve
     // the working ones: a CLIP training step went from 0.4 s to 3 s on two
-    // shared cores. Sleeping waiters cost little when the cores are free.
-    // libgomp reads this when it loads, so it must come from the parent.
-    if std::env::var_os("OMP_WAIT_POLICY").is_none() {
+    // shared cores. So waiters sleep, but only after a short spin (1000
+    // rounds, libgomp's own count for oversubscribed runs): waking a thread
+    // takes microseconds and a step waits hundreds of times. 300 steps of
+    // the demo's CLIP on two threads took 34 s with the short spin and 50 s
+    // without on two idle cores, 74 s and 67 s beside a busy core
+    // (docs/core.md). libgomp reads these when it loads, so they must come
+    // from the parent; a user's own setting of either wins.
+    if std::env::var_os("OMP_WAIT_POLICY").is_none() && std::env::var_os("GOMP_SPINCOUNT").is_none() {
         env.push(("OMP_WAIT_POLICY".to_owned(), "PASSIVE".to_owned()));
+        env.push(("GOMP_SPINCOUNT".to_owned(), "1000".to_owned()));
     }
     let (program, args) = match &node.action {
         Action::Cmd { template, span } => {
