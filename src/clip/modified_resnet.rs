@@ -8,6 +8,7 @@ use tch::nn;
 use tch::Tensor;
 
 use super::transformer::{merge_heads, normal_, split_heads};
+use super::TORCH_CONV_INIT;
 
 /// The shape of a modified ResNet tower. OpenAI's models have
 /// `heads = width * 32 / 64` in the attention pool.
@@ -27,17 +28,6 @@ fn conv(path: nn::Path, inputs: i64, outputs: i64, kernel: i64, stride: i64, pad
     let config = nn::ConvConfig { stride, padding, bias: false, ws_init: TORCH_CONV_INIT, ..Default::default() };
     nn::conv2d(path, inputs, outputs, kernel, config)
 }
-
-/// PyTorch's `Conv2d` default, which OpenAI's `initialize_parameters` keeps:
-/// `kaiming_uniform_(a = sqrt(5))`, uniform within +-1/sqrt(fan_in). tch's
-/// default uses the ReLU gain, a 2.45 times wider start; behind batch norm
-/// that shrinks Adam's relative steps by as much, and the demo's CLIP
-/// needed 2000 steps where 1200 now do.
-pub(super) const TORCH_CONV_INIT: nn::Init = nn::Init::Kaiming {
-    dist: nn::init::NormalOrUniform::Uniform,
-    fan: nn::init::FanInOut::FanIn,
-    non_linearity: nn::init::NonLinearity::ExplicitGain(0.577_350_269_189_625_8), // 1/sqrt(3)
-};
 
 /// PyTorch's BatchNorm2d defaults (scale 1, shift 0).
 fn batch_norm(path: nn::Path, channels: i64) -> nn::BatchNorm {

@@ -6,8 +6,8 @@
 use tch::nn::{self, Module};
 use tch::Tensor;
 
-use super::modified_resnet::TORCH_CONV_INIT;
 use super::transformer::{LayerNorm, Transformer};
+use super::TORCH_CONV_INIT;
 
 /// The shape of a vision transformer tower. OpenAI's models have
 /// `heads = width / 64`; smaller models may choose.
