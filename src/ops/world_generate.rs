@@ -17,6 +17,9 @@ op_params! {
         /// images per class for id_*, in total otherwise
         #[range(1..)]
         count: usize,
+        /// corpus only: the share of pictures with no object in them (textures, scenery, full-frame patterns), captioned by what fills the frame
+        #[range(0.0..=1.0)]
+        object_free: f64 = 0.0,
     }
 }
 
@@ -40,7 +43,8 @@ impl TypedOp for WorldGenerate {
 
     fn run(&self, _: &OpContext, p: Params, _: (), o: Outputs) -> Result<()> {
         // The seed is stored as written; the world draws from its bits.
-        let cfg = p.world.config(p.seed as u64)?;
+        let mut cfg = p.world.config(p.seed as u64)?;
+        cfg.object_free_share = p.object_free;
         let summary = write_set(&cfg, p.set, p.count, &o.images)?;
         println!("{}: {} images in {} folders", summary.set, summary.images, summary.folders.len());
         Ok(())

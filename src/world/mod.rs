@@ -88,6 +88,9 @@ pub struct WorldConfig {
     pub image_size: usize,
     /// ID classes, in label order (sorted by name, as ImageFolder sorts).
     pub id_classes: Vec<Shape>,
+    /// The share of corpus pictures with no object (textures, scenery,
+    /// patterns), 0 to 1; see `scene::object_free_picture`.
+    pub object_free_share: f64,
 }
 
 impl WorldConfig {
@@ -115,7 +118,7 @@ impl WorldConfig {
         }
         // Label order is ImageFolder's: class folders sorted by name.
         classes.sort_by_key(|s| s.name());
-        Ok(WorldConfig { seed, image_size, id_classes: classes })
+        Ok(WorldConfig { seed, image_size, id_classes: classes, object_free_share: 0.0 })
     }
 
     /// Shapes that are not ID classes: the near-OoD set's classes.
@@ -227,10 +230,17 @@ fn write_corpus(cfg: &WorldConfig, count: usize, dir: &Path) -> Result<SetSummar
         .into_par_iter()
         .map(|i| {
             let mut rng = Rng::for_item(cfg.seed, "corpus", i as u64);
-            let shape = *rng.pick(&ALL_SHAPES);
-            let scene = ObjectScene::sample(shape, &mut rng);
-            let caption = scene.caption(&mut rng);
-            save_png(&scene.render(cfg.image_size, &mut rng).to_rgb8(), &images_dir.join(format!("{i:06}.png")))?;
+            // Drawn only when asked for, so that a corpus without them
+            // keeps every picture it had before.
+            let (canvas, caption) = if cfg.object_free_share > 0.0 && rng.chance(cfg.object_free_share as f32) {
+                scene::object_free_picture(cfg.image_size, &mut rng)
+            } else {
+                let shape = *rng.pick(&ALL_SHAPES);
+                let scene = ObjectScene::sample(shape, &mut rng);
+                let caption = scene.caption(&mut rng);
+                (scene.render(cfg.image_size, &mut rng), caption)
+            };
+            save_png(&canvas.to_rgb8(), &images_dir.join(format!("{i:06}.png")))?;
             Ok(caption)
         })
         .collect::<Result<_>>()?;

@@ -156,6 +156,48 @@ fn fix_articles(words: &[&str]) -> String {
     out.join(" ")
 }
 
+/// The kinds of object-free picture the pre-training corpus holds beside
+/// the object pictures, as web data holds textures and landscapes beside
+/// objects: the texture set's kinds, the scene set's and the background
+/// patterns full-frame.
+const OBJECT_FREE_KINDS: [(&str, &str); 10] = [
+    ("texture", "noise"),
+    ("texture", "waves"),
+    ("texture", "blobs"),
+    ("scenery", "horizon"),
+    ("scenery", "clutter"),
+    ("pattern", "striped"),
+    ("pattern", "dotted"),
+    ("pattern", "checkered"),
+    ("pattern", "gradient"),
+    ("pattern", "plain"),
+];
+
+/// An object-free corpus picture and its caption, which names what fills
+/// the frame ("a photo of waves", "a striped pattern", "a horizon").
+pub fn object_free_picture(image_size: usize, rng: &mut Rng) -> (Canvas, String) {
+    let (family, kind) = *rng.pick(&OBJECT_FREE_KINDS);
+    let canvas = match family {
+        "texture" => render_texture(kind, image_size, rng),
+        "scenery" => render_scenery(kind, image_size, rng),
+        _ => render_pattern(kind, image_size, rng),
+    };
+    let opening = *rng.pick(&["a", "a", "a photo of a", "an image of a", "there is a"]);
+    let mut words: Vec<&str> = opening.split(' ').collect();
+    match family {
+        "texture" => words.extend([kind, *rng.pick(&["texture", "pattern"])]),
+        "scenery" if kind == "horizon" => {
+            words.push("horizon");
+            if rng.chance(0.5) {
+                words.extend(["with", "no", "object"]);
+            }
+        }
+        "scenery" => words.extend(["floor", "with", "clutter"]),
+        _ => words.extend([kind, *rng.pick(&["pattern", "background"])]),
+    }
+    (canvas, fix_articles(&words))
+}
+
 /// Far OoD: full-frame textures with no object (the world's "Textures").
 pub fn render_texture(kind: &str, image_size: usize, rng: &mut Rng) -> Canvas {
     let mut canvas = Canvas::new(image_size);

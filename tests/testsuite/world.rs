@@ -117,6 +117,33 @@ fn corpus_has_coco_captions_that_name_a_shape() {
     }
 }
 
+/// Captions of a corpus drawn with `object_free_share`.
+fn corpus_captions(cfg: &WorldConfig, count: usize, dir: &Path) -> Vec<String> {
+    write_set(cfg, WorldSet::Corpus, count, dir).unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("captions.json")).unwrap()).unwrap();
+    json["annotations"].as_array().unwrap().iter().map(|a| a["caption"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn object_free_pictures_are_captioned_by_what_fills_the_frame() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config(4);
+    cfg.object_free_share = 0.4;
+    let captions = corpus_captions(&cfg, 400, &tmp.path().join("mixed"));
+    let names_shape = |c: &str| toe_pipe::world::ALL_SHAPES.iter().any(|s| c.split(' ').any(|w| w == s.name()));
+    let object_free: Vec<&String> = captions.iter().filter(|c| !names_shape(c)).collect();
+    // 400 draws at 0.4: 160 expected, sd about 10.
+    assert!((120..=200).contains(&object_free.len()), "{} object-free pictures of 400", object_free.len());
+    let fills =
+        ["noise", "waves", "blobs", "horizon", "clutter", "striped", "dotted", "checkered", "gradient", "plain"];
+    for c in &object_free {
+        assert!(c.split(' ').any(|w| fills.contains(&w)), "{c} names neither a shape nor what fills the frame");
+    }
+    for kind in fills {
+        assert!(object_free.iter().any(|c| c.split(' ').any(|w| w == kind)), "no {kind} picture in {object_free:?}");
+    }
+}
+
 #[test]
 fn descriptors_cover_the_id_classes_in_the_imagenet_format() {
     let cfg = config(0);
