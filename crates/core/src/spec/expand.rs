@@ -656,13 +656,21 @@ impl Expander {
             Some(d) => match vars::scalar(d.get_ref(), scope).as_deref() {
                 Ok("cpu") => Device::Cpu,
                 Ok("gpu") => Device::Gpu,
-                _ => {
+                Ok(other) => {
+                    // Name the value the node got, and where it came from
+                    // when a variable gave it (`--set device=cuda`).
+                    let written = d.get_ref();
+                    let from = if other != written.as_str() { format!(" (from {written:?})") } else { String::new() };
                     self.err(
                         &d.span(),
                         node,
-                        format!("device must be \"cpu\" or \"gpu\", not {:?}", d.get_ref()),
-                        "write device = \"gpu\" for nodes that should use a GPU when there is one",
+                        format!("device must be \"cpu\" or \"gpu\", not {other:?}{from}"),
+                        "write device = \"gpu\" (or --set the variable to gpu) for nodes that should use a GPU when there is one",
                     );
+                    Device::Cpu
+                }
+                Err(e) => {
+                    self.var_err(&d.span(), node, e.clone());
                     Device::Cpu
                 }
             },

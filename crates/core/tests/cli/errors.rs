@@ -99,7 +99,20 @@ fn unknown_fields_and_wrong_types_name_the_node() {
     assert!(err.contains("fix: write the value with the type shown"), "{err}");
 
     let err = check(&ws, "[[node]]\nid = \"a\"\ncmd = \"echo > ${out.y}\"\noutputs.y = \"text\"\ndevice = \"tpu\"\n");
-    assert!(err.contains("p.toml:5:10: error in node `a`: device must be \"cpu\" or \"gpu\""), "{err}");
+    assert!(err.contains("p.toml:5:10: error in node `a`: device must be \"cpu\" or \"gpu\", not \"tpu\"\n"), "{err}");
+
+    // From a variable: the value it gave, and the variable.
+    let err = check(
+        &ws,
+        "[vars]\ndev = \"cuda\"\n[[node]]\nid = \"a\"\ncmd = \"echo > ${out.y}\"\noutputs.y = \"text\"\ndevice = \"${dev}\"\n",
+    );
+    assert!(
+        err.contains("error in node `a`: device must be \"cpu\" or \"gpu\", not \"cuda\" (from \"${dev}\")"),
+        "{err}"
+    );
+    let err =
+        check(&ws, "[[node]]\nid = \"a\"\ncmd = \"echo > ${out.y}\"\noutputs.y = \"text\"\ndevice = \"${nope}\"\n");
+    assert!(err.contains("p.toml:5:10: error in node `a`:") && err.contains("nope"), "{err}");
 
     let err =
         check(&ws, "[[node]]\nid = \"a\"\ncmd = \"echo > ${out.y}\"\noutputs.y = \"text\"\nparams.when = 2024-01-01\n");
