@@ -13,6 +13,10 @@ use super::shapes::Shape;
 #[allow(clippy::approx_constant)]
 const WAVE_TURN: f32 = 6.28;
 
+/// How a caption starts, object or not; "a" twice, so half the captions
+/// start plainly.
+const CAPTION_OPENINGS: [&str; 5] = ["a", "a", "a photo of a", "an image of a", "there is a"];
+
 /// Object sizes as a fraction of the image side (radius).
 const SIZES: [(&str, f32); 3] = [("small", 0.2), ("medium", 0.28), ("large", 0.37)];
 
@@ -69,7 +73,7 @@ impl ObjectScene {
     /// shapes last (zero-shot shape accuracy 0.37-0.44 after 600 steps).
     pub fn caption(&self, rng: &mut Rng) -> String {
         let mut words: Vec<&str> = Vec::new();
-        let opening = *rng.pick(&["a", "a", "a photo of a", "an image of a", "there is a"]);
+        let opening = *rng.pick(&CAPTION_OPENINGS);
         words.extend(opening.split(' '));
         if rng.chance(0.4) {
             words.push(SIZES[self.size].0);
@@ -182,7 +186,7 @@ pub fn object_free_picture(image_size: usize, rng: &mut Rng) -> (Canvas, String)
         "scenery" => render_scenery(kind, image_size, rng),
         _ => render_pattern(kind, image_size, rng),
     };
-    let opening = *rng.pick(&["a", "a", "a photo of a", "an image of a", "there is a"]);
+    let opening = *rng.pick(&CAPTION_OPENINGS);
     let mut words: Vec<&str> = opening.split(' ').collect();
     match family {
         "texture" => words.extend([kind, *rng.pick(&["texture", "pattern"])]),
