@@ -17,19 +17,31 @@ fn toe(ws: &Ws, c: &Cluster, args: &[&str]) -> Out {
     ws.toe_env(args, &env)
 }
 
-fn spawn(ws: &Ws, c: &Cluster, args: &[&str]) -> Child {
+/// toe-pipe in the background; `path`, if given, is put before its PATH.
+fn spawn(ws: &Ws, c: &Cluster, args: &[&str], path: Option<&Path>) -> Child {
     let mut cmd = Command::new(bin());
     cmd.args(args).current_dir(ws.dir.path()).stderr(Stdio::piped());
     for (k, v) in c.env() {
         cmd.env(k, v);
     }
+    if let Some(dir) = path {
+        cmd.env("PATH", format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default()));
+    }
     cmd.spawn().unwrap()
 }
 
-/// The Slurm jobs the store records as submitted and not yet dealt with.
+/// The Slurm jobs the store records as submitted and not yet dealt with:
+/// `ID.json`, not the temp file an entry is written to first (counting it
+/// once made a job id of `.16.json`, which Slurm never cancelled).
 fn ledger(ws: &Ws) -> Vec<String> {
+    let entry = |p: std::path::PathBuf| {
+        let name = p.file_name()?.to_str()?;
+        name.strip_suffix(".json")
+            .filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
+            .map(str::to_owned)
+    };
     let mut jobs: Vec<String> = std::fs::read_dir(ws.store().join("slurm"))
-        .map(|rd| rd.flatten().filter_map(|e| e.path().file_stem().map(|s| s.to_string_lossy().into_owned())).collect())
+        .map(|rd| rd.flatten().filter_map(|e| entry(e.path())).collect())
         .unwrap_or_default();
     jobs.sort();
     jobs
@@ -203,10 +215,35 @@ fn no_object_holds(ws: &Ws, content: &str) {
     }
 }
 
-fn ctrl_c_cancels_the_jobs(c: &Cluster) {
+/// What Slurm last said of a job: squeue's state while the controller
+/// keeps it, then the completion log's line.
+fn slurm_says(c: &Cluster, job: &str) -> String {
+    c.state(job).or_else(|| c.completion(job)).unwrap_or_default()
+}
+
+/// Wait until Slurm records each job as cancelled; on a timeout, say what
+/// it recorded and what toe-pipe printed.
+fn wait_until_cancelled(c: &Cluster, jobs: &[String], toe_stderr: &str) {
+    for job in jobs {
+        let t0 = Instant::now();
+        while !slurm_says(c, job).contains("CANCELLED") {
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "Slurm job {job} not recorded as cancelled after 60 s; Slurm says {:?}; toe-pipe printed:\n{toe_stderr}",
+                slurm_says(c, job)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Start the slow pipeline, interrupt toe-pipe once a job runs, and check
+/// that it asked Slurm to cancel every job and kept nothing. `path` is
+/// put before the PATH toe-pipe gets.
+fn interrupt_cancels_the_jobs(c: &Cluster, path: Option<&Path>) -> String {
     let ws = Ws::new();
     ws.write("p.toml", SLOW);
-    let child = spawn(&ws, c, &["run", "--executor", "slurm", "p.toml"]);
+    let child = spawn(&ws, c, &["run", "--executor", "slurm", "p.toml"], path);
     wait_until("three jobs are submitted", || ledger(&ws).len() == 3);
     let jobs = ledger(&ws);
     wait_until("a job runs", || jobs.iter().any(|j| c.state(j).as_deref() == Some("RUNNING")));
@@ -214,25 +251,72 @@ fn ctrl_c_cancels_the_jobs(c: &Cluster) {
     // SAFETY: signals the child we started.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
     let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(130), "{stderr}");
     assert!(stderr.contains("interrupted"), "{stderr}");
     assert!(t0.elapsed() < Duration::from_secs(60), "{:?}", t0.elapsed());
     // scancel returns before slurmctld records the state; toe-pipe's part
     // is to have asked, which it did before exiting.
-    for job in &jobs {
-        wait_until("the job is recorded as cancelled", || {
-            c.state(job).or_else(|| c.completion(job)).unwrap_or_default().contains("CANCELLED")
-        });
-    }
+    wait_until_cancelled(c, &jobs, &stderr);
     assert!(ledger(&ws).is_empty(), "{:?}", ledger(&ws));
     no_object_holds(&ws, "partial\n");
     assert!(!ws.path("out/slow_1.txt").exists());
+    stderr
+}
+
+fn ctrl_c_cancels_the_jobs(c: &Cluster) {
+    interrupt_cancels_the_jobs(c, None);
+}
+
+/// A folder holding an `scancel` that fails as one does when the
+/// controller is too busy to answer, where `fails` (a shell condition on
+/// its arguments `$*` and on `$n`, the number of its calls so far, this
+/// one included) holds, and otherwise runs Slurm's. It writes its
+/// arguments to `calls`, a line each.
+fn failing_scancel(fails: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let real = Command::new("sh").args(["-c", "command -v scancel"]).output().unwrap().stdout;
+    let script = r#"#!/bin/sh
+calls="$(dirname "$0")/calls"
+echo "$*" >> "$calls"
+n=$(wc -l < "$calls")
+if FAILS; then
+    echo 'scancel: error: Socket timed out on send/recv operation' >&2
+    exit 1
+fi
+exec REAL "$@"
+"#;
+    let script = script.replace("FAILS", fails).replace("REAL", String::from_utf8(real).unwrap().trim());
+    let path = dir.path().join("scancel");
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// A busy controller may not answer scancel in time: toe-pipe asks again
+/// rather than leave the jobs running to their end.
+fn ctrl_c_cancels_the_jobs_when_scancel_fails_at_first(c: &Cluster) {
+    let bin = failing_scancel("[ \"$n\" -eq 1 ]");
+    let stderr = interrupt_cancels_the_jobs(c, Some(bin.path()));
+    assert!(stderr.contains("Socket timed out") && stderr.contains("asking again"), "{stderr}");
+    let calls = std::fs::read_to_string(bin.path().join("calls")).unwrap();
+    assert!(calls.lines().filter(|l| !l.contains("--signal")).count() >= 2, "asked once only: {calls}");
+}
+
+/// Where cancelling keeps failing, the SIGKILL that follows five seconds
+/// later ends the jobs, and toe-pipe sees them end (it once stopped
+/// polling then, and gave up only after a minute).
+fn ctrl_c_kills_the_jobs_when_scancel_keeps_failing(c: &Cluster) {
+    let bin = failing_scancel("case \"$*\" in *--signal=KILL*) false;; *) true;; esac");
+    let t0 = Instant::now();
+    let stderr = interrupt_cancels_the_jobs(c, Some(bin.path()));
+    assert!(t0.elapsed() < Duration::from_secs(40), "{:?}\n{stderr}", t0.elapsed());
+    assert!(!stderr.contains("did not confirm"), "{stderr}");
 }
 
 /// SIGKILL toe-pipe once its jobs are submitted; returns their ids.
 fn kill_after_submission(ws: &Ws, c: &Cluster) -> Vec<String> {
-    let mut child = spawn(ws, c, &["run", "--executor", "slurm", "p.toml"]);
+    let mut child = spawn(ws, c, &["run", "--executor", "slurm", "p.toml"], None);
     wait_until("three jobs are submitted", || ledger(ws).len() == 3);
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
@@ -268,12 +352,7 @@ fn jobs_a_run_no_longer_needs_are_cancelled(c: &Cluster) {
     let out = toe(&ws, c, &["run", "--executor", "slurm", "p.toml"]).ok();
     assert_eq!(out.ran(), set(["slow_1", "slow_2", "slow_3"]));
     assert_eq!(out.stderr.matches("  cancelled Slurm job ").count(), 3, "{}", out.stderr);
-    for job in &old {
-        wait_until("the old job is cancelled", || {
-            let state = c.state(job).or_else(|| c.completion(job)).unwrap_or_default();
-            state.contains("CANCELLED")
-        });
-    }
+    wait_until_cancelled(c, &old, &out.stderr);
     for i in 1..=3 {
         let job = job_of(&ws, c, &format!("out/slow_{i}.txt"));
         assert!(!old.contains(&job), "a new job made it");
@@ -355,7 +434,7 @@ fn on_a_real_slurm_cluster() {
             return;
         }
     };
-    let scenarios: [(&str, Scenario); 8] = [
+    let scenarios: [(&str, Scenario); 10] = [
         ("a_cmd_dag_runs_as_jobs", a_cmd_dag_runs_as_jobs),
         (
             "gpu_nodes_land_on_the_gpu_partition_with_one_device_each",
@@ -366,6 +445,8 @@ fn on_a_real_slurm_cluster() {
             a_failing_job_is_reported_with_its_log_and_its_dependants_skipped,
         ),
         ("ctrl_c_cancels_the_jobs", ctrl_c_cancels_the_jobs),
+        ("ctrl_c_cancels_the_jobs_when_scancel_fails_at_first", ctrl_c_cancels_the_jobs_when_scancel_fails_at_first),
+        ("ctrl_c_kills_the_jobs_when_scancel_keeps_failing", ctrl_c_kills_the_jobs_when_scancel_keeps_failing),
         ("a_sigkilled_runs_jobs_are_adopted_by_the_next_run", a_sigkilled_runs_jobs_are_adopted_by_the_next_run),
         ("jobs_a_run_no_longer_needs_are_cancelled", jobs_a_run_no_longer_needs_are_cancelled),
         ("resources_reach_sbatch", resources_reach_sbatch),

@@ -117,10 +117,14 @@ pub fn cancel(ids: &[&str], signal: Option<&str>) -> anyhow::Result<()> {
     }
     args.extend(ids.iter().map(|s| s.to_string()));
     let out = run("scancel", &args)?;
-    // Ids of jobs that already ended are reported, and harmless.
-    if !out.status.success() && !stderr(&out).contains("already completed") && !stderr(&out).contains("Invalid job id")
-    {
-        bail!("scancel failed: {}", stderr(&out));
+    // Ids of jobs that already ended are reported, a line each, and
+    // harmless; any other line is a failure (of the others, maybe).
+    let err = stderr(&out);
+    let harmless = |line: &str| {
+        ["already completing or completed", "already completed", "Invalid job id"].iter().any(|h| line.contains(h))
+    };
+    if !out.status.success() && (err.is_empty() || !err.lines().all(harmless)) {
+        bail!("scancel failed: {err}");
     }
     Ok(())
 }

@@ -112,6 +112,12 @@ pub struct SlurmExecutor {
     interval: Duration,
     cancelled_at: Option<Instant>,
     killed: bool,
+    /// A cancel (or, with `kill_owed`, a SIGKILL) that `scancel` failed to
+    /// deliver (a busy controller may not answer in time): sent again at
+    /// each poll until it goes through, so that an interrupt never leaves
+    /// the jobs running to completion.
+    cancel_owed: bool,
+    kill_owed: bool,
     squeue_failing_since: Option<Instant>,
     /// Warnings about storage the compute nodes may not see, shown with
     /// the first submission (a run that submits nothing is not told).
@@ -141,6 +147,8 @@ impl SlurmExecutor {
             interval: POLL_MIN,
             cancelled_at: None,
             killed: false,
+            cancel_owed: false,
+            kill_owed: false,
             squeue_failing_since: None,
             storage_warnings: Some(storage::local_filesystem_warnings(p, store_root)),
             notices: Vec::new(),
@@ -203,6 +211,7 @@ impl SlurmExecutor {
 
     /// Ask Slurm about every job in flight; finish those that are over.
     fn poll(&mut self) {
+        self.send_cancels();
         let ids: Vec<&str> = self.jobs.iter().map(|j| j.job.as_str()).collect();
         let states = match commands::states(&ids) {
             Ok(s) => {
@@ -241,6 +250,8 @@ impl SlurmExecutor {
             let state = states.get(&self.jobs[i].job).cloned();
             let over = state.as_ref().is_none_or(JobState::is_over);
             if !over {
+                // A glitch that showed it over earlier does not count.
+                self.jobs[i].over_since = None;
                 i += 1;
                 continue;
             }
@@ -310,6 +321,26 @@ impl SlurmExecutor {
         }
     }
 
+    /// Deliver the cancel and the SIGKILL still owed to the jobs in flight.
+    fn send_cancels(&mut self) {
+        if !self.cancel_owed && !self.kill_owed {
+            return;
+        }
+        let ids: Vec<&str> = self.jobs.iter().map(|j| j.job.as_str()).collect();
+        if self.cancel_owed {
+            match commands::cancel(&ids, None) {
+                Ok(()) => self.cancel_owed = false,
+                Err(e) => tracing::warn!("{e:#} (asking again at the next poll)"),
+            }
+        }
+        if self.kill_owed {
+            match commands::cancel(&ids, Some("KILL")) {
+                Ok(()) => self.kill_owed = false,
+                Err(e) => tracing::warn!("{e:#} (asking again at the next poll)"),
+            }
+        }
+    }
+
     /// An earlier run's job for this node and action, if there is one.
     fn claim(&mut self, node: &str, key: &crate::store::Hash) -> Option<Entry> {
         let i = self.adoptable.iter().position(|e| e.node == node && e.key == *key)?;
@@ -366,24 +397,26 @@ impl Executor for SlurmExecutor {
     }
 
     fn cancel(&mut self, how: Stop) {
-        let ids: Vec<&str> = self.jobs.iter().map(|j| j.job.as_str()).collect();
-        match how {
+        let new_request = match how {
             Stop::Ask if self.cancelled_at.is_none() => {
                 self.cancelled_at = Some(Instant::now());
-                if let Err(e) = commands::cancel(&ids, None) {
-                    tracing::warn!("{e:#}");
-                }
+                self.cancel_owed = true;
+                true
             }
             Stop::Kill if !self.killed => {
                 self.killed = true;
-                if let Err(e) = commands::cancel(&ids, Some("KILL")) {
-                    tracing::warn!("{e:#}");
-                }
+                self.kill_owed = true;
+                true
             }
-            _ => {}
+            _ => false,
+        };
+        // The scheduler calls this at every turn once it escalates: only a
+        // new request may hurry the next poll, or no poll would ever come.
+        if new_request {
+            self.send_cancels();
+            self.interval = POLL_MIN;
+            self.next_poll = Instant::now() + POLL_MIN;
         }
-        self.interval = POLL_MIN;
-        self.next_poll = Instant::now() + POLL_MIN;
     }
 
     /// Jobs an earlier run left: those of this pipeline still queued or
