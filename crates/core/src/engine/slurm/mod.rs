@@ -118,6 +118,8 @@ pub struct SlurmExecutor {
     /// the jobs running to completion.
     cancel_owed: bool,
     kill_owed: bool,
+    /// The last error scancel gave, so that a repeated one is not shown again.
+    cancel_error: Option<String>,
     squeue_failing_since: Option<Instant>,
     /// Warnings about storage the compute nodes may not see, shown with
     /// the first submission (a run that submits nothing is not told).
@@ -149,6 +151,7 @@ impl SlurmExecutor {
             killed: false,
             cancel_owed: false,
             kill_owed: false,
+            cancel_error: None,
             squeue_failing_since: None,
             storage_warnings: Some(storage::local_filesystem_warnings(p, store_root)),
             notices: Vec::new(),
@@ -323,20 +326,19 @@ impl SlurmExecutor {
 
     /// Deliver the cancel and the SIGKILL still owed to the jobs in flight.
     fn send_cancels(&mut self) {
-        if !self.cancel_owed && !self.kill_owed {
-            return;
-        }
         let ids: Vec<&str> = self.jobs.iter().map(|j| j.job.as_str()).collect();
-        if self.cancel_owed {
-            match commands::cancel(&ids, None) {
-                Ok(()) => self.cancel_owed = false,
-                Err(e) => tracing::warn!("{e:#} (asking again at the next poll)"),
+        for (owed, signal) in [(&mut self.cancel_owed, None), (&mut self.kill_owed, Some("KILL"))] {
+            if !*owed {
+                continue;
             }
-        }
-        if self.kill_owed {
-            match commands::cancel(&ids, Some("KILL")) {
-                Ok(()) => self.kill_owed = false,
-                Err(e) => tracing::warn!("{e:#} (asking again at the next poll)"),
+            match commands::cancel(&ids, signal) {
+                Ok(()) => *owed = false,
+                // Said once: a controller that stays down would repeat it at every poll.
+                Err(e) if self.cancel_error.as_deref() != Some(&format!("{e:#}")) => {
+                    tracing::warn!("{e:#} (asking again at each poll)");
+                    self.cancel_error = Some(format!("{e:#}"));
+                }
+                Err(e) => tracing::debug!("{e:#} (asking again)"),
             }
         }
     }
