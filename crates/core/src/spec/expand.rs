@@ -621,6 +621,17 @@ impl Expander {
                         self.err(&p.span(), node, format!("the path of output `{name}` holds a NUL byte"), NUL_FIX);
                         None
                     }
+                    // A newline in a file name would split the lines of
+                    // logs, Slurm job scripts and lineage that name it.
+                    Ok(s) if s.chars().any(char::is_control) => {
+                        self.err(
+                            &p.span(),
+                            node,
+                            format!("the path of output `{name}`, {s:?}, holds a control character"),
+                            "use printable characters only (no newline, tab or escape)",
+                        );
+                        None
+                    }
                     Ok(s) => match workspace_relative(&s) {
                         Ok(rel) => Some(rel),
                         Err(m) => {

@@ -328,6 +328,25 @@ fn a_nul_byte_in_a_cmd_or_a_path_fails_check() {
 }
 
 #[test]
+fn a_control_character_in_an_output_path_fails_check() {
+    let ws = Ws::new();
+    for (path, shown) in [("out/a\\nb.txt", "\"out/a\\nb.txt\""), ("out/\\u001b[2Ja.txt", "\"out/\\u{1b}[2Ja.txt\"")] {
+        let err = check(
+            &ws,
+            &format!("[[node]]\nid = \"a\"\ncmd = \"echo a > ${{out.o}}\"\noutputs.o = {{ kind = \"text\", path = \"{path}\" }}\n"),
+        );
+        assert!(err.contains("p.toml:4:") && err.contains("node `a`") && err.contains("control character"), "{err}");
+        assert!(err.contains(shown), "the path is shown escaped: {err}");
+    }
+    // Through a variable, too.
+    let err = check(
+        &ws,
+        "[vars]\nname = \"a\\tb\"\n[[node]]\nid = \"a\"\ncmd = \"echo a > ${out.o}\"\noutputs.o = { kind = \"text\", path = \"out/${name}.txt\" }\n",
+    );
+    assert!(err.contains("control character"), "{err}");
+}
+
+#[test]
 fn for_each_takes_literal_integers_like_a_list_variable() {
     let ws = Ws::new();
     ws.write(
