@@ -53,7 +53,10 @@ pub trait Executor {
     /// The next node that is over, waiting at most `timeout`; `None` when
     /// none was within that time.
     fn wait(&mut self, timeout: Duration) -> Option<Finished>;
-    /// Stop every node that was started and is not over yet.
+    /// Stop every node that was started and is not over yet. Once the run
+    /// escalates to [`Stop::Kill`] the scheduler calls this at every turn
+    /// of its loop, between waits: a repeated call must neither cost much
+    /// nor delay what [`Executor::wait`] reports.
     fn cancel(&mut self, how: Stop);
     /// Whether nodes run elsewhere (on a cluster): then `-j` bounds the
     /// nodes in flight, and the cluster gives each its CPUs and GPUs (a gpu
