@@ -36,6 +36,12 @@ pub fn run(cli: &Cli, a: &GcArgs) -> CmdResult {
         human_bytes(r.linked_bytes),
         r.kept_actions
     );
+    if r.removed_write_temps > 0 {
+        println!(
+            "{verb} {} temp files of record writes that a killed run left unfinished (over an hour old)",
+            r.removed_write_temps
+        );
+    }
     if r.removed_statcaches > 0 {
         println!("{verb} the stat caches of {} sources that no run read within --keep-recent", r.removed_statcaches);
     }

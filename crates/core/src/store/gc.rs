@@ -4,7 +4,8 @@
 //! exists) left in its workspace, and every action used within
 //! `keep_recent`; the objects those actions produced; their logs; the stat
 //! caches of sources read within `keep_recent`. Dropped: every other action
-//! record, object, log and stat cache, and `tmp/` litter. Objects
+//! record, object, log and stat cache, `tmp/` litter, and the temp files
+//! of record writes a killed toe-pipe left (once an hour old). Objects
 //! still hard-linked from a workspace are removed from the store but their
 //! bytes stay on disk until the workspace file goes; the report counts them
 //! apart.
@@ -41,7 +42,13 @@ pub struct GcReport {
     pub removed_statcaches: usize,
     /// Pipelines whose file is gone; their refs are dropped.
     pub forgotten_pipelines: Vec<String>,
+    /// Temp files of record writes that never finished (a killed run).
+    pub removed_write_temps: usize,
 }
+
+/// A record write lasts milliseconds: a temp file this old is no writer's
+/// any more, on this host or another that shares the store.
+const WRITE_TEMP_AGE: Duration = Duration::from_secs(3600);
 
 pub fn gc(store: &Store, opts: &GcOptions) -> io::Result<GcReport> {
     let mut report = GcReport::default();
@@ -116,10 +123,40 @@ pub fn gc(store: &Store, opts: &GcOptions) -> io::Result<GcReport> {
             }
         }
     }
+    for path in write_temps(store.root()) {
+        if !modified_within(&path, now, WRITE_TEMP_AGE) {
+            report.removed_write_temps += 1;
+            if !opts.dry_run {
+                remove_any(&path)?;
+            }
+        }
+    }
     if !opts.dry_run {
         store.clean_tmp()?;
     }
     Ok(report)
+}
+
+/// The temp files of record writes ([`super::is_write_temp`]) in the store
+/// folder and the folders under it, two levels deep (shards), but not in
+/// `objects/` (written by rename of whole outputs) or `tmp/` (emptied
+/// anyway). Links are neither followed nor listed.
+fn write_temps(root: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut dirs = vec![(root.to_path_buf(), 0)];
+    while let Some((dir, depth)) = dirs.pop() {
+        for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let Ok(ty) = e.file_type() else { continue };
+            let name = e.file_name().to_string_lossy().into_owned();
+            if ty.is_file() && super::is_write_temp(&name) {
+                out.push(e.path());
+            } else if ty.is_dir() && depth < 2 && !(depth == 0 && (name == "objects" || name == "tmp")) {
+                dirs.push((e.path(), depth + 1));
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 /// Whether `path` was written (or marked used) within `keep` before `now`;

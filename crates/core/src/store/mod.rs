@@ -474,13 +474,29 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     Fsync.sync(parent)
 }
 
-/// Write `bytes` to a temporary file beside `path`, flush it, and rename it
-/// over `path`; the folder is the caller's to flush.
+/// The name of [`replace_file`]'s temporary file for `name`.
+fn write_temp_name(name: &str, pid: u32, n: u64) -> String {
+    format!(".{name}.tmp-{pid}-{n}")
+}
+
+/// Whether a file name is that of [`replace_file`]'s temporary file,
+/// `.NAME.tmp-PID-N`: what a write leaves when toe-pipe is killed in it.
+pub fn is_write_temp(name: &str) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    name.starts_with('.')
+        && name
+            .rsplit_once(".tmp-")
+            .is_some_and(|(_, tail)| tail.split_once('-').is_some_and(|(pid, n)| digits(pid) && digits(n)))
+}
+
+/// Write `bytes` to a temporary file beside `path` (`.NAME.tmp-PID-N`, see
+/// [`is_write_temp`]), flush it, and rename it over `path`; the folder is
+/// the caller's to flush.
 fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let parent = path.parent().unwrap_or(Path::new("."));
     let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
     let name = path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = parent.join(format!(".{name}.tmp-{}-{n}", std::process::id()));
+    let tmp = parent.join(write_temp_name(&name, std::process::id(), n));
     let result = (|| {
         let mut f = fs::File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -499,6 +515,17 @@ mod tests {
 
     use super::durable::Recorder;
     use super::*;
+
+    #[test]
+    fn write_temp_names() {
+        assert!(is_write_temp(&write_temp_name("refs.json", std::process::id(), 17)));
+        assert!(is_write_temp(".a.b.tmp-.tmp-1-2"));
+        for name in
+            ["refs.json", ".refs.json", "x.tmp-1-2", ".x.tmp-1", ".x.tmp-1-", ".x.tmp--2", ".x.tmp-a-2", ".x.tmp-1-2-3"]
+        {
+            assert!(!is_write_temp(name), "{name}");
+        }
+    }
 
     /// What `commit` flushes: every file and folder of a directory output
     /// before the rename, and the folders whose entries changed.

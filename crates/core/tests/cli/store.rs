@@ -333,6 +333,55 @@ fn gc_keeps_the_stat_caches_of_sources_read_recently() {
 }
 
 #[test]
+fn gc_removes_the_temp_files_that_writes_of_a_killed_run_left() {
+    let ws = Ws::new();
+    ws.write("data/in.txt", "x\n");
+    two(&ws, 1);
+    ws.run("p.toml");
+    let store = ws.store();
+    let shard = std::fs::read_dir(store.join("actions")).unwrap().next().unwrap().unwrap().path();
+    std::fs::create_dir_all(store.join("slurm")).unwrap();
+    let left = [
+        store.join("refs/.p.json.tmp-4242-0"),
+        shard.join(".ab.json.tmp-4242-1"),
+        store.join("slurm/.16.json.tmp-7-2"),
+        store.join("cache/.ops-1a.json.tmp-7-3"),
+    ];
+    // A write that may still be under way, and files of other names: kept.
+    let fresh = store.join("refs/.p.json.tmp-4243-0");
+    let others = [store.join("refs/.p.json.tmp-x"), store.join("refs/notes.tmp-1-2")];
+    // A link with such a name is not followed to what it names.
+    let outside = tempfile::tempdir().unwrap();
+    let target = outside.path().join("precious");
+    std::fs::write(&target, "keep").unwrap();
+    let link = store.join("refs/.q.json.tmp-1-1");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    for f in left.iter().chain(&others).chain([&fresh]) {
+        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+        std::fs::write(f, "{\"half\": ").unwrap();
+        if f != &fresh {
+            std::fs::File::options().write(true).open(f).unwrap().set_modified(two_hours_ago).unwrap();
+        }
+    }
+    std::fs::File::options().write(true).open(&target).unwrap().set_modified(two_hours_ago).unwrap();
+
+    let out = ws.toe(&["gc", "--dry-run"]).ok();
+    assert!(out.stdout.contains("would remove 4 temp files of record writes"), "{}", out.stdout);
+    assert!(left.iter().all(|f| f.exists()));
+    let out = ws.toe(&["gc"]).ok();
+    assert!(out.stdout.contains("removed 4 temp files of record writes"), "{}", out.stdout);
+    for f in &left {
+        assert!(!f.exists(), "{} is left", f.display());
+    }
+    for f in others.iter().chain([&fresh, &link, &target]) {
+        assert!(f.exists(), "{} was removed", f.display());
+    }
+    ws.toe(&["verify"]).ok();
+    assert!(ws.run("p.toml").ran().is_empty());
+}
+
+#[test]
 fn a_custom_store_location() {
     let ws = Ws::new();
     ws.write("data/in.txt", "x\n");
