@@ -333,12 +333,16 @@ impl SlurmExecutor {
             }
             match commands::cancel(&ids, signal) {
                 Ok(()) => *owed = false,
-                // Said once: a controller that stays down would repeat it at every poll.
-                Err(e) if self.cancel_error.as_deref() != Some(&format!("{e:#}")) => {
-                    tracing::warn!("{e:#} (asking again at each poll)");
-                    self.cancel_error = Some(format!("{e:#}"));
+                Err(e) => {
+                    let msg = format!("{e:#}");
+                    // Said once: a controller that stays down would repeat it at every poll.
+                    if self.cancel_error.as_deref() == Some(msg.as_str()) {
+                        tracing::debug!("{msg} (asking again)");
+                    } else {
+                        tracing::warn!("{msg} (asking again at each poll)");
+                        self.cancel_error = Some(msg);
+                    }
                 }
-                Err(e) => tracing::debug!("{e:#} (asking again)"),
             }
         }
     }
